@@ -50,3 +50,60 @@ class Progress:
     done: int
     total: int
     message: str = ""
+
+
+@dataclass(frozen=True)
+class TrainStep:
+    """One optimisation step finished.
+
+    Attributes
+    ----------
+    step, total_steps : int
+        Steps done so far in this run (1-based) and the run's planned total.
+    loss : float
+        Weighted cross-entropy of this step's batch.
+    learning_rate : float
+        Learning rate used for this step.
+    elapsed, eta : float
+        Seconds since the run started, and the estimated seconds left.
+    """
+
+    step: int
+    total_steps: int
+    loss: float
+    learning_rate: float
+    elapsed: float
+    eta: float
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Periodic validation on fixed, un-augmented patches.
+
+    ``loss`` is the weighted loss (lower is better; it decides the best weights),
+    ``accuracy`` the fraction of annotated pixels classified correctly, ``is_best``
+    whether these weights are now the kept best.
+    """
+
+    step: int
+    loss: float
+    accuracy: float
+    is_best: bool
+
+
+@dataclass(frozen=True)
+class Preview:
+    """The current model's prediction on the preview plane: ``(K, H, W)`` probabilities."""
+
+    step: int
+    probabilities: np.ndarray = field(repr=False)
+
+
+@dataclass(frozen=True)
+class TrainingFinished:
+    """The run ended: ``reason`` is "completed" or "stopped"; best/last steps for the record."""
+
+    step: int
+    best_step: int
+    best_loss: float
+    reason: str

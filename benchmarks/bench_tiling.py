@@ -1,0 +1,233 @@
+"""Overlap-tile inference: speed, peak memory and exactness against two baselines.
+
+Configurations (SMALL preset, random weights, eval mode, CPU, 2 threads), each measured in
+a fresh subprocess so that peak RSS belongs to it alone:
+
+* ``tiled``: ``predict_plane`` + ``make_predictor`` with the default tile size, writing the
+  probabilities into an on-disk zarr array (the output never lives in RAM);
+* ``whole``: one forward pass of the plain network over the whole mirror-padded image (the
+  floor, no tiling overhead);
+* ``monai``: ``monai.inferers.sliding_window_inference`` (roi 512, overlap 0.25, gaussian
+  blending) with the same network built with ``padding="same"``.
+
+Run: ``python benchmarks/bench_tiling.py`` (add ``--quick`` for 2048 px only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SIZES = (2048, 4096)
+MONAI_ROI = 512
+
+
+def smooth_image(size: int) -> np.ndarray:
+    """A smooth, blobby float32 image in [0, 1], deterministic."""
+    from scipy import ndimage
+
+    noise = np.random.default_rng(0).standard_normal((size // 4, size // 4)).astype(np.float32)
+    small = ndimage.gaussian_filter(noise, 3)
+    image = ndimage.zoom(small, 4, order=1)
+    return ((image - image.min()) / (image.max() - image.min())).astype(np.float32)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def child(kind: str, size: int, workdir: Path, repeats: int) -> dict:
+    """Run one configuration; return timings and memory."""
+    import torch
+
+    from napari_unet.core.model import SMALL, UNet, margin, nearest_valid_input_size
+    from napari_unet.core.predictor import make_predictor
+    from napari_unet.core.tiling import plan_tiles, predict_plane
+
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    config = SMALL if kind != "monai" else SMALL.with_(padding="same")
+    net = UNet(config).eval()
+    image = smooth_image(size)
+    baseline = current_rss_mb()
+    times = []
+    if kind == "tiled":
+        grid = plan_tiles(image.shape, config)
+        predictor = make_predictor(net)
+        import zarr
+
+        # zarr writes go through files, so (unlike np.memmap's dirty pages) the
+        # output never counts in this process's resident memory.
+        out = zarr.create_array(
+            workdir / f"tiled_{size}.zarr",
+            shape=(2, size, size),
+            chunks=(2, 512, 512),
+            dtype="f4",
+            overwrite=True,
+        )
+        for _ in range(repeats):
+            start = time.perf_counter()
+            predict_plane(image, predictor, grid, out=out)
+            times.append(time.perf_counter() - start)
+        extra = {"tiles": grid.total, "tile_input": list(grid.input_shape)}
+    elif kind == "whole":
+        m = margin(config)
+        total = nearest_valid_input_size(config, size + 2 * m, mode="up")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            padded = np.pad(image, ((m, total - size - m),) * 2, mode="symmetric")
+            with torch.inference_mode():
+                logits = net(torch.from_numpy(padded)[None, None])
+                probs = torch.softmax(logits, dim=1)[0, :, :size, :size].numpy()
+            times.append(time.perf_counter() - start)
+            del padded, logits
+        np.save(workdir / f"whole_{size}.npy", probs)
+        extra = {"input": total}
+    else:
+        from monai.inferers import sliding_window_inference
+
+        def predictor(x):
+            return torch.softmax(net(x), dim=1)
+
+        for _ in range(repeats):
+            start = time.perf_counter()
+            with torch.inference_mode():
+                probs = sliding_window_inference(
+                    torch.from_numpy(image)[None, None],
+                    roi_size=(MONAI_ROI, MONAI_ROI),
+                    sw_batch_size=1,
+                    predictor=predictor,
+                    overlap=0.25,
+                    mode="gaussian",
+                )
+            times.append(time.perf_counter() - start)
+            del probs
+        extra = {"roi": MONAI_ROI}
+    return {
+        "kind": kind,
+        "size": size,
+        "seconds": min(times),
+        "all_seconds": times,
+        "mpx_per_s": size * size / 1e6 / min(times),
+        "peak_rss_mb": peak_rss_mb(),
+        "baseline_rss_mb": baseline,
+        "increment_mb": peak_rss_mb() - baseline,
+        **extra,
+    }
+
+
+def run_child(kind: str, size: int, workdir: Path, repeats: int) -> dict:
+    command = [sys.executable, __file__, "--child", kind, str(size), str(workdir), str(repeats)]
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="2048 px only")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        kind, size, workdir, repeats = args.child
+        print(json.dumps(child(kind, int(size), Path(workdir), int(repeats))))
+        return
+    sizes = SIZES[:1] if args.quick else SIZES
+    rows, lines = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        for size in sizes:
+            repeats = args.repeats if size <= 2048 else 1
+            results = {k: run_child(k, size, workdir, repeats) for k in ("tiled", "whole", "monai")}
+            for result in results.values():
+                print(json.dumps(result), flush=True)
+                rows.append(result)
+            import zarr
+
+            tiled = zarr.open_array(workdir / f"tiled_{size}.zarr", mode="r")
+            whole = np.load(workdir / f"whole_{size}.npy", mmap_mode="r")
+            diff = max(
+                float(np.abs(tiled[:, r : r + 512] - whole[:, r : r + 512]).max())
+                for r in range(0, size, 512)
+            )
+            t, w, m = results["tiled"], results["whole"], results["monai"]
+            lines.append(
+                f"- {size} px: tiled / whole time = {t['seconds'] / w['seconds']:.2f}x "
+                f"(target <= 1.35x: {verdict(t['seconds'] <= 1.35 * w['seconds'])}); "
+                f"speed-up over MONAI = {m['seconds'] / t['seconds']:.2f}x "
+                f"(target >= 1.3x: {verdict(m['seconds'] >= 1.3 * t['seconds'])}); "
+                f"peak RSS ours / MONAI = {t['peak_rss_mb'] / m['peak_rss_mb']:.2f} "
+                f"(increment {t['increment_mb'] / max(m['increment_mb'], 1):.2f}; target <= 0.33: "
+                f"{verdict(t['peak_rss_mb'] <= m['peak_rss_mb'] / 3)} on peak RSS, "
+                f"{verdict(t['increment_mb'] <= m['increment_mb'] / 3)} on increment); "
+                f"tiled vs whole max abs difference = {diff:.2e}"
+            )
+    if len(sizes) == 2:
+        small = next(r for r in rows if r["kind"] == "tiled" and r["size"] == sizes[0])
+        large = next(r for r in rows if r["kind"] == "tiled" and r["size"] == sizes[1])
+        growth = large["increment_mb"] / max(small["increment_mb"], 1)
+        lines.append(
+            f"- Peak memory increment of ours, 4096 vs 2048 px: {growth:.2f}x for 4x the pixels "
+            f"(target: flat, <= 1.2x: {verdict(growth <= 1.2)})"
+        )
+    table = [
+        "| config | image | time (s) | Mpx/s | peak RSS (MB) | baseline (MB) | increment (MB) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        table.append(
+            f"| {r['kind']} | {r['size']}² | {r['seconds']:.1f} | {r['mpx_per_s']:.2f} | "
+            f"{r['peak_rss_mb']:.0f} | {r['baseline_rss_mb']:.0f} | {r['increment_mb']:.0f} |"
+        )
+    body = "\n".join(
+        [
+            "SMALL preset (depth 4, width 16, BatchNorm), random weights, eval mode, CPU, "
+            "2 torch threads, smooth synthetic float32 image; each configuration in a fresh "
+            "subprocess; time is the best of the repeats (1 at 4096 px).",
+            "",
+            "- `tiled`: `plan_tiles` (default tile size, tiles "
+            f"{rows[0].get('tile_input')}) + `make_predictor` (lean forward, BN folded, "
+            "channels_last) + `predict_plane` writing into an on-disk zarr array.",
+            "- `whole`: one plain `UNet.forward` over the whole mirror-padded image (the floor).",
+            f"- `monai`: `sliding_window_inference`, roi {MONAI_ROI}x{MONAI_ROI}, overlap 0.25, "
+            "gaussian, sw_batch_size 1, same U-Net with `padding='same'`.",
+            "- Baseline = RSS after imports, model creation and the input image; increment = "
+            "peak RSS - baseline.",
+            "",
+            *table,
+            "",
+            *lines,
+        ]
+    )
+    print(body)
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _report import write_section
+
+    write_section(
+        "tiling",
+        "Overlap-tile inference (tiling)",
+        "python benchmarks/bench_tiling.py" + (" --quick" if args.quick else ""),
+        body,
+    )
+
+
+if __name__ == "__main__":
+    main()

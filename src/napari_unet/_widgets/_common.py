@@ -1,0 +1,284 @@
+"""Pieces shared by the dock widgets: the session's models, model choices, notifications,
+and the small conversions between napari layers and the core's arrays.
+
+The two widgets of one viewer share a :class:`SessionModels` (see :func:`session_for`):
+the fine-tune widget adds the models it trains, the segment widget lists them at once.
+It holds models, never widgets, and it lives as long as its viewer.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from napari.utils.notifications import show_error, show_info, show_warning
+from psygnal import Signal
+
+from napari_unet.core.errors import InputError, UNetError
+from napari_unet.core.io import as_planes
+from napari_unet.core.model import SMALL
+from napari_unet.core.modelfile import ModelBundle, list_models, load_model
+
+#: Metadata key marking layers created by napari-unet (so they may be overwritten).
+METADATA_KEY = "napari_unet"
+
+
+# ------------------------------------------------------------------------- session models
+class SessionModels:
+    """Models trained in this napari session, shared by the widgets of one viewer.
+
+    ``changed`` is emitted with the newest model (or ``None`` when only the saved
+    model files changed) so model choosers can refresh and select it.
+    """
+
+    changed = Signal(object)
+
+    def __init__(self) -> None:
+        self._bundles: list[ModelBundle] = []
+
+    @property
+    def bundles(self) -> list[ModelBundle]:
+        """Session models, oldest first."""
+        return list(self._bundles)
+
+    def add(self, bundle: ModelBundle) -> None:
+        """Add ``bundle``, replacing a session model of the same name."""
+        self._bundles = [b for b in self._bundles if b.name != bundle.name] + [bundle]
+        self.changed.emit(bundle)
+
+    def files_changed(self) -> None:
+        """Tell choosers that model files were saved (the registry changed)."""
+        self.changed.emit(None)
+
+
+# Keyed by id(viewer): napari viewers are not hashable. A finalizer drops the entry
+# when the viewer is garbage collected, so no session outlives its viewer.
+_SESSIONS: dict[int, SessionModels] = {}
+
+
+def session_for(viewer: Any) -> SessionModels:
+    """The :class:`SessionModels` shared by every napari-unet widget of ``viewer``."""
+    key = id(viewer)
+    if key not in _SESSIONS:
+        _SESSIONS[key] = SessionModels()
+        weakref.finalize(viewer, _SESSIONS.pop, key, None)
+    return _SESSIONS[key]
+
+
+# -------------------------------------------------------------------------- model choices
+@dataclass(frozen=True, eq=False)
+class ModelSource:
+    """Where a model comes from: a session bundle, a file, or a new small network.
+
+    Compares by identity of its target so choosers can keep a selection across refreshes.
+    """
+
+    label: str
+    kind: Literal["session", "file", "scratch"]
+    bundle: ModelBundle | None = None
+    path: Path | None = None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ModelSource):
+            return NotImplemented
+        return (self.kind, self.path, id(self.bundle)) == (
+            other.kind,
+            other.path,
+            id(other.bundle),
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.path, id(self.bundle)))
+
+    def load(self, cache: dict | None = None) -> ModelBundle | None:
+        """The model (``None`` for scratch); files are read once per modification time.
+
+        Call from a worker thread: reading a file takes a moment.
+        """
+        if self.kind == "session":
+            return self.bundle
+        if self.kind == "scratch":
+            return None
+        assert self.path is not None
+        key = (str(self.path), self.path.stat().st_mtime_ns if self.path.exists() else 0)
+        if cache is not None and key in cache:
+            return cache[key]
+        bundle = load_model(self.path)
+        if cache is not None:
+            cache[key] = bundle
+        return bundle
+
+
+#: Choice value that opens a file dialog.
+BROWSE = "browse"
+BROWSE_LABEL = "Browse..."
+SCRATCH = ModelSource("scratch (small, untrained)", "scratch")
+
+
+def model_sources(session: SessionModels, extra_files: list[Path]) -> list[ModelSource]:
+    """Session models (newest first), built-in and user models, then browsed files."""
+    sources = [
+        ModelSource(f"{b.name} (this session)", "session", bundle=b)
+        for b in reversed(session.bundles)
+    ]
+    for entry in list_models():
+        suffix = "" if entry.source == "built-in" else " (saved)"
+        sources.append(ModelSource(f"{entry.name}{suffix}", "file", path=entry.path))
+    known = {s.path for s in sources}
+    sources += [ModelSource(p.name, "file", path=p) for p in extra_files if p not in known]
+    return sources
+
+
+def model_choices(sources: list[ModelSource]) -> list[tuple[str, Any]]:
+    """``(label, value)`` pairs for a magicgui ComboBox, ending with "Browse..."."""
+    return [(s.label, s) for s in sources] + [(BROWSE_LABEL, BROWSE)]
+
+
+def ask_model_file(parent: Any = None) -> Path | None:
+    """Let the user pick a model file; ``None`` when cancelled."""
+    from qtpy.QtWidgets import QFileDialog
+
+    from napari_unet.core.modelfile import user_models_dir
+
+    folder = user_models_dir()
+    path, _ = QFileDialog.getOpenFileName(
+        parent,
+        "Open a napari-unet model",
+        str(folder if folder.is_dir() else Path.home()),
+        "napari-unet models (*.safetensors)",
+    )
+    return Path(path) if path else None
+
+
+def device_choices() -> list[str]:
+    """"auto", "cpu", and the accelerators torch can see."""
+    import torch
+
+    choices = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        choices.append("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        choices.append("mps")
+    return choices
+
+
+SMALL_CONFIG = SMALL
+
+
+# --------------------------------------------------------------------------- notifications
+def notify_error(error: BaseException | str) -> None:
+    """Show a user-facing error: the message alone for our errors, type and message otherwise."""
+    if isinstance(error, UNetError) or isinstance(error, str):
+        show_error(str(error))
+    else:
+        show_error(f"{type(error).__name__}: {error}")
+
+
+def notify_warning(message: str) -> None:
+    show_warning(message)
+
+
+def notify_info(message: str) -> None:
+    show_info(message)
+
+
+@dataclass(frozen=True)
+class JobFailed:
+    """Yielded by a worker generator instead of raising a :class:`UNetError`.
+
+    napari's thread workers relay raised exceptions as tracebacks; an expected,
+    user-facing error is shown as its message alone by the widget instead.
+    """
+
+    error: UNetError
+
+
+def reporting_errors(generator_function: Callable) -> Callable:
+    """Wrap a generator function so a :class:`UNetError` ends it with a :class:`JobFailed`."""
+
+    def wrapped(*args: Any, **kwargs: Any):
+        try:
+            return (yield from generator_function(*args, **kwargs))
+        except UNetError as error:
+            yield JobFailed(error)
+            return None
+
+    wrapped.__name__ = generator_function.__name__
+    wrapped.__doc__ = generator_function.__doc__
+    return wrapped
+
+
+# ---------------------------------------------------------------------- layers and arrays
+def image_array(layer: Any) -> Any:
+    """The data of an image layer to segment, checked (not read): ``(H, W)`` or ``(N, H, W)``.
+
+    Multiscale layers give their full-resolution level.
+
+    Raises
+    ------
+    InputError
+        For RGB, 4D+ and otherwise unsegmentable images.
+    """
+    if layer is None:
+        raise InputError("no image layer: open an image (or a sample) and choose it first")
+    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    if getattr(layer, "rgb", False):
+        as_planes(data, rgb=True)  # raises the RGB message
+    as_planes(data, rgb=False)
+    return data
+
+
+def current_plane(viewer: Any, layer: Any) -> int:
+    """Index of the plane of ``layer`` (``(N, H, W)``) shown in ``viewer``; 0 for 2D layers."""
+    if layer.ndim < 3:
+        return 0
+    position = layer.world_to_data(viewer.dims.point)
+    plane_axis = layer.ndim - 3
+    count = layer.data.shape[plane_axis] if not layer.multiscale else layer.data[0].shape[0]
+    return int(np.clip(np.round(position[plane_axis]), 0, count - 1))
+
+
+def spatial_transform(layer: Any) -> dict[str, Any]:
+    """Scale and translate of ``layer``, to give a result layer the same placement."""
+    return {"scale": tuple(layer.scale), "translate": tuple(layer.translate)}
+
+
+def is_ours(layer: Any) -> bool:
+    """Whether ``layer`` was created by napari-unet (so it may be overwritten)."""
+    return METADATA_KEY in getattr(layer, "metadata", {})
+
+
+def our_metadata(role: str, **details: Any) -> dict[str, Any]:
+    """Layer metadata marking a layer as napari-unet's ``role`` (e.g. "EM stack/labels")."""
+    return {METADATA_KEY: {"role": role, **details}}
+
+
+def find_our_layer(viewer: Any, role: str, layer_type: type, shape: tuple, dtype: Any) -> Any:
+    """Our layer playing ``role``, of this type, shape and dtype, or ``None``.
+
+    Layers the user made (without our metadata) are never returned, so results never
+    overwrite a layer somebody painted or loaded.
+    """
+    for layer in viewer.layers:
+        marker = getattr(layer, "metadata", {}).get(METADATA_KEY)
+        if not (isinstance(marker, dict) and marker.get("role") == role):
+            continue
+        if not isinstance(layer, layer_type):
+            continue
+        if tuple(layer.data.shape) == tuple(shape) and np.dtype(layer.data.dtype) == np.dtype(dtype):
+            return layer
+    return None
+
+
+def free_name(viewer: Any, name: str) -> str:
+    """``name``, or ``name [2]``, ``name [3]``... the first not used by a layer."""
+    if name not in viewer.layers:
+        return name
+    index = 2
+    while f"{name} [{index}]" in viewer.layers:
+        index += 1
+    return f"{name} [{index}]"

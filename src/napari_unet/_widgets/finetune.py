@@ -1,0 +1,563 @@
+"""The *Fine-tune* dock widget: paint a few cells, train, watch the loss, use the model.
+
+Training runs in a ``thread_worker`` draining :meth:`~napari_unet.core.train.Trainer.run`;
+the dock draws the loss curve live and a preview layer shows the current model's
+prediction on the plane in view. **Stop** (``worker.quit()``) keeps the best weights.
+When a run ends, its best model joins the session's models, so the Segment widget
+offers it at once; **Save model...** writes it to a file.
+
+Callable without clicking: :meth:`FinetuneWidget.new_annotations`,
+:meth:`FinetuneWidget.start`, :meth:`FinetuneWidget.stop`,
+:meth:`FinetuneWidget.save_model`, :meth:`FinetuneWidget.save_to_user_models`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    PushButton,
+    SpinBox,
+)
+from napari.layers import Image, Labels
+from napari.qt.threading import thread_worker
+
+from napari_unet._widgets import _common
+from napari_unet._widgets._common import (
+    BROWSE,
+    SCRATCH,
+    JobFailed,
+    ModelSource,
+    SessionModels,
+    ask_model_file,
+    current_plane,
+    free_name,
+    image_array,
+    model_choices,
+    model_sources,
+    notify_error,
+    notify_info,
+    our_metadata,
+    reporting_errors,
+    session_for,
+    spatial_transform,
+)
+from napari_unet._widgets._loss_plot import LossPlot
+from napari_unet.core.annotations import check_annotation_matches
+from napari_unet.core.augment import AugmentConfig
+from napari_unet.core.errors import AnnotationError, InputError, UNetError
+from napari_unet.core.events import Preview, TrainingFinished, TrainStep, Validation
+from napari_unet.core.model import SMALL
+from napari_unet.core.modelfile import ModelBundle, save_user_model, user_models_dir
+from napari_unet.core.modelfile import save_model as write_model_file
+from napari_unet.core.train import TrainConfig, Trainer
+
+if TYPE_CHECKING:
+    import napari
+
+LEGEND = (
+    "<b>Paint:</b> 0 = not annotated (ignored) · 1 = background · "
+    "2, 3, ... = one id per cell (touching cells need different ids)"
+)
+#: Brush defaults of new annotation layers: paint a first cell at once.
+BRUSH_SIZE = 8
+FIRST_CELL_LABEL = 2
+
+
+@dataclass(frozen=True)
+class _TrainerReady:
+    """Yielded once the worker has prepared the data (weight maps) and built the network."""
+
+    trainer: Trainer
+
+
+@reporting_errors
+def _train_job(
+    source: ModelSource,
+    cache: dict,
+    images: np.ndarray,
+    annotations: np.ndarray,
+    *,
+    convention: str,
+    config: TrainConfig,
+    preview_image: np.ndarray | None,
+    name: str,
+    trainer: Trainer | None,
+):
+    """Worker generator: prepare (or resume) a :class:`Trainer` and run it."""
+    if trainer is None:
+        base = source.load(cache)
+        trainer = Trainer(
+            base if base is not None else SMALL,
+            images,
+            annotations,
+            convention=convention,
+            config=config,
+            preview_image=preview_image,
+            name=name,
+        )
+    else:  # resume: same network and optimiser, the annotations as painted now
+        trainer.update_annotations(images, annotations)
+        trainer.preview_image = preview_image
+    yield _TrainerReady(trainer)
+    yield from trainer.run(config.steps)
+
+
+@dataclass
+class _TrainRun:
+    """State of one training run, owned by the main thread."""
+
+    image_layer: Any
+    annotation_layer: Any
+    source: ModelSource
+    preview_plane: int
+    trainer: Trainer | None = None
+    stopped: bool = False
+    failed: bool = False
+    finished_event: TrainingFinished | None = None
+
+
+class FinetuneWidget(Container):
+    """Fine-tune a U-Net on annotations painted in napari.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+        The viewer whose layers are read (never modified, except the preview layer
+        and new annotation layers this widget creates).
+    session : SessionModels, optional
+        Where trained models go; by default the one shared by the viewer's widgets.
+    """
+
+    def __init__(
+        self, viewer: napari.viewer.Viewer, session: SessionModels | None = None
+    ) -> None:
+        super().__init__(labels=True)
+        self._viewer = viewer
+        self._session = session if session is not None else session_for(viewer)
+        self._browsed: list[Path] = []
+        self._model_cache: dict = {}
+        self._worker: Any = None
+        self._run: _TrainRun | None = None
+        self._previous: _TrainRun | None = None
+        self._bundle: ModelBundle | None = None
+        self._last_base: Any = None
+
+        self._image_combo = ComboBox(label="image", choices=self._image_choices, nullable=True)
+        self._new_button = PushButton(text="New annotations")
+        self._annotation_combo = ComboBox(
+            label="annotations", choices=self._labels_choices, nullable=True
+        )
+        self._legend = Label(value=LEGEND)
+        self._legend.native.setWordWrap(True)
+        self._convention = ComboBox(
+            label="convention",
+            choices=[
+                ("sparse (0 unpainted, 1 bg, 2+ cells)", "sparse"),
+                ("dense (0 bg, 1+ cells)", "dense"),
+                ("binary (0 bg, 1 fg)", "binary"),
+                ("auto", "auto"),
+            ],
+            value="sparse",
+        )
+        self._base_combo = ComboBox(label="base model", choices=self._base_choices)
+        self._steps = SpinBox(label="steps", value=200, min=1, max=100_000, step=50)
+        self._learning_rate = FloatSpinBox(
+            label="learning rate", value=1e-3, min=1e-6, max=1.0, step=1e-4
+        )
+        self._learning_rate.native.setDecimals(5)
+        self._advanced_toggle = CheckBox(text="advanced settings", value=False)
+        self._w0 = FloatSpinBox(
+            label="border weight w0", value=10.0, min=0.0, max=100.0, step=1.0,
+            tooltip="extra loss weight between touching cells (paper eq. 2)",
+        )
+        self._sigma = FloatSpinBox(
+            label="border sigma (px)", value=5.0, min=0.5, max=50.0, step=0.5,
+            tooltip="width of the border weight (paper eq. 2)",
+        )
+        self._augment = CheckBox(text="augmentation (elastic, flips, intensity)", value=True)
+        self._batch_size = SpinBox(label="batch size", value=4, min=1, max=64)
+        self._patch_size = SpinBox(
+            label="patch size (px)", value=0, min=0, max=1024, step=16,
+            tooltip="network input patch size; 0 picks about 128 px of output",
+        )
+        self._preview_every = SpinBox(
+            label="preview every", value=10, min=0, max=10_000,
+            tooltip="steps between previews of the plane in view (0: never)",
+        )
+        self._device = ComboBox(label="device", choices=_common.device_choices(), value="auto")
+        self._advanced = Container(
+            widgets=[self._w0, self._sigma, self._augment, self._batch_size, self._patch_size,
+                     self._preview_every, self._device],
+            labels=True,
+            visible=False,
+        )  # fmt: skip
+        self._name = LineEdit(label="model name", value="fine-tuned")
+        self._start_button = PushButton(text="Start")
+        self._stop_button = PushButton(text="Stop", enabled=False)
+        self._plot = LossPlot()
+        self._plot_box = Container(labels=False)
+        self._plot_box.native.layout().addWidget(self._plot)
+        self._status = Label(value="")
+        self._save_button = PushButton(text="Save model...", enabled=False)
+        self.extend([
+            self._image_combo, self._new_button, self._annotation_combo, self._legend,
+            self._convention, self._base_combo, self._steps, self._learning_rate,
+            self._advanced_toggle, self._advanced, self._name, self._start_button,
+            self._stop_button, self._plot_box, self._status, self._save_button,
+        ])  # fmt: skip
+
+        self._last_base = self._base_combo.value
+        self._new_button.clicked.connect(self.new_annotations)
+        self._start_button.clicked.connect(self.start)
+        self._stop_button.clicked.connect(self.stop)
+        self._save_button.clicked.connect(lambda: self.save_model())
+        self._advanced_toggle.changed.connect(self._toggle_advanced)
+        self._base_combo.changed.connect(self._on_base_chosen)
+        self._image_combo.changed.connect(self._suggest_name)
+        self._session.changed.connect(self._on_session_changed)
+        viewer.layers.events.inserted.connect(self._refresh_layers)
+        viewer.layers.events.removed.connect(self._refresh_layers)
+        viewer.layers.selection.events.active.connect(self._follow_active_layer)
+        self._follow_active_layer()
+        self._suggest_name()
+
+    # ------------------------------------------------------------------ choices
+    def _image_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Image)]
+
+    def _labels_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Labels)]
+
+    def _base_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        sources = model_sources(self._session, self._browsed)
+        choices = model_choices(sources)
+        return [*choices[:-1], (SCRATCH.label, SCRATCH), choices[-1]]
+
+    def _refresh_layers(self, _event: Any = None) -> None:
+        self._image_combo.reset_choices()
+        self._annotation_combo.reset_choices()
+        self._follow_active_layer()
+
+    def _follow_active_layer(self, _event: Any = None) -> None:
+        active = self._viewer.layers.selection.active
+        if isinstance(active, Image) and active in self._viewer.layers:
+            self._image_combo.reset_choices()
+            self._image_combo.value = active
+
+    def _on_session_changed(self, _bundle: ModelBundle | None) -> None:
+        previous = self._base_combo.value
+        self._base_combo.reset_choices()
+        if previous is not None and previous != BROWSE:
+            try:
+                self._base_combo.value = previous
+            except ValueError:  # that model is gone
+                pass
+        self._last_base = self._base_combo.value
+
+    def _on_base_chosen(self, value: Any) -> None:
+        if value != BROWSE:
+            self._last_base = value
+            return
+        path = ask_model_file(self.native)
+        if path is None:
+            self._base_combo.value = self._last_base
+        else:
+            self.add_model_file(path)
+
+    def add_model_file(self, path: str | Path) -> None:
+        """Offer the model file ``path`` as a base model and select it."""
+        path = Path(path)
+        if path not in self._browsed:
+            self._browsed.append(path)
+        self._base_combo.reset_choices()
+        self._base_combo.value = ModelSource("", "file", path=path)
+        self._last_base = self._base_combo.value
+
+    def _suggest_name(self, _value: Any = None) -> None:
+        image = self._image_combo.value
+        if image is not None and not self.is_training:
+            stem = "".join(c if c.isalnum() or c in "-_." else "-" for c in image.name)
+            self._name.value = f"{stem.strip('-') or 'model'}-finetuned"
+
+    def _toggle_advanced(self, shown: bool) -> None:
+        self._advanced.visible = shown
+
+    # ------------------------------------------------------------------ state
+    @property
+    def is_training(self) -> bool:
+        """Whether a training run is in progress."""
+        return self._worker is not None
+
+    @property
+    def trained_bundle(self) -> ModelBundle | None:
+        """The best model of the last finished or stopped run."""
+        return self._bundle
+
+    @property
+    def loss_plot(self) -> LossPlot:
+        return self._plot
+
+    def train_config(self) -> TrainConfig:
+        """The training options currently set in the widget."""
+        return TrainConfig(
+            steps=int(self._steps.value),
+            batch_size=int(self._batch_size.value),
+            patch_size=int(self._patch_size.value) or None,
+            learning_rate=float(self._learning_rate.value),
+            w0=float(self._w0.value),
+            sigma=float(self._sigma.value),
+            augment=AugmentConfig(enabled=bool(self._augment.value)),
+            validation_every=max(1, min(25, int(self._steps.value) // 4)),
+            preview_every=int(self._preview_every.value),
+            device=self._device.value,
+        )
+
+    # ------------------------------------------------------------- annotations
+    def new_annotations(self) -> Labels | None:
+        """Add "<image> annotations": an empty uint16 Labels layer ready to paint."""
+        try:
+            image = image_array(self._image_combo.value)
+        except UNetError as error:
+            notify_error(error)
+            return None
+        image_layer = self._image_combo.value
+        layer = self._viewer.add_labels(
+            np.zeros(image.shape, dtype=np.uint16),
+            name=free_name(self._viewer, f"{image_layer.name} annotations"),
+            metadata=our_metadata(f"{image_layer.name}/annotations"),
+            **spatial_transform(image_layer),
+        )
+        layer.brush_size = BRUSH_SIZE
+        layer.selected_label = FIRST_CELL_LABEL
+        layer.mode = "paint"
+        self._annotation_combo.reset_choices()
+        self._annotation_combo.value = layer
+        self._convention.value = "sparse"
+        self._viewer.layers.selection.active = layer
+        return layer
+
+    # ------------------------------------------------------------------ training
+    def start(self) -> Any:
+        """Start (or resume) training on the chosen image and annotations; return the worker."""
+        if self._worker is not None:
+            notify_info("training is already running: stop it first")
+            return None
+        try:
+            return self._start_worker()
+        except UNetError as error:
+            notify_error(error)
+            return None
+
+    def stop(self) -> None:
+        """Stop after the current step; the best weights so far become the model."""
+        if self._worker is not None and self._run is not None:
+            self._run.stopped = True
+            self._status.value = "stopping..."
+            self._worker.quit()
+
+    def _start_worker(self) -> Any:
+        image_layer = self._image_combo.value
+        image = image_array(image_layer)
+        annotation_layer = self._annotation_combo.value
+        if annotation_layer is None:
+            raise AnnotationError(
+                "no annotations: click 'New annotations' and paint background (1) and cells "
+                "(2, 3, ...), or choose an existing labels layer"
+            )
+        check_annotation_matches(tuple(image.shape), tuple(annotation_layer.data.shape))
+        source = self._base_combo.value
+        if not isinstance(source, ModelSource):
+            raise InputError("no base model chosen: pick one, or 'scratch' for a new network")
+        name = self._name.value.strip() or "fine-tuned"
+        # Copies: the user may keep painting while training runs on what was painted.
+        images = np.array(image, dtype=image.dtype, copy=True)
+        annotations = np.array(annotation_layer.data, copy=True)
+        if not annotations.any():
+            raise AnnotationError(
+                "nothing is annotated: paint some background with label 1 and at least one "
+                "cell with label 2 or higher"
+            )
+        plane = current_plane(self._viewer, image_layer)
+        preview = images[plane] if images.ndim == 3 else images
+        config = self.train_config()
+        resume = self._resumable(image_layer, annotation_layer, source)
+        run = _TrainRun(image_layer, annotation_layer, source, plane)
+        worker = thread_worker(_train_job, start_thread=False)(
+            source,
+            self._model_cache,
+            images,
+            annotations,
+            convention=self._convention.value,
+            config=config,
+            preview_image=preview if config.preview_every else None,
+            name=name,
+            trainer=resume,
+        )
+        worker.yielded.connect(lambda event: self._on_event(run, event))
+        worker.errored.connect(lambda _error: setattr(run, "failed", True))
+        worker.finished.connect(lambda: self._on_finished(run))
+        self._worker, self._run = worker, run
+        if resume is None:
+            self._plot.clear()
+        self._set_running(True)
+        self._status.value = (
+            f"resuming at step {resume.step}..." if resume else "preparing the annotations..."
+        )
+        worker.start()
+        return worker
+
+    def _resumable(self, image_layer: Any, annotation_layer: Any, source: ModelSource) -> Any:
+        """The previous run's trainer, if this run continues it (same layers and base)."""
+        previous = self._previous
+        if previous is None or previous.trainer is None:
+            return None
+        same = (
+            previous.image_layer is image_layer
+            and previous.annotation_layer is annotation_layer
+            and previous.source == source
+        )
+        return previous.trainer if same else None
+
+    def _on_event(self, run: _TrainRun, event: Any) -> None:
+        if isinstance(event, TrainStep):
+            self._plot.add_step(run.trainer.step if run.trainer else event.step, event.loss)
+            self._status.value = (
+                f"step {event.step}/{event.total_steps}  loss {event.loss:.4f}  "
+                f"eta {event.eta:.0f} s"
+            )
+        elif isinstance(event, Validation):
+            self._plot.add_validation(event.step, event.loss, event.is_best)
+        elif isinstance(event, Preview):
+            self._show_preview(run, event.probabilities)
+        elif isinstance(event, _TrainerReady):
+            run.trainer = event.trainer
+        elif isinstance(event, TrainingFinished):
+            run.finished_event = event
+        elif isinstance(event, JobFailed):
+            run.failed = True
+            notify_error(event.error)
+
+    def _show_preview(self, run: _TrainRun, probabilities: np.ndarray) -> None:
+        """Foreground probability of the preview plane in "<image> preview" (ours only)."""
+        image_layer = run.image_layer
+        foreground = (1.0 - probabilities[0]).astype(np.float32)
+        placement = spatial_transform(image_layer)
+        if image_layer.ndim == 3:  # a one-plane stack placed at the previewed plane
+            foreground = foreground[np.newaxis]
+            translate = list(placement["translate"])
+            translate[0] += run.preview_plane * placement["scale"][0]
+            placement["translate"] = tuple(translate)
+        role = f"{image_layer.name}/preview"
+        layer = next(
+            (
+                lay
+                for lay in self._viewer.layers
+                if _common.is_ours(lay) and lay.metadata[_common.METADATA_KEY]["role"] == role
+            ),
+            None,
+        )
+        if layer is None:
+            self._viewer.add_image(
+                foreground,
+                name=free_name(self._viewer, f"{image_layer.name} preview"),
+                metadata=our_metadata(role),
+                colormap="magma",
+                blending="additive",
+                contrast_limits=(0.0, 1.0),
+                opacity=0.6,
+                **placement,
+            )
+            # Keep painting where the user was painting.
+            if run.annotation_layer in self._viewer.layers:
+                self._viewer.layers.selection.active = run.annotation_layer
+        else:
+            layer.data = foreground
+            layer.translate = placement["translate"]
+
+    def _on_finished(self, run: _TrainRun) -> None:
+        self._worker, self._run = None, None
+        self._set_running(False)
+        if run.trainer is None:
+            self._status.value = "failed (see the notification)" if run.failed else "stopped"
+            return
+        self._previous = run
+        trainer = run.trainer
+        if trainer.step == 0:
+            self._status.value = "stopped before the first step: no model"
+            return
+        self._bundle = trainer.best_bundle()
+        self._session.add(self._bundle)
+        self._save_button.enabled = True
+        best = f"best step {trainer.best_step}" if trainer.best_step else "last weights"
+        verb = "stopped" if run.stopped else ("failed" if run.failed else "finished")
+        self._status.value = (
+            f"{verb} at step {trainer.step} ({best}): model '{self._bundle.name}' is in "
+            "the Segment widget"
+        )
+
+    def _set_running(self, running: bool) -> None:
+        self._start_button.enabled = not running
+        self._stop_button.enabled = running
+        self._new_button.enabled = not running
+
+    # ------------------------------------------------------------------ saving
+    def save_model(self, path: str | Path | None = None) -> Path | None:
+        """Write the trained model to ``path`` (asks with a file dialog when omitted)."""
+        if self._bundle is None:
+            notify_error("no trained model yet: start a training run first")
+            return None
+        if path is None:
+            path = self._ask_save_path()
+            if path is None:
+                return None
+        try:
+            saved = write_model_file(self._bundle, Path(path))
+        except (UNetError, OSError) as error:
+            notify_error(error)
+            return None
+        self._session.files_changed()
+        self._status.value = f"saved {saved}"
+        return saved
+
+    def save_to_user_models(self, name: str | None = None, *, overwrite: bool = False) -> Path | None:
+        """Save the trained model by name in the user's model folder (listed everywhere)."""
+        if self._bundle is None:
+            notify_error("no trained model yet: start a training run first")
+            return None
+        try:
+            saved = save_user_model(self._bundle, name or self._bundle.name, overwrite=overwrite)
+        except UNetError as error:
+            notify_error(error)
+            return None
+        self._session.files_changed()
+        self._status.value = f"saved {saved}"
+        return saved
+
+    def _ask_save_path(self) -> Path | None:
+        from qtpy.QtWidgets import QFileDialog
+
+        folder = user_models_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        path, _ = QFileDialog.getSaveFileName(
+            self.native,
+            "Save the model",
+            str(folder / f"{self._bundle.name}.safetensors"),
+            "napari-unet models (*.safetensors)",
+        )
+        if not path:
+            return None
+        path = Path(path)
+        return path if path.suffix == ".safetensors" else path.with_suffix(".safetensors")
+
+
+__all__ = ["FinetuneWidget"]

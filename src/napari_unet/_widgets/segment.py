@@ -1,0 +1,428 @@
+"""The *Segment* dock widget: one click from an image layer to instance labels.
+
+The network runs in a ``thread_worker`` draining :func:`~napari_unet.core.segment.segment_iter`;
+each finished tile is written into the output layer on the main thread (``yielded``), so
+results appear tile by tile, and **Cancel** (``worker.quit()``) keeps the finished tiles.
+Layers are only touched on the main thread.
+
+The logic is callable without clicking: :meth:`SegmentWidget.segment_current_slice`,
+:meth:`SegmentWidget.segment_stack`, :meth:`SegmentWidget.cancel`,
+:meth:`SegmentWidget.add_model_file`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSpinBox,
+    Label,
+    PushButton,
+    SpinBox,
+)
+from napari.layers import Image, Labels
+from napari.qt.threading import thread_worker
+from napari.utils import progress
+
+from napari_unet._widgets import _common
+from napari_unet._widgets._common import (
+    BROWSE,
+    JobFailed,
+    ModelSource,
+    SessionModels,
+    ask_model_file,
+    current_plane,
+    find_our_layer,
+    free_name,
+    image_array,
+    model_choices,
+    model_sources,
+    notify_error,
+    notify_info,
+    our_metadata,
+    reporting_errors,
+    session_for,
+    spatial_transform,
+)
+from napari_unet.core.errors import InputError, UNetError
+from napari_unet.core.events import PlaneDone, TileDone
+from napari_unet.core.modelfile import ModelBundle, default_model_name
+from napari_unet.core.segment import SegmentOptions, segment_iter
+from napari_unet.core.tiling import round_tile_size
+
+if TYPE_CHECKING:
+    import napari
+
+#: Output kinds: (label in the chooser, SegmentOptions.output, layer name suffix).
+OUTPUTS = (
+    ("instance labels", "labels", "labels"),
+    ("semantic mask", "mask", "mask"),
+    ("probabilities (foreground)", "probabilities", "probabilities"),
+)
+_OUT_DTYPES = {"labels": np.int32, "mask": np.uint8, "probabilities": np.float32}
+#: Minimum milliseconds between two redraws of the output layer while tiles stream in.
+REFRESH_INTERVAL_MS = 100
+
+
+@reporting_errors
+def _segment_job(
+    source: ModelSource,
+    cache: dict,
+    image: Any,
+    options: SegmentOptions,
+    planes: list[int],
+):
+    """Worker generator: load the model (off the GUI thread), then segment ``planes``."""
+    bundle = source.load(cache)
+    if options.tile_size:
+        size, note = round_tile_size(bundle.config, options.tile_size)
+        options = replace(options, tile_size=size)
+        if note:
+            yield _Note(note)
+    return (yield from segment_iter(bundle, image, options=options, planes=planes))
+
+
+@dataclass(frozen=True)
+class _Note:
+    """A message for the user from the worker (e.g. the tile size was rounded)."""
+
+    message: str
+
+
+@dataclass
+class _SegmentRun:
+    """State of one run, owned by the main thread."""
+
+    layer: Any
+    output: str
+    stacked: bool
+    planes: list[int]
+    progress: Any
+    tiles_done: int = 0
+    planes_done: set = field(default_factory=set)
+    cancelled: bool = False
+    failed: bool = False
+
+
+class SegmentWidget(Container):
+    """Segment the chosen image layer with a U-Net; results stream into a layer.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+        The viewer whose layers are read and written.
+    session : SessionModels, optional
+        Models trained in this session; by default the one shared by the viewer's
+        napari-unet widgets.
+    """
+
+    def __init__(
+        self, viewer: napari.viewer.Viewer, session: SessionModels | None = None
+    ) -> None:
+        super().__init__(labels=True)
+        self._viewer = viewer
+        self._session = session if session is not None else session_for(viewer)
+        self._browsed: list[Path] = []
+        self._model_cache: dict = {}
+        self._worker: Any = None
+        self._run: _SegmentRun | None = None
+        self._refresh_pending = False
+        self._last_model: Any = None
+
+        self._image_combo = ComboBox(label="image", choices=self._image_choices, nullable=True)
+        self._model_combo = ComboBox(label="model", choices=self._model_choices)
+        self._output_combo = ComboBox(
+            label="output", choices=[(label, kind) for label, kind, _ in OUTPUTS], value="labels"
+        )
+        self._advanced_toggle = CheckBox(text="advanced settings", value=False)
+        self._tile_size = SpinBox(
+            label="tile size (px)", value=0, min=0, max=4096, step=16,
+            tooltip="network input tile size; 0 picks a size for the model",
+        )
+        self._threshold = FloatSpinBox(
+            label="threshold", value=0.5, min=0.0, max=1.0, step=0.05,
+            tooltip="foreground probability above which a pixel is foreground",
+        )
+        self._min_size = SpinBox(
+            label="min size (px)", value=0, min=0, max=1_000_000,
+            tooltip="instance labels: remove objects smaller than this",
+        )
+        self._split_touching = CheckBox(
+            text="split touching objects", value=False,
+            tooltip="instance labels: separate touching objects with a watershed",
+        )
+        self._threshold.native.setDecimals(4)
+        self._device = ComboBox(label="device", choices=_common.device_choices(), value="auto")
+        self._advanced = Container(
+            widgets=[self._tile_size, self._threshold, self._min_size, self._split_touching,
+                     self._device],
+            labels=True,
+            visible=False,
+        )
+        self._slice_button = PushButton(text="Segment current slice")
+        self._stack_button = PushButton(text="Segment stack")
+        self._cancel_button = PushButton(text="Cancel", enabled=False)
+        self._status = Label(value="")
+        self.extend([
+            self._image_combo, self._model_combo, self._output_combo, self._advanced_toggle,
+            self._advanced, self._slice_button, self._stack_button, self._cancel_button,
+            self._status,
+        ])  # fmt: skip
+
+        self._select_default_model()
+        self._advanced_toggle.changed.connect(self._toggle_advanced)
+        self._model_combo.changed.connect(self._on_model_chosen)
+        self._slice_button.clicked.connect(self.segment_current_slice)
+        self._stack_button.clicked.connect(self.segment_stack)
+        self._cancel_button.clicked.connect(self.cancel)
+        self._session.changed.connect(self._on_session_changed)
+        viewer.layers.events.inserted.connect(self._refresh_layers)
+        viewer.layers.events.removed.connect(self._refresh_layers)
+        viewer.layers.selection.events.active.connect(self._follow_active_layer)
+        self._follow_active_layer()
+
+    # ------------------------------------------------------------------ choices
+    def _image_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Image)]
+
+    def _model_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        return model_choices(model_sources(self._session, self._browsed))
+
+    def _refresh_layers(self, _event: Any = None) -> None:
+        self._image_combo.reset_choices()
+        self._follow_active_layer()
+
+    def _follow_active_layer(self, _event: Any = None) -> None:
+        active = self._viewer.layers.selection.active
+        if isinstance(active, Image) and active in self._viewer.layers:
+            self._image_combo.reset_choices()
+            self._image_combo.value = active
+
+    def _select_default_model(self) -> None:
+        name = default_model_name()
+        for source in model_sources(self._session, self._browsed):
+            if source.kind == "file" and source.path is not None and source.path.stem == name:
+                self._model_combo.value = source
+                break
+        self._last_model = self._model_combo.value
+
+    def _on_session_changed(self, bundle: ModelBundle | None) -> None:
+        previous = self._model_combo.value
+        self._model_combo.reset_choices()
+        if bundle is not None:  # a model was just trained: offer it first
+            self._model_combo.value = ModelSource("", "session", bundle=bundle)
+        elif previous is not None and previous != BROWSE:
+            self._model_combo.value = previous
+        self._last_model = self._model_combo.value
+
+    def _on_model_chosen(self, value: Any) -> None:
+        if value != BROWSE:
+            self._last_model = value
+            return
+        path = ask_model_file(self.native)
+        if path is None:
+            self._model_combo.value = self._last_model
+        else:
+            self.add_model_file(path)
+
+    def add_model_file(self, path: str | Path) -> None:
+        """Offer the model file ``path`` in the chooser and select it."""
+        path = Path(path)
+        if path not in self._browsed:
+            self._browsed.append(path)
+        self._model_combo.reset_choices()
+        for source in model_sources(self._session, self._browsed):
+            if source.path == path:
+                self._model_combo.value = source
+        self._last_model = self._model_combo.value
+
+    @property
+    def model_labels(self) -> list[str]:
+        """Labels of the models offered in the chooser (without "Browse...")."""
+        return [label for label, value in self._model_choices() if value != BROWSE]
+
+    def _toggle_advanced(self, shown: bool) -> None:
+        self._advanced.visible = shown
+
+    # ------------------------------------------------------------------ options
+    def options(self) -> SegmentOptions:
+        """The segmentation options currently set in the widget."""
+        return SegmentOptions(
+            output=self._output_combo.value,
+            tile_size=self._tile_size.value or None,
+            threshold=float(self._threshold.value),
+            min_size=int(self._min_size.value),
+            split_touching=bool(self._split_touching.value),
+            device=self._device.value,
+        )
+
+    @property
+    def is_running(self) -> bool:
+        """Whether a segmentation is in progress."""
+        return self._worker is not None
+
+    # --------------------------------------------------------------------- runs
+    def segment_current_slice(self) -> Any:
+        """Segment the plane of the chosen image shown in the viewer; return the worker."""
+        layer = self._image_combo.value
+        planes = [current_plane(self._viewer, layer)] if layer is not None else [0]
+        return self._start(planes)
+
+    def segment_stack(self) -> Any:
+        """Segment every plane of the chosen image; return the worker."""
+        return self._start(None)
+
+    def cancel(self) -> None:
+        """Stop after the tile in progress; finished tiles stay in the output layer."""
+        if self._worker is not None and self._run is not None:
+            self._run.cancelled = True
+            self._status.value = "cancelling..."
+            self._worker.quit()
+
+    def _start(self, planes: list[int] | None) -> Any:
+        if self._worker is not None:
+            notify_info("a segmentation is already running: cancel it first")
+            return None
+        try:
+            return self._start_worker(planes)
+        except UNetError as error:
+            notify_error(error)
+            return None
+
+    def _start_worker(self, planes: list[int] | None) -> Any:
+        image_layer = self._image_combo.value
+        image = image_array(image_layer)
+        source = self._model_combo.value
+        if not isinstance(source, ModelSource):
+            raise InputError(
+                "no model chosen: pick a built-in or saved model, or Browse... for a file"
+            )
+        options = self.options()
+        stacked = image.ndim == 3
+        all_planes = list(range(image.shape[0])) if stacked else [0]
+        planes = all_planes if planes is None else planes
+        layer = self._output_layer(image_layer, image.shape, options.output, planes, stacked)
+        run = _SegmentRun(
+            layer=layer,
+            output=options.output,
+            stacked=stacked,
+            planes=planes,
+            progress=progress(total=0, desc=f"Segmenting {image_layer.name}"),
+        )
+        worker = thread_worker(_segment_job, start_thread=False)(
+            source, self._model_cache, image, options, planes
+        )
+        worker.yielded.connect(lambda event: self._on_event(run, event))
+        worker.errored.connect(lambda error: self._on_error(run, error))
+        worker.finished.connect(lambda: self._on_finished(run))
+        self._worker, self._run = worker, run
+        self._set_running(True)
+        what = f"plane {planes[0]}" if stacked and len(planes) == 1 else "image"
+        self._status.value = f"segmenting {what} with {source.label}..."
+        worker.start()
+        return worker
+
+    def _output_layer(
+        self, image_layer: Image, shape: tuple, output: str, planes: list[int], stacked: bool
+    ) -> Any:
+        """Our output layer for this image, cleared where it will be rewritten (main thread)."""
+        suffix = next(s for _, kind, s in OUTPUTS if kind == output)
+        role = f"{image_layer.name}/{output}"
+        dtype = _OUT_DTYPES[output]
+        layer_type = Image if output == "probabilities" else Labels
+        layer = find_our_layer(self._viewer, role, layer_type, shape, dtype)
+        if layer is not None:
+            if stacked:
+                for p in planes:
+                    layer.data[p] = 0
+            else:
+                layer.data[...] = 0
+            layer.refresh()
+            return layer
+        name = free_name(self._viewer, f"{image_layer.name} {suffix}")
+        data = np.zeros(shape, dtype=dtype)
+        metadata = our_metadata(role)
+        placement = spatial_transform(image_layer)
+        if output == "probabilities":
+            return self._viewer.add_image(
+                data, name=name, metadata=metadata, colormap="magma", blending="additive",
+                contrast_limits=(0.0, 1.0), opacity=0.7, **placement,
+            )  # fmt: skip
+        return self._viewer.add_labels(data, name=name, metadata=metadata, **placement)
+
+    # ------------------------------------------------------------ worker events
+    def _on_event(self, run: _SegmentRun, event: Any) -> None:
+        if isinstance(event, TileDone):
+            if run.tiles_done == 0:
+                run.progress.total = event.total * len(run.planes)
+            self._write(run, event.plane, event.region, event.data)
+            run.tiles_done += 1
+            run.progress.update(1)
+            self._status.value = (
+                f"tile {run.tiles_done} of {run.progress.total}"
+                + (f" (plane {event.plane})" if run.stacked else "")
+            )
+        elif isinstance(event, PlaneDone):
+            if run.output == "labels":  # ids consistent across tile seams
+                self._write(run, event.plane, (slice(None), slice(None)), event.data)
+            run.planes_done.add(event.plane)
+        elif isinstance(event, _Note):
+            notify_info(event.message)
+        elif isinstance(event, JobFailed):
+            run.failed = True
+            notify_error(event.error)
+
+    def _write(self, run: _SegmentRun, plane: int, region: tuple, data: np.ndarray) -> None:
+        if run.output == "probabilities":
+            data = 1.0 - data[0]  # foreground = anything but background (class 0)
+        target = (plane, *region) if run.stacked else region
+        run.layer.data[target] = data
+        self._schedule_refresh(run.layer)
+
+    def _schedule_refresh(self, layer: Any) -> None:
+        """Redraw at most every REFRESH_INTERVAL_MS: redrawing per tile would stall the GUI."""
+        if self._refresh_pending:
+            return
+        from qtpy.QtCore import QTimer
+
+        self._refresh_pending = True
+
+        def refresh() -> None:
+            self._refresh_pending = False
+            if layer in self._viewer.layers:
+                layer.refresh()
+
+        QTimer.singleShot(REFRESH_INTERVAL_MS, refresh)
+
+    def _on_error(self, run: _SegmentRun, error: Exception) -> None:
+        # napari already shows unexpected errors with their traceback; just remember it.
+        run.failed = True
+
+    def _on_finished(self, run: _SegmentRun) -> None:
+        run.progress.close()
+        if run.layer in self._viewer.layers:
+            run.layer.refresh()
+        if run.cancelled:
+            self._status.value = (
+                f"cancelled: kept {run.tiles_done} of {run.progress.total or '?'} tiles"
+            )
+        elif run.failed:
+            self._status.value = "failed (see the notification)"
+        else:
+            self._status.value = f"done: {run.layer.name}"
+        self._worker, self._run = None, None
+        self._set_running(False)
+
+    def _set_running(self, running: bool) -> None:
+        self._slice_button.enabled = not running
+        self._stack_button.enabled = not running
+        self._cancel_button.enabled = running
+
+
+__all__ = ["SegmentWidget"]

@@ -1,0 +1,312 @@
+"""The ``napari-unet`` command: segment images and list models without napari.
+
+Each subcommand is a small ``_cmd_NAME(args) -> int`` function registered in
+:data:`COMMANDS` with a parser builder in :data:`PARSERS`; long work drains a core
+generator through :func:`drain_with_progress`. Bad input ends with exit status 2 and
+one ``napari-unet: error: <reason>`` line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Generator, Sequence
+from pathlib import Path
+from typing import Any
+
+from napari_unet import __version__
+from napari_unet.core.errors import InputError, UNetError
+from napari_unet.core.events import PlaneDone, TileDone
+
+PROG = "napari-unet"
+#: Exit status for bad input (as argparse uses for bad arguments).
+EXIT_BAD_INPUT = 2
+#: Exit status after Ctrl+C (128 + SIGINT).
+EXIT_INTERRUPTED = 130
+
+_SEGMENT_EPILOG = """\
+examples:
+  napari-unet segment cells.tif -o cells_labels.tif --model nuclei
+  napari-unet segment stack.tif -o masks.tif --model my_model.safetensors --output mask
+  napari-unet segment a.png b.png c.tif -o results/ --tile-size 572 --device cpu
+
+With several inputs OUTPUT is a folder (created if needed) receiving NAME_<output>.tif
+for each input. Results are TIFF: int32 instance labels, uint8 masks, or float32
+probabilities (K, H, W) per plane.
+"""
+
+_MAIN_EPILOG = """\
+examples:
+  napari-unet models                                  list built-in and user models
+  napari-unet segment cells.tif -o labels.tif --model nuclei
+  napari-unet segment --help                          all segmentation options
+"""
+
+
+def drain_with_progress(
+    generator: Generator[Any, None, Any],
+    *,
+    description: str = "",
+    unit: str = "tile",
+    total_of: Callable[[Any], int | None] | None = None,
+) -> Any:
+    """Run ``generator`` to the end with a tqdm bar on stderr; return its return value.
+
+    Parameters
+    ----------
+    generator : generator
+        Yields progress events; returns the result.
+    description : str
+        Bar label.
+    unit : str
+        What one step counts.
+    total_of : callable, optional
+        Given an event, the bar's total (or None to keep it); called until it
+        returns a number. The default reads ``TileDone.total`` (tiles of one plane).
+
+    Each :class:`TileDone` (or any event with a ``done`` count) advances the bar.
+    """
+    from tqdm import tqdm
+
+    total_of = total_of or (lambda event: getattr(event, "total", None))
+    # created at the first event, which tells the total (no empty bar flashing first)
+    bar: tqdm | None = None
+    try:
+        while True:
+            try:
+                event = next(generator)
+            except StopIteration as finished:
+                return finished.value
+            if bar is None:
+                bar = tqdm(
+                    desc=description,
+                    unit=unit,
+                    total=total_of(event),
+                    file=sys.stderr,
+                    leave=False,
+                    dynamic_ncols=True,
+                )
+            elif bar.total is None and total_of(event) is not None:
+                bar.reset(total=total_of(event))
+            if isinstance(event, TileDone):
+                bar.update(1)
+            elif hasattr(event, "done") and not isinstance(event, PlaneDone):
+                bar.update(event.done - bar.n)
+    finally:
+        if bar is not None:
+            bar.close()
+        generator.close()
+
+
+# ---------------------------------------------------------------------- segment
+
+
+def _add_segment_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "segment",
+        help="segment TIFF/PNG images with a U-Net model",
+        description="Segment TIFF (2D or stacks) and PNG images; write TIFF results.",
+        epilog=_SEGMENT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="TIFF or PNG image(s)")
+    parser.add_argument(
+        "-o",
+        "--output-path",
+        dest="output_path",
+        required=True,
+        metavar="OUTPUT",
+        help="result .tif file (one input), or a folder (several inputs)",
+    )
+    parser.add_argument(
+        "-m",
+        "--model",
+        metavar="NAME_OR_PATH",
+        help="model name (see 'napari-unet models') or .safetensors file "
+        "(default: the default built-in model)",
+    )
+    parser.add_argument(
+        "--output",
+        choices=("labels", "mask", "probabilities"),
+        default="labels",
+        help="what to write (default: labels)",
+    )
+    parser.add_argument(
+        "--tile-size",
+        type=int,
+        metavar="N",
+        help="tile input size in pixels, rounded to the nearest valid size "
+        "(default: chosen for the model)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda", "mps"),
+        default="auto",
+        help="where to run the network (default: auto = GPU if available)",
+    )
+    parser.add_argument(
+        "--threshold", type=float, default=0.5, metavar="F", help="foreground probability (0.5)"
+    )
+    parser.add_argument(
+        "--min-size", type=int, default=0, metavar="N", help="drop objects below N pixels (0)"
+    )
+    parser.add_argument(
+        "--split-touching", action="store_true", help="separate touching objects (watershed)"
+    )
+    parser.add_argument("--batch-size", type=int, default=1, metavar="N", help="tiles per pass")
+
+
+def _cmd_segment(args: argparse.Namespace) -> int:
+    from napari_unet.core.io import read_image, write_image
+    from napari_unet.core.modelfile import load_model
+    from napari_unet.core.segment import SegmentOptions, get_predictor, segment_iter
+    from napari_unet.core.tiling import round_tile_size
+
+    inputs = [Path(p) for p in args.inputs]
+    for path in inputs:
+        if not path.is_file():
+            raise InputError(f"input file not found: {path}")
+    outputs = _output_paths(inputs, Path(args.output_path), args.output)
+    bundle = load_model(_model_path(args.model))
+    tile_size = args.tile_size
+    if tile_size is not None:
+        tile_size, note = round_tile_size(bundle.config, tile_size)
+        if note:
+            print(f"{PROG}: note: {note}", file=sys.stderr)
+    options = SegmentOptions(
+        output=args.output,
+        tile_size=tile_size,
+        threshold=args.threshold,
+        min_size=args.min_size,
+        split_touching=args.split_touching,
+        device=args.device,
+        batch_size=args.batch_size,
+    )
+    predictor = get_predictor(bundle, options.device)
+    for source, target in zip(inputs, outputs, strict=True):
+        image = read_image(source)
+        generator = segment_iter(bundle, image, options=options, predictor=predictor)
+        planes = image.shape[0] if image.ndim == 3 else 1
+        result = drain_with_progress(
+            generator,
+            description=source.name,
+            total_of=lambda event, planes=planes: getattr(event, "total", 0) * planes or None,
+        )
+        write_image(target, result)
+        print(f"{source} -> {target}", file=sys.stderr)
+    return 0
+
+
+def _model_path(name_or_path: str | None) -> Path:
+    from napari_unet.core.modelfile import default_model_name, resolve_model
+
+    if name_or_path is None:
+        name_or_path = default_model_name()
+        if name_or_path is None:
+            raise InputError(
+                "no built-in model is installed; choose one with --model NAME_OR_PATH "
+                "(list models with 'napari-unet models')"
+            )
+    return resolve_model(name_or_path)
+
+
+def _output_paths(inputs: list[Path], output: Path, kind: str) -> list[Path]:
+    """One result path per input; a folder when several inputs or ``output`` is a folder."""
+    as_folder = len(inputs) > 1 or output.is_dir() or str(output).endswith(("/", "\\"))
+    if not as_folder:
+        if output.suffix.lower() not in (".tif", ".tiff"):
+            raise InputError(f"results are written as TIFF: use a .tif OUTPUT, got {output.name!r}")
+        return [output]
+    if output.exists() and not output.is_dir():
+        raise InputError(f"with several inputs OUTPUT must be a folder, but {output} is a file")
+    targets = [output / f"{path.stem}_{kind}.tif" for path in inputs]
+    seen: dict[Path, Path] = {}
+    for source, target in zip(inputs, targets, strict=True):
+        if target in seen:
+            raise InputError(
+                f"{seen[target]} and {source} would both be written to {target}; "
+                "segment them into different folders"
+            )
+        seen[target] = source
+    output.mkdir(parents=True, exist_ok=True)
+    return targets
+
+
+# ----------------------------------------------------------------------- models
+
+
+def _add_models_parser(subparsers: Any) -> None:
+    subparsers.add_parser(
+        "models",
+        help="list built-in and user models",
+        description="List models, one per line: name, source (built-in/user), path, description. "
+        "User models live in the folder named by $NAPARI_UNET_MODELS_DIR, or the per-user "
+        "data folder.",
+    )
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from napari_unet.core.modelfile import builtin_models_dir, list_models, user_models_dir
+
+    entries = list_models()
+    if not entries:
+        print(
+            f"no models found (built-in: {builtin_models_dir()}, user: {user_models_dir()})",
+            file=sys.stderr,
+        )
+        return 0
+    width = max(len(entry.name) for entry in entries)
+    for entry in entries:
+        line = f"{entry.name:<{width}}  {entry.source:<8}  {entry.path}"
+        print(f"{line}  {entry.description}" if entry.description else line)
+    return 0
+
+
+# ------------------------------------------------------------------------- main
+
+#: Subcommand name -> function running it; ``train`` registers here too.
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "segment": _cmd_segment,
+    "models": _cmd_models,
+}
+#: Subcommand name -> function adding its parser to the subparsers.
+PARSERS: dict[str, Callable[[Any], None]] = {
+    "segment": _add_segment_parser,
+    "models": _add_models_parser,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Segment microscopy images with a U-Net (Ronneberger et al. 2015).",
+        epilog=_MAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add_parser in PARSERS.values():
+        add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (UNetError, OSError) as error:
+        print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; results already written are kept", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""From class probabilities to a semantic mask and to instance labels (numpy/scipy/skimage).
+
+Public API
+----------
+- :func:`semantic_mask` ``(probabilities, *, threshold=0.5) -> (H, W) uint8``
+- :func:`instance_labels` ``(mask, *, min_size=0, split_touching=False, min_distance=5)
+  -> (H, W) int32``
+- :func:`merge_labels_across_seams` ``(labels, seams) -> (H, W) int32``: join the ids of
+  blocks labelled independently (e.g. dask blocks) where objects cross block borders.
+
+Connectivity is 4-neighbour (face) everywhere, so merging independently labelled blocks
+gives the same objects as labelling the whole mask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from skimage.feature import peak_local_max
+from skimage.segmentation import relabel_sequential, watershed
+
+from napari_unet.core.errors import InputError
+
+
+def semantic_mask(probabilities: np.ndarray, *, threshold: float = 0.5) -> np.ndarray:
+    """Class of each pixel.
+
+    Parameters
+    ----------
+    probabilities : (K, H, W) array
+        Softmax probabilities (K >= 2), or ``(1, H, W)`` foreground probability.
+    threshold : float
+        For K <= 2: a pixel is foreground (1) when its foreground probability exceeds it;
+        0.5 is the same as the argmax. Ignored for K > 2 (argmax).
+
+    Returns
+    -------
+    (H, W) uint8
+        Class ids, 0 = background.
+    """
+    probabilities = np.asarray(probabilities)
+    if probabilities.ndim != 3 or probabilities.shape[0] < 1:
+        raise InputError(f"expected probabilities of shape (K, H, W), got {probabilities.shape}")
+    if not 0.0 <= threshold <= 1.0:
+        raise InputError(f"threshold must be between 0 and 1, got {threshold}")
+    num_classes = probabilities.shape[0]
+    if num_classes > 255:
+        raise InputError(f"at most 255 classes fit a uint8 mask, got {num_classes}")
+    if num_classes <= 2:
+        return (probabilities[-1] > threshold).astype(np.uint8)
+    return np.argmax(probabilities, axis=0).astype(np.uint8)
+
+
+def instance_labels(
+    mask: np.ndarray,
+    *,
+    min_size: int = 0,
+    split_touching: bool = False,
+    min_distance: int = 5,
+) -> np.ndarray:
+    """Label connected objects of a semantic mask, one id per object.
+
+    Parameters
+    ----------
+    mask : (H, W) integer or bool array
+        0 is background; each non-zero class is labelled separately (objects of different
+        classes never share an id).
+    min_size : int
+        Objects with fewer pixels are removed.
+    split_touching : bool
+        Split touching objects by a watershed of the distance transform, seeded at its
+        maxima at least ``min_distance`` pixels apart.
+    min_distance : int
+        See ``split_touching``.
+
+    Returns
+    -------
+    (H, W) int32
+        0 is background, objects are 1..N.
+    """
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise InputError(f"expected a 2D mask (H, W), got shape {mask.shape}")
+    if min_size < 0:
+        raise InputError(f"min_size must be >= 0, got {min_size}")
+    labels = np.zeros(mask.shape, dtype=np.int32)
+    offset = 0
+    for value in np.unique(mask[mask != 0]):
+        objects = _label_class(mask == value, split_touching, min_distance)
+        objects[objects > 0] += offset
+        labels += objects
+        offset = int(labels.max())
+    if min_size > 1:
+        sizes = np.bincount(labels.ravel())
+        labels[(sizes < min_size)[labels]] = 0
+    return relabel_sequential(labels)[0].astype(np.int32, copy=False)
+
+
+def _label_class(foreground: np.ndarray, split_touching: bool, min_distance: int) -> np.ndarray:
+    components, count = ndimage.label(foreground)
+    if not split_touching or count == 0:
+        return components.astype(np.int32)
+    distance = ndimage.distance_transform_edt(foreground)
+    peaks = peak_local_max(
+        distance, min_distance=max(1, min_distance), labels=components, exclude_border=False
+    )
+    markers = np.zeros(foreground.shape, dtype=np.int32)
+    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    # Components without a peak (e.g. thin lines) keep one seed so they are not lost.
+    unseeded = np.setdiff1d(np.arange(1, count + 1), components[tuple(peaks.T)])
+    for component in unseeded:
+        row, col = np.argwhere(components == component)[0]
+        markers[row, col] = markers.max() + 1
+    return watershed(-distance, markers, mask=foreground).astype(np.int32)
+
+
+def merge_labels_across_seams(labels: np.ndarray, seams: Sequence[Sequence[int]]) -> np.ndarray:
+    """Give one id to objects cut by block borders, then relabel consecutively.
+
+    Parameters
+    ----------
+    labels : (H, W) integer array
+        Blocks labelled independently, with ids already unique across blocks (offset per
+        block); 0 is background. Not modified.
+    seams : (row_seams, col_seams)
+        Positions of the block borders: a row seam ``r`` lies between rows ``r - 1`` and
+        ``r``, a column seam ``c`` between columns ``c - 1`` and ``c``.
+
+    Returns
+    -------
+    (H, W) int32
+        Foreground pixels 4-connected across a seam share one id; ids are 1..N.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or len(seams) != 2:
+        raise InputError(
+            f"expected (H, W) labels and (row_seams, col_seams), got {labels.shape} and {seams!r}"
+        )
+    row_seams, col_seams = seams
+    pairs = [np.empty((0, 2), dtype=np.int64)]
+    for r in row_seams:
+        if 0 < r < labels.shape[0]:
+            pairs.append(np.stack([labels[r - 1], labels[r]], axis=1))
+    for c in col_seams:
+        if 0 < c < labels.shape[1]:
+            pairs.append(np.stack([labels[:, c - 1], labels[:, c]], axis=1))
+    pairs = np.concatenate(pairs).astype(np.int64)
+    pairs = pairs[(pairs > 0).all(axis=1)]
+    merged = labels.astype(np.int64)
+    if len(pairs):
+        # Union-find as connected components of the graph "id a touches id b".
+        size = int(labels.max()) + 1
+        graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(size, size))
+        _, root = connected_components(graph, directed=False)
+        root = root + 1
+        root[0] = 0  # background stays background
+        merged = root[merged]
+    return relabel_sequential(merged)[0].astype(np.int32)
+
+
+__all__ = ["instance_labels", "merge_labels_across_seams", "semantic_mask"]

@@ -1,0 +1,506 @@
+"""Training and fine-tuning as a cancellable generator of progress events.
+
+A :class:`Trainer` owns the network, the optimiser and the prepared data. Its
+:meth:`Trainer.run` generator yields :mod:`~napari_unet.core.events` (``TrainStep``,
+``Validation``, ``Preview``, ``TrainingFinished``) so the napari widget (in a
+``thread_worker``) and the CLI (with a progress bar) share one loop.
+
+Cancel is ``generator.close()``: the trainer keeps the best and the last weights
+(:meth:`Trainer.best_bundle`, :meth:`Trainer.last_bundle`). Pause is the same; after
+:meth:`Trainer.update_annotations` a new :meth:`Trainer.run` resumes the same run
+(same network, optimiser state and step counter).
+
+Data flow per step: sample patches centred on annotated pixels (so a few painted
+cells in a large image are found) from mirror-padded planes, deform them together
+with their labels and the precomputed weight map (paper eq. 2) on the training
+device, crop the targets to the valid network output, and minimise the weighted
+cross-entropy.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+
+from . import normalise
+from .annotations import check_annotation_matches, targets_from_annotation
+from .augment import AugmentConfig, augment_batch
+from .errors import AnnotationError, InputError
+from .events import Preview, TrainingFinished, TrainStep, Validation
+from .losses import weighted_cross_entropy
+from .model import UNet, UNetConfig, margin, nearest_valid_input_size, pick_device
+from .modelfile import ModelBundle
+from .predictor import make_predictor
+from .tiling import plan_tiles, predict_plane
+from .weights import weight_map
+
+Convention = Literal["sparse", "dense", "binary", "auto"]
+TrainEvent = TrainStep | Validation | Preview | TrainingFinished
+
+#: Label value of pixels the loss ignores (unannotated, or outside the image).
+IGNORE = -1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Options of a training run.
+
+    Parameters
+    ----------
+    steps : int
+        Optimisation steps of one :meth:`Trainer.run` call.
+    batch_size : int
+        Patches per step.
+    patch_size : int or None
+        Network input patch size in pixels (rounded to a valid size); ``None`` picks
+        an output patch of about 128 px.
+    learning_rate : float
+        Peak learning rate.
+    optimizer : {"adam", "sgd"}
+        Adam (default) or the paper's SGD with momentum 0.99.
+    schedule : {"constant", "cosine"}
+        Learning-rate schedule over ``steps``.
+    w0, sigma : float
+        Border-weight amplitude and width of paper eq. 2 (10 and 5 px).
+    augment : AugmentConfig
+        Elastic deformation, flips, rotations and intensity changes.
+    validation_every : int
+        Steps between validations (which decide the kept best weights).
+    preview_every : int
+        Steps between previews on the preview plane (0 disables previews).
+    seed : int
+        Seeds patch sampling, augmentation and (for new networks) initialisation.
+    device : str
+        "auto", "cpu", "cuda" or "mps".
+    """
+
+    steps: int = 200
+    batch_size: int = 4
+    patch_size: int | None = None
+    learning_rate: float = 1e-3
+    optimizer: Literal["adam", "sgd"] = "adam"
+    schedule: Literal["constant", "cosine"] = "constant"
+    weight_decay: float = 0.0
+    w0: float = 10.0
+    sigma: float = 5.0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    validation_every: int = 25
+    validation_patches: int = 8
+    preview_every: int = 0
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1:
+            raise InputError("steps and batch size must be at least 1")
+        if self.learning_rate <= 0:
+            raise InputError(f"learning rate must be positive, got {self.learning_rate}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise InputError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        if self.schedule not in ("constant", "cosine"):
+            raise InputError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
+
+
+@dataclass
+class _Plane:
+    """One annotated plane, mirror-padded so any patch centred inside it can be cut."""
+
+    image: np.ndarray  # (H + 2p, W + 2p) float32, normalised
+    labels: np.ndarray  # (H + 2p, W + 2p) int64, IGNORE outside annotations
+    weights: np.ndarray  # (H + 2p, W + 2p) float32, 0 where ignored
+    centres: np.ndarray  # (M, 2) annotated pixel coordinates in padded coordinates
+    annotated_count: int  # all annotated pixels (centres may be a subsample)
+
+
+def _as_plane_list(arrays: Sequence[np.ndarray] | np.ndarray, what: str) -> list[np.ndarray]:
+    """Split a list of 2D images / 3D stacks (or one array) into 2D planes."""
+    if isinstance(arrays, np.ndarray) or hasattr(arrays, "shape"):
+        arrays = [arrays]
+    planes: list[np.ndarray] = []
+    for array in arrays:
+        array = np.asarray(array)
+        if array.ndim == 2:
+            planes.append(array)
+        elif array.ndim == 3:
+            planes.extend(array)
+        else:
+            raise InputError(
+                f"{what} must be 2D (rows, columns) or a 3D stack (planes, rows, columns); "
+                f"got shape {array.shape}"
+            )
+    return planes
+
+
+class Trainer:
+    """A resumable training run on images and their annotations.
+
+    Parameters
+    ----------
+    base : ModelBundle or UNetConfig
+        Model to fine-tune, or the architecture of a network trained from scratch.
+    images : sequence of ndarray
+        2D ``(H, W)`` images or ``(N, H, W)`` stacks.
+    annotations : sequence of ndarray
+        Matching label arrays in the given ``convention`` (see
+        :func:`~napari_unet.core.annotations.targets_from_annotation`). Planes with
+        nothing annotated are skipped.
+    convention : {"sparse", "dense", "binary", "auto"}
+        How to read the annotations.
+    config : TrainConfig
+        Options of the run.
+    validation : tuple of (images, annotations), optional
+        Held-out data for validation; by default fixed patches of the training data.
+    preview_image : ndarray, optional
+        ``(H, W)`` plane predicted every ``config.preview_every`` steps.
+    name : str
+        Name of the resulting model.
+    """
+
+    def __init__(
+        self,
+        base: ModelBundle | UNetConfig,
+        images: Sequence[np.ndarray] | np.ndarray,
+        annotations: Sequence[np.ndarray] | np.ndarray,
+        *,
+        convention: Convention = "auto",
+        config: TrainConfig | None = None,
+        validation: tuple[Sequence[np.ndarray], Sequence[np.ndarray]] | None = None,
+        preview_image: np.ndarray | None = None,
+        name: str = "fine-tuned",
+    ) -> None:
+        self.config = config or TrainConfig()
+        self.device = pick_device(self.config.device)
+        self._rng = np.random.default_rng(self.config.seed)
+        self._torch_gen = torch.Generator(device="cpu").manual_seed(self.config.seed)
+        self.base = base if isinstance(base, ModelBundle) else None
+        self.network = self._build_network(base)
+        self.unet_config: UNetConfig = self.network.config
+        self.normalisation = (
+            dict(self.base.normalisation) if self.base else normalise.validate_spec(None)
+        )
+        self.class_names = list(self.base.class_names) if self.base else ["background", "cell"]
+        self.name = name
+        self.patch_input = self._patch_input_size()
+        self.patch_output = self.patch_input - 2 * margin(self.unet_config)
+        self.optimizer = self._make_optimizer()
+        self.step = 0
+        self.history: list[tuple[int, float]] = []
+        self.validation_history: list[tuple[int, float, float]] = []
+        self.best_loss = math.inf
+        self.best_step = 0
+        self._best_state = self._state_copy()
+        self.convention: Convention = convention
+        self.preview_image = preview_image
+        self._validation_source = validation
+        self.update_annotations(images, annotations)
+
+    # ----------------------------------------------------------------- setup
+    def _build_network(self, base: ModelBundle | UNetConfig) -> UNet:
+        if isinstance(base, ModelBundle):
+            network = base.build(device="cpu")
+        elif isinstance(base, UNetConfig):
+            torch.manual_seed(self.config.seed)
+            network = UNet(base)
+        else:
+            raise InputError(f"base must be a model bundle or a UNetConfig, got {type(base)}")
+        network = network.to(self.device)
+        if self.device.type == "cpu":
+            # channels_last is the faster layout for CPU convolutions (oneDNN).
+            network = network.to(memory_format=torch.channels_last)
+        return network
+
+    def _patch_input_size(self) -> int:
+        requested = self.config.patch_size
+        if requested is None:
+            requested = 128 + 2 * margin(self.unet_config)
+        return nearest_valid_input_size(self.unet_config, requested)
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        params = self.network.parameters()
+        if self.config.optimizer == "sgd":
+            return torch.optim.SGD(
+                params,
+                lr=self.config.learning_rate,
+                momentum=0.99,
+                weight_decay=self.config.weight_decay,
+            )
+        return torch.optim.Adam(
+            params, lr=self.config.learning_rate, weight_decay=self.config.weight_decay
+        )
+
+    def update_annotations(
+        self,
+        images: Sequence[np.ndarray] | np.ndarray,
+        annotations: Sequence[np.ndarray] | np.ndarray,
+    ) -> None:
+        """Replace the training data (e.g. after the user painted more); keeps the run.
+
+        Raises
+        ------
+        AnnotationError
+            If shapes differ or nothing usable is annotated anywhere.
+        """
+        image_planes = _as_plane_list(images, "images")
+        label_planes = _as_plane_list(annotations, "annotations")
+        if len(image_planes) != len(label_planes):
+            raise AnnotationError(
+                f"{len(image_planes)} image planes but {len(label_planes)} annotation planes; "
+                "give one annotation plane per image plane"
+            )
+        self.planes = self._prepare(image_planes, label_planes, skip_empty=True)
+        if not self.planes:
+            raise AnnotationError(
+                "nothing is annotated: paint some background with label 1 and at least one "
+                "cell with label 2 or higher"
+            )
+        if self._validation_source is not None:
+            val_images = _as_plane_list(self._validation_source[0], "validation images")
+            val_labels = _as_plane_list(self._validation_source[1], "validation annotations")
+            validation_planes = self._prepare(val_images, val_labels, skip_empty=True)
+        else:
+            validation_planes = self.planes
+        self._validation_batch = self._fixed_patches(validation_planes)
+
+    def _prepare(
+        self, images: list[np.ndarray], annotations: list[np.ndarray], *, skip_empty: bool
+    ) -> list[_Plane]:
+        planes = []
+        pad = margin(self.unet_config) + self.patch_output
+        for image, annotation in zip(images, annotations, strict=True):
+            check_annotation_matches(image.shape, annotation.shape)
+            if skip_empty and not np.any(annotation):
+                continue
+            targets = targets_from_annotation(annotation, self.convention)
+            weights = weight_map(
+                targets.instances,
+                classes=targets.classes,
+                w0=self.config.w0,
+                sigma=self.config.sigma,
+            )
+            stats = normalise.compute_stats(image, self.normalisation)
+            normalised = normalise.apply(image, stats)
+            labels = targets.classes.astype(np.int64, copy=False)
+            planes.append(_pad_plane(normalised, labels, weights, pad, self._rng))
+        return planes
+
+    # -------------------------------------------------------------- sampling
+    def _sample_batch(
+        self, planes: list[_Plane], count: int, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Cut ``count`` input-sized patches centred near annotated pixels."""
+        sizes = np.array([p.annotated_count for p in planes], dtype=np.float64)
+        choice = rng.choice(len(planes), size=count, p=sizes / sizes.sum())
+        half = self.patch_input // 2
+        jitter = self.patch_output // 4
+        images, labels, weights = [], [], []
+        for index in choice:
+            plane = planes[index]
+            row, col = plane.centres[rng.integers(len(plane.centres))]
+            row = int(np.clip(row + rng.integers(-jitter, jitter + 1), half, plane.image.shape[0] - half - 1))
+            col = int(np.clip(col + rng.integers(-jitter, jitter + 1), half, plane.image.shape[1] - half - 1))
+            window = (slice(row - half, row - half + self.patch_input),
+                      slice(col - half, col - half + self.patch_input))
+            images.append(plane.image[window])
+            labels.append(plane.labels[window])
+            weights.append(plane.weights[window])
+        return (
+            torch.from_numpy(np.stack(images)[:, None]),
+            torch.from_numpy(np.stack(labels)),
+            torch.from_numpy(np.stack(weights)),
+        )
+
+    def _fixed_patches(self, planes: list[_Plane]) -> tuple[torch.Tensor, ...]:
+        rng = np.random.default_rng(self.config.seed + 1)
+        return self._sample_batch(planes, self.config.validation_patches, rng)
+
+    def _to_device(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
+        if self.device.type == "cuda":
+            return [t.pin_memory().to(self.device, non_blocking=True) for t in tensors]
+        return [t.to(self.device) for t in tensors]
+
+    def _crop_targets(self, tensor: torch.Tensor) -> torch.Tensor:
+        m = margin(self.unet_config)
+        return tensor[..., m : m + self.patch_output, m : m + self.patch_output]
+
+    # --------------------------------------------------------------- running
+    def run(self, steps: int | None = None) -> Generator[TrainEvent, None, None]:
+        """Train for ``steps`` more steps (default ``config.steps``), yielding events.
+
+        Closing the generator stops after the current step; best and last weights stay
+        available, and calling :meth:`run` again resumes.
+        """
+        total = steps if steps is not None else self.config.steps
+        first_step = self.step
+        started = time.perf_counter()
+        scaler = torch.amp.GradScaler("cuda") if self.device.type == "cuda" else None
+        reason = "stopped"
+        try:
+            for done in range(1, total + 1):
+                lr = self._learning_rate(done - 1, total)
+                loss = self._train_step(lr, scaler)
+                self.step += 1
+                self.history.append((self.step, loss))
+                elapsed = time.perf_counter() - started
+                yield TrainStep(
+                    step=self.step - first_step,
+                    total_steps=total,
+                    loss=loss,
+                    learning_rate=lr,
+                    elapsed=elapsed,
+                    eta=elapsed / done * (total - done),
+                )
+                if done % self.config.validation_every == 0 or done == total:
+                    yield self._validate()
+                if self.config.preview_every and self.preview_image is not None and (
+                    done % self.config.preview_every == 0 or done == total
+                ):
+                    yield Preview(self.step, self.predict(self.preview_image))
+            reason = "completed"
+        finally:
+            self.network.eval()
+        yield TrainingFinished(self.step, self.best_step, self.best_loss, reason)
+
+    def _learning_rate(self, index: int, total: int) -> float:
+        peak = self.config.learning_rate
+        if self.config.schedule == "cosine":
+            return 0.5 * peak * (1 + math.cos(math.pi * index / max(total, 1)))
+        return peak
+
+    def _train_step(self, lr: float, scaler: torch.amp.GradScaler | None) -> float:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        batch = self._sample_batch(self.planes, self.config.batch_size, self._rng)
+        image, labels, weights = self._to_device(*batch)
+        image, labels, weights = augment_batch(
+            image,
+            labels,
+            weights,
+            self.config.augment,
+            generator=self._torch_gen,
+            crop_targets_to=(self.patch_output, self.patch_output),
+            ignore_index=IGNORE,
+        )
+        if self.device.type == "cpu":
+            image = image.contiguous(memory_format=torch.channels_last)
+        self.network.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=self.device.type, enabled=scaler is not None):
+            logits = self.network(image)
+            loss = weighted_cross_entropy(logits.float(), labels, weights)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(self.optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        return float(loss.detach())
+
+    def _validate(self) -> Validation:
+        image, labels, weights = self._to_device(*self._validation_batch)
+        labels, weights = self._crop_targets(labels), self._crop_targets(weights)
+        self.network.eval()
+        with torch.inference_mode():
+            if self.device.type == "cpu":
+                image = image.contiguous(memory_format=torch.channels_last)
+            logits = self.network(image).float()
+            loss = float(weighted_cross_entropy(logits, labels, weights))
+            annotated = labels != IGNORE
+            correct = (logits.argmax(1) == labels) & annotated
+            accuracy = float(correct.sum()) / max(int(annotated.sum()), 1)
+        is_best = loss < self.best_loss
+        if is_best:
+            self.best_loss, self.best_step = loss, self.step
+            self._best_state = self._state_copy()
+        self.validation_history.append((self.step, loss, accuracy))
+        return Validation(self.step, loss, accuracy, is_best)
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        """``(K, H, W)`` probabilities of the current network on one ``(H, W)`` plane."""
+        self.network.eval()
+        stats = normalise.compute_stats(image, self.normalisation)
+        grid = plan_tiles(image.shape, self.unet_config)
+        predictor = make_predictor(self.network, self.device)
+        return predict_plane(image, predictor, grid, transform=lambda t: normalise.apply(t, stats))
+
+    # --------------------------------------------------------------- results
+    def _state_copy(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.network.state_dict().items()}
+
+    def _bundle(self, state: dict[str, torch.Tensor], step: int) -> ModelBundle:
+        provenance = dict(self.base.provenance) if self.base else {}
+        provenance = {
+            **provenance,
+            "base": self.base.name if self.base else "scratch",
+            "steps": step,
+            "trained": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+            "best_validation_loss": None if math.isinf(self.best_loss) else self.best_loss,
+            "training_config": _jsonable_config(self.config),
+        }
+        return ModelBundle(
+            name=self.name,
+            config=self.unet_config,
+            state_dict=copy.deepcopy(state),
+            normalisation=dict(self.normalisation),
+            class_names=list(self.class_names),
+            provenance=provenance,
+        )
+
+    def best_bundle(self) -> ModelBundle:
+        """Model with the weights of the lowest validation loss so far."""
+        if math.isinf(self.best_loss):
+            return self.last_bundle()
+        return self._bundle(self._best_state, self.best_step)
+
+    def last_bundle(self) -> ModelBundle:
+        """Model with the current weights."""
+        return self._bundle(self._state_copy(), self.step)
+
+
+#: Patch centres kept per plane; a random subset keeps memory small for dense masks.
+MAX_CENTRES = 4096
+
+
+def _pad_plane(
+    image: np.ndarray, labels: np.ndarray, weights: np.ndarray, pad: int, rng: np.random.Generator
+) -> _Plane:
+    """Mirror-pad the image (context, as in the paper) and pad targets as ignored."""
+    padded_image = np.pad(image, pad, mode="symmetric").astype(np.float32, copy=False)
+    padded_labels = np.pad(labels, pad, mode="constant", constant_values=IGNORE)
+    padded_weights = np.pad(weights.astype(np.float32), pad, mode="constant")
+    centres = np.argwhere(labels != IGNORE)
+    count = len(centres)
+    if count > MAX_CENTRES:
+        centres = centres[rng.choice(count, MAX_CENTRES, replace=False)]
+    return _Plane(padded_image, padded_labels, padded_weights, centres + pad, count)
+
+
+def _jsonable_config(config: TrainConfig) -> dict:
+    values = {k: getattr(config, k) for k in config.__dataclass_fields__ if k != "augment"}
+    values["augment"] = {
+        k: getattr(config.augment, k) for k in config.augment.__dataclass_fields__
+    }
+    return values
+
+
+def train(
+    base: ModelBundle | UNetConfig,
+    images: Sequence[np.ndarray] | np.ndarray,
+    annotations: Sequence[np.ndarray] | np.ndarray,
+    **kwargs,
+) -> ModelBundle:
+    """Train to completion and return the best model (script-friendly wrapper)."""
+    trainer = Trainer(base, images, annotations, **kwargs)
+    for _ in trainer.run():
+        pass
+    return trainer.best_bundle()
+
+
+__all__ = ["IGNORE", "TrainConfig", "Trainer", "train"]

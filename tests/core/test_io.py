@@ -1,0 +1,164 @@
+"""Image reading/writing and the checks that decide what can be segmented."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+from skimage import io as skio
+
+from napari_unet.core.errors import InputError
+from napari_unet.core.io import as_planes, read_image, write_image
+
+# ------------------------------------------------------------------ read/write
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (3, 5, 7)])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.float32])
+def test_tiff_round_trip(tmp_path, shape, dtype):
+    image = np.random.default_rng(0).integers(0, 200, shape).astype(dtype)
+    path = write_image(tmp_path / "sub" / "x.tif", image)
+    result = read_image(path)
+    assert result.dtype == image.dtype
+    np.testing.assert_array_equal(result, image)
+
+
+def test_written_tiff_is_zlib_compressed(tmp_path):
+    path = write_image(tmp_path / "x.tif", np.zeros((64, 64), np.int32))
+    with tifffile.TiffFile(path) as tiff:
+        assert tiff.pages[0].compression == tifffile.COMPRESSION.ADOBE_DEFLATE
+
+
+def test_write_requires_tiff(tmp_path):
+    with pytest.raises(InputError, match=r"written as TIFF: use a \.tif path"):
+        write_image(tmp_path / "x.png", np.zeros((4, 4)))
+
+
+def test_png_gray(tmp_path):
+    image = np.arange(48, dtype=np.uint8).reshape(6, 8)
+    skio.imsave(tmp_path / "g.png", image, check_contrast=False)
+    np.testing.assert_array_equal(read_image(tmp_path / "g.png"), image)
+
+
+def test_png_gray_saved_as_rgb_reads_as_gray(tmp_path):
+    gray = np.arange(48, dtype=np.uint8).reshape(6, 8)
+    skio.imsave(tmp_path / "g.png", np.stack([gray] * 3, axis=-1), check_contrast=False)
+    np.testing.assert_array_equal(read_image(tmp_path / "g.png"), gray)
+
+
+def test_png_colour_is_refused_when_segmenting(tmp_path):
+    colour = np.random.default_rng(0).integers(0, 255, (6, 8, 3)).astype(np.uint8)
+    skio.imsave(tmp_path / "c.png", colour, check_contrast=False)
+    image = read_image(tmp_path / "c.png")
+    assert image.shape == (6, 8, 3)
+    with pytest.raises(InputError, match=r"RGB image.*Split RGB"):
+        as_planes(image)
+
+
+def test_tiff_tagged_rgb_is_refused_even_in_uint16(tmp_path):
+    colour = np.random.default_rng(0).integers(0, 4000, (2, 6, 8, 3)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "c.tif", colour, photometric="rgb")
+    with pytest.raises(InputError, match=r"RGB image \(c.tif.*convert it to grayscale"):
+        read_image(tmp_path / "c.tif")
+
+
+def test_missing_and_unsupported_files(tmp_path):
+    with pytest.raises(InputError, match="input file not found"):
+        read_image(tmp_path / "nope.tif")
+    (tmp_path / "x.jpg").write_bytes(b"not really")
+    with pytest.raises(InputError, match=r"cannot read x.jpg: supported formats are .tif"):
+        read_image(tmp_path / "x.jpg")
+
+
+def test_lazy_reading_is_not_there_yet(tmp_path):
+    with pytest.raises(InputError, match="lazy reading is not supported yet"):
+        read_image(tmp_path / "x.tif", lazy=True)
+
+
+# ------------------------------------------------------------------ as_planes
+
+
+def test_2d_image_becomes_one_plane_view():
+    image = np.zeros((5, 7), np.uint16)
+    planes, restore = as_planes(image)
+    assert planes.shape == (1, 5, 7)
+    assert np.shares_memory(planes, image)
+    assert restore(np.ones((1, 5, 7))).shape == (5, 7)
+    assert restore(np.ones((1, 2, 5, 7))).shape == (2, 5, 7)  # probabilities keep K
+
+
+def test_stack_is_kept_as_is():
+    image = np.zeros((3, 5, 7), np.float32)
+    planes, restore = as_planes(image)
+    assert planes is image
+    result = np.ones((3, 5, 7))
+    assert restore(result) is result
+
+
+def test_bool_becomes_uint8_zero_one_without_copy():
+    image = np.array([[True, False], [False, True]])
+    planes, _ = as_planes(image)
+    assert planes.dtype == np.uint8
+    np.testing.assert_array_equal(planes[0], [[1, 0], [0, 1]])
+    assert np.shares_memory(planes, image)
+
+
+def test_dask_stack_stays_lazy():
+    da = pytest.importorskip("dask.array")
+    planes, _ = as_planes(da.zeros((2, 5, 7), chunks=(1, 5, 7)))
+    assert isinstance(planes, da.Array)
+    planes, _ = as_planes(da.zeros((5, 7)))
+    assert isinstance(planes, da.Array) and planes.shape == (1, 5, 7)
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        ((7,), r"shape \(7,\) \(1D\): expected \(H, W\) or a stack \(N, H, W\)"),
+        ((2, 3, 5, 7), r"shape \(2, 3, 5, 7\) \(4D\)"),
+        ((0, 7), r"the image is empty: shape \(0, 7\)"),
+        ((3, 0, 7), "the image is empty"),
+        ((16, 16, 3), r"RGB image \(shape \(16, 16, 3\)\).*Split RGB"),
+        ((16, 16, 4), "RGB image"),
+    ],
+)
+def test_unsegmentable_shapes_are_named(shape, message):
+    with pytest.raises(InputError, match=message):
+        as_planes(np.zeros(shape, np.uint8))
+
+
+def test_small_planes_with_3_columns_are_a_stack_not_rgb():
+    planes, _ = as_planes(np.zeros((2, 3, 3), np.uint8))
+    assert planes.shape == (2, 3, 3)
+
+
+def test_known_rgb_is_refused_whatever_its_shape():
+    with pytest.raises(InputError, match="RGB image"):
+        as_planes(np.zeros((4, 4, 3)), rgb=True)
+    planes, _ = as_planes(np.zeros((10, 10, 3)), rgb=False)  # a 10-plane stack, said so
+    assert planes.shape == (10, 10, 3)
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, object, "U3"])
+def test_unsupported_dtypes_are_refused(dtype):
+    with pytest.raises(InputError, match="cannot segment an image of dtype"):
+        as_planes(np.zeros((4, 4), dtype=dtype))
+
+
+def test_multichannel_models_take_channel_first_planes():
+    planes, _ = as_planes(np.zeros((2, 5, 7)), in_channels=2)
+    assert planes.shape == (1, 2, 5, 7)
+    planes, _ = as_planes(np.zeros((3, 2, 5, 7)), in_channels=2)
+    assert planes.shape == (3, 2, 5, 7)
+    with pytest.raises(InputError, match="expects 2 channels but the image of shape"):
+        as_planes(np.zeros((3, 5, 7)), in_channels=2)
+
+
+def test_real_em_stack_and_nuclei_image_read_as_planes(shared_data):
+    stack = read_image(shared_data / "em-isbi2012" / "images.tif")
+    assert stack.shape == (20, 512, 512) and stack.dtype == np.uint8
+    planes, restore = as_planes(stack)
+    assert planes.shape == (20, 512, 512) and restore(planes) is planes
+    nucleus = next(iter(sorted((shared_data / "nuclei-dsb2018" / "images").glob("*.tif"))))
+    image = read_image(nucleus)
+    assert image.ndim == 2 and image.dtype == np.uint8

@@ -1,0 +1,61 @@
+"""Fixtures for the widget tests: an isolated model folder, tiny models, captured notifications."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_unet._widgets import _common
+from napari_unet.core.model import UNetConfig
+from napari_unet.core.modelfile import MODELS_DIR_ENV, random_model, save_model
+
+#: A tiny valid U-Net (margin 20 px): fast enough for many tiles in a test.
+TINY = UNetConfig(depth=2, base_width=4, padding="valid", norm="batch")
+
+
+@pytest.fixture(autouse=True)
+def _user_models_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets an empty user model folder."""
+    folder = tmp_path / "user-models"
+    monkeypatch.setenv(MODELS_DIR_ENV, str(folder))
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def _cpu_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Widgets offer only "auto" and "cpu", so tests never touch an accelerator."""
+    monkeypatch.setattr(_common, "device_choices", lambda: ["auto", "cpu"])
+
+
+@pytest.fixture
+def notifications(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
+    """Messages the widgets show, by kind ("error", "warning", "info")."""
+    shown: dict[str, list[str]] = {"error": [], "warning": [], "info": []}
+    for kind in shown:
+        monkeypatch.setattr(_common, f"show_{kind}", shown[kind].append)
+    return shown
+
+
+@pytest.fixture
+def tiny_model_file(tmp_path: Path) -> Path:
+    """A random-weight tiny model saved to a file."""
+    return save_model(random_model(TINY, seed=1, name="tiny"), tmp_path / "tiny.safetensors")
+
+
+@pytest.fixture
+def blobs() -> np.ndarray:
+    """(96, 128) uint8: bright discs on a dark, slightly noisy background."""
+    rng = np.random.default_rng(0)
+    rows, cols = np.mgrid[:96, :128]
+    image = rng.normal(20, 5, (96, 128))
+    for r, c in [(20, 25), (50, 70), (70, 30), (30, 100), (75, 105)]:
+        image[(rows - r) ** 2 + (cols - c) ** 2 < 100] += 150
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def tiny_base_file(tmp_path: Path) -> Path:
+    """Another random tiny model file, a quick base for fine-tuning."""
+    return save_model(random_model(TINY, seed=2, name="tinybase"), tmp_path / "tinybase.safetensors")

@@ -1,0 +1,139 @@
+"""The Fine-tune widget in a real viewer: paint, train, stop, use and save the model."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from napari_unet._widgets.finetune import FIRST_CELL_LABEL, FinetuneWidget
+from napari_unet._widgets.segment import SegmentWidget
+from napari_unet.core.modelfile import list_models, load_model
+
+TIMEOUT_MS = 90_000
+
+
+def _paint(annotations: np.ndarray, image: np.ndarray) -> None:
+    """Sparse strokes: background (1) in a dark corner, each bright disc its own id (2+)."""
+    annotations[..., 2:10, 40:60] = 1
+    annotations[..., 85:92, 50:90] = 1
+    annotations[..., 15:25, 20:30] = 2
+    annotations[..., 45:55, 65:75] = 3
+
+
+def _tiny_settings(widget: FinetuneWidget, steps: int) -> None:
+    widget._steps.value = steps
+    widget._batch_size.value = 1
+    widget._patch_size.value = 60
+    widget._augment.value = False
+    widget._preview_every.value = 2
+    widget._device.value = "cpu"
+
+
+def test_paint_finetune_stop_then_segment_and_save(
+    make_napari_viewer, qtbot, tmp_path, blobs, tiny_base_file
+):
+    viewer = make_napari_viewer()
+    image = viewer.add_image(blobs, name="blobs")
+    finetune = FinetuneWidget(viewer)
+    segment = SegmentWidget(viewer)
+    annotations = finetune.new_annotations()
+    assert annotations.name == "blobs annotations"
+    assert annotations.data.shape == image.data.shape and annotations.data.dtype == np.uint16
+    assert annotations.selected_label == FIRST_CELL_LABEL and annotations.mode == "paint"
+    _paint(annotations.data, blobs)
+    painted = annotations.data.copy()
+
+    finetune.add_model_file(tiny_base_file)
+    _tiny_settings(finetune, steps=1000)
+    finetune._name.value = "blobs-tuned"
+    finetune.start()
+    qtbot.waitUntil(lambda: len(finetune.loss_plot.train) >= 3, timeout=TIMEOUT_MS)
+    finetune.stop()
+    qtbot.waitUntil(lambda: not finetune.is_training, timeout=TIMEOUT_MS)
+
+    steps_done = len(finetune.loss_plot.train)
+    assert 3 <= steps_done < 1000
+    np.testing.assert_array_equal(annotations.data, painted)  # training never edits them
+    assert "blobs preview" in viewer.layers
+    bundle = finetune.trained_bundle
+    assert bundle is not None and bundle.name == "blobs-tuned"
+    assert "blobs-tuned (this session)" in segment.model_labels
+    assert segment._model_combo.value.bundle is bundle
+
+    saved = finetune.save_to_user_models()
+    assert [m.name for m in list_models() if m.source == "user"] == ["blobs-tuned"]
+    assert "blobs-tuned (saved)" in segment.model_labels
+    reloaded = load_model(saved)
+    for key, value in bundle.state_dict.items():
+        np.testing.assert_array_equal(reloaded.state_dict[key].numpy(), value.numpy())
+    assert finetune.save_model(tmp_path / "elsewhere.safetensors").is_file()
+
+
+def test_all_annotated_planes_of_a_stack_are_used(
+    make_napari_viewer, qtbot, blobs, tiny_base_file
+):
+    viewer = make_napari_viewer()
+    stack = np.stack([blobs, blobs[::-1], blobs[:, ::-1]])
+    image = viewer.add_image(stack, name="stack", scale=(2.0, 1.0, 1.0))
+    widget = FinetuneWidget(viewer)
+    annotations = widget.new_annotations()
+    assert annotations.data.shape == stack.shape
+    _paint(annotations.data[0], blobs)
+    _paint(annotations.data[2], blobs)
+    viewer.dims.set_current_step(0, 2)
+    widget.add_model_file(tiny_base_file)
+    _tiny_settings(widget, steps=2)
+
+    widget.start()
+    qtbot.waitUntil(lambda: not widget.is_training, timeout=TIMEOUT_MS)
+
+    assert len(widget._previous.trainer.planes) == 2  # planes 0 and 2; plane 1 is empty
+    preview = viewer.layers["stack preview"]
+    assert preview.data.shape == (1, *blobs.shape)
+    np.testing.assert_allclose(preview.translate, (4.0, 0.0, 0.0))  # plane 2, scale 2
+    np.testing.assert_allclose(preview.scale, image.scale)
+    assert widget.trained_bundle is not None
+    assert "finished at step 2" in widget._status.value
+
+
+def test_empty_annotations_are_refused(make_napari_viewer, notifications, blobs):
+    viewer = make_napari_viewer()
+    viewer.add_image(blobs, name="blobs")
+    widget = FinetuneWidget(viewer)
+    widget.new_annotations()
+    assert widget.start() is None
+    assert len(notifications["error"]) == 1
+    assert notifications["error"][0].startswith("nothing is annotated")
+
+
+def test_missing_annotation_layer_is_explained(make_napari_viewer, notifications, blobs):
+    viewer = make_napari_viewer()
+    viewer.add_image(blobs, name="blobs")
+    widget = FinetuneWidget(viewer)
+    assert widget.start() is None
+    assert "click 'New annotations'" in notifications["error"][0]
+
+
+def test_mismatched_shapes_are_refused(make_napari_viewer, notifications, blobs):
+    viewer = make_napari_viewer()
+    viewer.add_labels(np.ones((50, 50), np.uint16), name="other labels")
+    viewer.add_image(blobs, name="blobs")
+    widget = FinetuneWidget(viewer)
+    widget._annotation_combo.value = viewer.layers["other labels"]
+    assert widget.start() is None
+    assert "The annotation has shape (50, 50) but the image has shape (96, 128)" in (
+        notifications["error"][0]
+    )
+
+
+def test_rgb_image_cannot_be_annotated(make_napari_viewer, notifications):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((64, 64, 3), np.uint8), name="photo", rgb=True)
+    widget = FinetuneWidget(viewer)
+    assert widget.new_annotations() is None
+    assert "RGB image" in notifications["error"][0]
+
+
+def test_save_before_training_is_explained(make_napari_viewer, notifications, tmp_path):
+    widget = FinetuneWidget(make_napari_viewer())
+    assert widget.save_model(tmp_path / "m.safetensors") is None
+    assert notifications["error"] == ["no trained model yet: start a training run first"]

@@ -1,0 +1,192 @@
+"""The Segment widget in a real viewer: one click, streaming, cancel, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_unet import cli
+from napari_unet._widgets.segment import SegmentWidget
+from napari_unet.core.modelfile import load_model
+from napari_unet.core.segment import segment
+
+TIMEOUT_MS = 60_000
+
+
+def _wait_done(qtbot, widget: SegmentWidget) -> None:
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=TIMEOUT_MS)
+
+
+def _cli(tmp_path: Path, image: np.ndarray, model: Path, *options: str) -> np.ndarray:
+    tifffile.imwrite(tmp_path / "input.tif", image)
+    argv = ["segment", str(tmp_path / "input.tif"), "-o", str(tmp_path / "out.tif")]
+    assert cli.main([*argv, "--model", str(model), "--device", "cpu", *options]) == 0
+    return tifffile.imread(tmp_path / "out.tif")
+
+
+def _mixed_threshold(model: Path, image: np.ndarray) -> float:
+    """A threshold that makes the random tiny model mark ~30 % of pixels as foreground."""
+    probabilities = segment(load_model(model), image, output="probabilities", device="cpu")
+    return round(float(np.quantile(probabilities[1], 0.7)), 4)
+
+
+def _make_widget(viewer, model: Path, threshold: float | None = None) -> SegmentWidget:
+    widget = SegmentWidget(viewer)
+    widget.add_model_file(model)
+    widget._device.value = "cpu"
+    if threshold is not None:
+        widget._threshold.value = threshold
+    return widget
+
+
+def test_one_click_labels_match_cli(make_napari_viewer, qtbot, tmp_path, blobs, tiny_model_file):
+    viewer = make_napari_viewer()
+    image = viewer.add_image(blobs, name="blobs", scale=(0.5, 0.25), translate=(3, 4))
+    threshold = _mixed_threshold(tiny_model_file, blobs)
+    widget = _make_widget(viewer, tiny_model_file, threshold)
+    assert widget._image_combo.value is image  # follows the active layer
+
+    widget.segment_current_slice()
+    _wait_done(qtbot, widget)
+
+    layer = viewer.layers["blobs labels"]
+    expected = _cli(tmp_path, blobs, tiny_model_file, "--threshold", str(threshold))
+    assert expected.max() > 1  # several objects: the comparison is not trivial
+    np.testing.assert_array_equal(layer.data, expected)
+    np.testing.assert_allclose(layer.scale, image.scale)
+    np.testing.assert_allclose(layer.translate, image.translate)
+
+
+def test_probabilities_stream_into_an_image_layer(
+    make_napari_viewer, qtbot, tmp_path, blobs, tiny_model_file
+):
+    viewer = make_napari_viewer()
+    viewer.add_image(blobs, name="blobs")
+    widget = _make_widget(viewer, tiny_model_file)
+    widget._output_combo.value = "probabilities"
+    widget._tile_size.value = 60  # several tiles
+    worker = widget.segment_current_slice()
+    tiles = []
+    worker.yielded.connect(lambda event: tiles.append(event))
+    _wait_done(qtbot, widget)
+
+    assert sum(type(t).__name__ == "TileDone" for t in tiles) > 1
+    layer = viewer.layers["blobs probabilities"]
+    expected = _cli(tmp_path, blobs, tiny_model_file, "--output", "probabilities")
+    np.testing.assert_allclose(layer.data, 1.0 - expected[0], atol=1e-5)
+
+
+def test_current_slice_then_stack_reuse_our_layer(
+    make_napari_viewer, qtbot, blobs, tiny_model_file
+):
+    viewer = make_napari_viewer()
+    stack = np.stack([blobs, np.roll(blobs, 20, axis=1), np.roll(blobs, 30, axis=0)])
+    viewer.add_image(stack, name="stack")
+    threshold = _mixed_threshold(tiny_model_file, blobs)
+    widget = _make_widget(viewer, tiny_model_file, threshold)
+    viewer.dims.set_current_step(0, 1)
+
+    widget.segment_current_slice()
+    _wait_done(qtbot, widget)
+    layer = viewer.layers["stack labels"]
+    assert layer.data.shape == stack.shape
+    assert layer.data[1].any() and not layer.data[0].any() and not layer.data[2].any()
+
+    widget.segment_stack()
+    _wait_done(qtbot, widget)
+    assert [lay.name for lay in viewer.layers] == ["stack", "stack labels"]
+    assert all(layer.data[p].any() for p in range(3))
+    expected = segment(load_model(tiny_model_file), stack, threshold=threshold, device="cpu")
+    np.testing.assert_array_equal(layer.data, expected)
+
+
+def test_never_overwrites_a_layer_the_user_made(
+    make_napari_viewer, qtbot, blobs, tiny_model_file
+):
+    viewer = make_napari_viewer()
+    viewer.add_image(blobs, name="blobs")
+    painted = np.zeros(blobs.shape, np.int32)
+    painted[10:20, 10:20] = 7
+    user_layer = viewer.add_labels(painted.copy(), name="blobs labels")
+    viewer.layers.selection.active = viewer.layers["blobs"]
+    widget = _make_widget(viewer, tiny_model_file)
+
+    widget.segment_current_slice()
+    _wait_done(qtbot, widget)
+
+    np.testing.assert_array_equal(user_layer.data, painted)
+    assert "blobs labels [2]" in viewer.layers
+
+
+def test_cancel_keeps_finished_tiles(make_napari_viewer, qtbot, tiny_model_file):
+    viewer = make_napari_viewer()
+    big = np.random.default_rng(0).integers(0, 255, (1024, 1024), dtype=np.uint8)
+    viewer.add_image(big, name="big")
+    widget = _make_widget(viewer, tiny_model_file)
+    widget._output_combo.value = "probabilities"  # every written pixel is > 0
+    widget._tile_size.value = 60
+    worker = widget.segment_current_slice()
+    regions = []
+    worker.yielded.connect(lambda event: regions.append(getattr(event, "region", None)))
+    qtbot.waitUntil(lambda: len(regions) >= 3, timeout=TIMEOUT_MS)
+
+    widget.cancel()
+    _wait_done(qtbot, widget)
+
+    data = viewer.layers["big probabilities"].data
+    written = np.zeros(big.shape, bool)
+    for region in regions:
+        written[region] = True
+    assert 3 <= len(regions) and written.mean() < 0.5  # stopped early
+    assert (data[written] > 0).all()
+    assert (data[~written] == 0).all()
+    assert "cancelled" in widget._status.value
+
+
+def test_rgb_image_is_refused_with_a_clear_message(
+    make_napari_viewer, notifications, tiny_model_file
+):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((64, 64, 3), np.uint8), name="photo", rgb=True)
+    widget = _make_widget(viewer, tiny_model_file)
+
+    assert widget.segment_current_slice() is None
+    assert len(notifications["error"]) == 1
+    assert "RGB image" in notifications["error"][0]
+    assert "Split RGB" in notifications["error"][0]
+    assert [lay.name for lay in viewer.layers] == ["photo"]
+
+
+def test_no_image_layer_is_explained(make_napari_viewer, notifications, tiny_model_file):
+    viewer = make_napari_viewer()
+    widget = _make_widget(viewer, tiny_model_file)
+    widget.segment_stack()
+    assert notifications["error"] == [
+        "no image layer: open an image (or a sample) and choose it first"
+    ]
+
+
+def test_corrupt_model_file_error_arrives_as_notification(
+    make_napari_viewer, qtbot, notifications, tmp_path, blobs
+):
+    viewer = make_napari_viewer()
+    viewer.add_image(blobs, name="blobs")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a model at all")
+    widget = _make_widget(viewer, bad)
+    widget.segment_current_slice()
+    _wait_done(qtbot, widget)
+    assert len(notifications["error"]) == 1
+    assert "not a safetensors model file" in notifications["error"][0]
+
+
+@pytest.mark.parametrize(("key", "shape"), [("em_stack", (4, 512, 512)), ("nuclei", (520, 696))])
+def test_samples_open(make_napari_viewer, key, shape):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-unet", key)
+    assert len(viewer.layers) == 1
+    assert viewer.layers[0].data.shape == shape
+    assert viewer.layers[0].data.dtype == np.uint8
