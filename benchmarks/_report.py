@@ -16,6 +16,10 @@ from pathlib import Path
 import torch
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+HEADER = (
+    "# Benchmarks\n\nNumbers measured by the scripts in `benchmarks/`; each section names "
+    "its command, machine and date.\n\n"
+)
 
 
 def machine_description() -> str:
@@ -39,7 +43,10 @@ def machine_description() -> str:
 def git_revision() -> str:
     try:
         return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
             cwd=DOC.parent,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
@@ -66,7 +73,9 @@ def write_section(name: str, title: str, command: str, body: str) -> None:
         f"- Command: `{command}`\n- Date: {now}, git {git_revision()}\n"
         f"- Machine: {machine_description()}\n\n{body.strip()}\n<!-- END {name} -->\n"
     )
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\nNumbers measured by the scripts in `benchmarks/`; each section names its command, machine and date.\n\n"
-    pattern = re.compile(rf"<!-- BEGIN {re.escape(name)} -->.*?<!-- END {re.escape(name)} -->\n", re.S)
+    text = DOC.read_text() if DOC.exists() else HEADER
+    pattern = re.compile(
+        rf"<!-- BEGIN {re.escape(name)} -->.*?<!-- END {re.escape(name)} -->\n", re.S
+    )
     text = pattern.sub(lambda _m: section, text) if pattern.search(text) else text + "\n" + section
     DOC.write_text(text)

@@ -13,6 +13,7 @@ Run: ``python benchmarks/bench_augment.py``
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -115,6 +116,7 @@ def our_contenders() -> dict[str, tuple[Callable[[], object], int]]:
 
 def main() -> None:
     torch.set_num_threads(2)
+    load_before = os.getloadavg()[0]
     reference_call, reference_name = elasticdeform_contender()
     ours_calls = our_contenders()
     calls = {name: call for name, (call, _) in ours_calls.items()}
@@ -125,7 +127,9 @@ def main() -> None:
     ours = {name: fastest[name] / pairs for name, (_, pairs) in ours_calls.items()}
     lines = [
         f"572x572 float32 image + int label pair, grid {POINTS}x{POINTS}, sigma {SIGMA:g} px, "
-        f"CPU, torch threads 2; fastest of {CALLS} calls, per pair (batch-8 calls / 8).",
+        f"CPU, torch threads 2; fastest of {CALLS} interleaved calls, per pair (batch-8 calls "
+        f"/ 8). Load average before/after: {load_before:.1f} / {os.getloadavg()[0]:.1f} "
+        "(the 2 cores are shared; a load above 2 inflates every number).",
         "",
         "| implementation | ms per pair | speed-up vs elasticdeform |",
         "|---|---:|---:|",

@@ -6,8 +6,9 @@ Run from the repository root::
 
 Targets: the fast version is >= 50x faster than the reference on every case, and takes
 <= 20 ms on a 512x512 image with about 100 cells. Timings are the best of several
-repeats (time.perf_counter) with 2 threads; the load average at the start is reported
-because the machine is shared.
+repeats with 2 threads, as wall-clock (time.perf_counter) and CPU time
+(time.process_time); the load average at the start is reported because the machine is
+shared.
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ COMMAND = ".venv/bin/python benchmarks/bench_weights.py"
 DSB_LABELS = Path(__file__).resolve().parents[2] / "shared" / "data" / "nuclei-dsb2018" / "labels"
 #: Real masks: (file stem, why). Cropped to their top-left 512x512.
 DSB_CASES = [
-    ("76faaed50ed6ea68", "~110 nuclei, some touching"),
-    ("5afb7932e9c7328f", "~270 nuclei, many touching"),
-    ("0ea221716cf13710", "~370 nuclei, the most touching in the set"),
+    ("76faaed50ed6ea68", "scattered, some touching"),
+    ("5afb7932e9c7328f", "crowded, many touching"),
+    ("0ea221716cf13710", "crowded, most touching pairs in the set"),
 ]
 FAST_REPEATS, REFERENCE_REPEATS = 30, 2
 SPEEDUP_TARGET, MS_TARGET_AT_100 = 50.0, 20.0
@@ -49,13 +50,19 @@ def random_touching_disks(n: int, seed: int, shape=(512, 512), radii=(6.0, 14.0)
     return instances
 
 
-def best_ms(run: Callable[[], object], repeats: int) -> float:
-    best = float("inf")
+def best_ms(run: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """Best wall-clock (perf_counter) and best CPU (process_time) milliseconds.
+
+    CPU time is reported too because the 2 cores are shared: wall time then includes
+    waiting for a core, CPU time does not (it still includes cache and page-fault costs).
+    """
+    best_wall = best_cpu = float("inf")
     for _ in range(repeats):
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         run()
-        best = min(best, time.perf_counter() - start)
-    return best * 1e3
+        best_cpu = min(best_cpu, time.process_time() - cpu)
+        best_wall = min(best_wall, time.perf_counter() - wall)
+    return best_wall * 1e3, best_cpu * 1e3
 
 
 def cases() -> list[tuple[str, np.ndarray]]:
@@ -72,46 +79,52 @@ def cases() -> list[tuple[str, np.ndarray]]:
 def main() -> None:
     torch.set_num_threads(2)
     load = os.getloadavg()[0]
-    rows, verdicts = [], []
+    rows, results = [], []
     for name, instances in cases():
         n_cells = len(np.unique(instances)) - 1
-        fast = weight_map(instances)
-        reference = weight_map_reference(instances)
-        error = float(np.abs(fast - reference).max())
-        fast_ms = best_ms(lambda instances=instances: weight_map(instances), FAST_REPEATS)
-        reference_ms = best_ms(
+        error = float(np.abs(weight_map(instances) - weight_map_reference(instances)).max())
+        fast = best_ms(lambda instances=instances: weight_map(instances), FAST_REPEATS)
+        reference = best_ms(
             lambda instances=instances: weight_map_reference(instances), REFERENCE_REPEATS
         )
-        speedup = reference_ms / fast_ms
+        speedup = (reference[0] / fast[0], reference[1] / fast[1])
         rows.append(
             f"| {name} | {instances.shape[0]}x{instances.shape[1]} | {n_cells} | "
-            f"{fast_ms:.1f} | {reference_ms:.0f} | {speedup:.0f}x | {error:.1e} |"
+            f"{fast[0]:.1f} / {fast[1]:.1f} | {reference[0]:.0f} / {reference[1]:.0f} | "
+            f"{speedup[0]:.0f}x / {speedup[1]:.0f}x | {error:.1e} |"
         )
         print(rows[-1], flush=True)
-        verdicts.append((name, n_cells, fast_ms, speedup, error))
+        results.append((name, fast, speedup, error))
 
-    all_fast_enough = all(v[3] >= SPEEDUP_TARGET for v in verdicts)
-    at_100 = next(v for v in verdicts if v[0] == "synthetic disks, n=100")
-    max_error = max(v[4] for v in verdicts)
+    at_100 = next(r for r in results if r[0] == "synthetic disks, n=100")
+    lowest = [min(r[2][i] for r in results) for i in (0, 1)]
+    max_error = max(r[3] for r in results)
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
     body = "\n".join(
         [
             "Fast `weight_map` (per-cell distance transforms in windows, tolerance 1e-5) "
             "against `weight_map_reference` (one whole-image EDT per cell, per-pixel sort); "
             f"w0 = 10, sigma = 5, balanced classes. Best of {FAST_REPEATS} (fast) and "
-            f"{REFERENCE_REPEATS} (reference) runs. Load average at start: {load:.1f} "
-            "(2 cores, shared).",
+            f"{REFERENCE_REPEATS} (reference) runs, each as wall-clock / CPU time. "
+            f"Load average at start: {load:.1f} on 2 shared cores, so wall times include "
+            "waiting for a core; CPU time (time.process_time) does not.",
             "",
-            "| case | size | cells | fast (ms) | reference (ms) | speedup | max abs diff |",
+            "| case | size | cells | fast ms (wall / CPU) | reference ms (wall / CPU) "
+            "| speedup (wall / CPU) | max abs diff |",
             "|---|---|---|---|---|---|---|",
             *rows,
             "",
-            f"- Target >= {SPEEDUP_TARGET:.0f}x on every case: "
-            f"{'met' if all_fast_enough else 'NOT met'} "
-            f"(lowest {min(v[3] for v in verdicts):.0f}x).",
-            f"- Target <= {MS_TARGET_AT_100:.0f} ms at ~100 cells (512x512): "
-            f"{'met' if at_100[2] <= MS_TARGET_AT_100 else 'NOT met'} ({at_100[2]:.1f} ms).",
+            f"- Target >= {SPEEDUP_TARGET:.0f}x on every case: wall {verdict(lowest[0] >= 50)} "
+            f"(lowest {lowest[0]:.0f}x), CPU {verdict(lowest[1] >= 50)} "
+            f"(lowest {lowest[1]:.0f}x).",
+            f"- Target <= {MS_TARGET_AT_100:.0f} ms at ~100 cells (512x512): wall "
+            f"{verdict(at_100[1][0] <= MS_TARGET_AT_100)} ({at_100[1][0]:.1f} ms), CPU "
+            f"{verdict(at_100[1][1] <= MS_TARGET_AT_100)} ({at_100[1][1]:.1f} ms).",
             f"- Largest difference to the reference: {max_error:.1e} "
-            f"(bound: tolerance 1e-5 + float32 rounding; tests require <= 1e-4).",
+            "(bound: tolerance 1e-5 + float32 rounding; the tests require <= 2e-5).",
         ]
     )
     write_section("weights", "Weight map (paper eq. 2): fast vs reference", COMMAND, body)

@@ -24,6 +24,7 @@ import tifffile
 import torch
 
 from napari_unet.core.augment import AugmentConfig
+from napari_unet.core.events import TrainStep, Validation
 from napari_unet.core.metrics import (
     dsb_average_precision,
     em_rand_error,
@@ -35,7 +36,6 @@ from napari_unet.core.modelfile import save_model
 from napari_unet.core.postprocess import instance_labels
 from napari_unet.core.segment import SegmentOptions, segment
 from napari_unet.core.train import TrainConfig, Trainer
-from napari_unet.core.events import TrainStep, Validation
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -102,8 +102,10 @@ def tune_postprocess(kind: str, bundle, images, truths, options: SegmentOptions)
     """Threshold (and, for nuclei, split_touching) with the best score on some TRAINING
     images, never on the validation split."""
     best = max(
-        (_tuned(kind, bundle, images, truths, replace(options, split_touching=split))
-         for split in ((False,) if kind == "em-membranes" else (False, True))),
+        (
+            _tuned(kind, bundle, images, truths, replace(options, split_touching=split))
+            for split in ((False,) if kind == "em-membranes" else (False, True))
+        ),
         key=lambda pair: pair[1],
     )[0]
     print(f"post-processing tuned on {len(images)} training images: {best}", flush=True)
@@ -114,7 +116,9 @@ def _tuned(kind, bundle, images, truths, options: SegmentOptions) -> tuple[Segme
     candidates = np.round(np.arange(0.3, 0.86, 0.05), 2)
     totals = np.zeros(len(candidates))
     for image, truth in zip(images, truths, strict=True):
-        probabilities = segment(bundle, image, options=SegmentOptions(output="probabilities", device="cpu"))
+        probabilities = segment(
+            bundle, image, options=SegmentOptions(output="probabilities", device="cpu")
+        )
         for i, threshold in enumerate(candidates):
             mask = probabilities[1] > threshold
             if kind == "em-membranes":
@@ -129,7 +133,9 @@ def _tuned(kind, bundle, images, truths, options: SegmentOptions) -> tuple[Segme
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("model", choices=["em-membranes", "nuclei"])
     parser.add_argument("--steps", type=int, default=1200)
     parser.add_argument("--batch-size", type=int, default=2)
@@ -138,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--minutes", type=float, default=None,
+        "--minutes",
+        type=float,
+        default=None,
         help="stop after this wall time (best weights kept); the schedule assumes --steps",
     )
     args = parser.parse_args(argv)
@@ -185,8 +193,11 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
         elif isinstance(event, Validation):
-            print(f"  validation loss {event.loss:.4f} accuracy {event.accuracy:.4f}"
-                  f"{' (best)' if event.is_best else ''}", flush=True)
+            print(
+                f"  validation loss {event.loss:.4f} accuracy {event.accuracy:.4f}"
+                f"{' (best)' if event.is_best else ''}",
+                flush=True,
+            )
     wall = time.perf_counter() - started
     bundle = trainer.best_bundle()
     tune_count = 3 if args.model == "em-membranes" else 20
@@ -202,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         {
             "data": data.description,
             "wall_time_seconds": round(wall, 1),
-            "command": "python scripts/train_builtin.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "command": "python scripts/train_builtin.py "
+            + " ".join(sys.argv[1:] if argv is None else argv),
             "postprocess": {
                 "threshold": postprocess.threshold,
                 "min_size": postprocess.min_size,
@@ -232,7 +244,8 @@ def write_card(name, bundle, data, scores, wall, config, trainer) -> None:
         f"lr {config.learning_rate}, elastic deformation + flips + rotations + intensity.",
         f"- Loss: pixel-weighted cross-entropy, paper eq. 2 weights (w0 = {config.w0}, "
         f"sigma = {config.sigma} px) with class balance.",
-        f"- Wall time: {wall / 60:.1f} min on a 2-core CPU (torch threads {torch.get_num_threads()}).",
+        f"- Wall time: {wall / 60:.1f} min on a 2-core CPU "
+        f"(torch threads {torch.get_num_threads()}).",
         f"- Trained: {bundle.provenance.get('trained')}",
         "",
         "## Validation scores (held-out split above)",

@@ -1,4 +1,5 @@
-"""Shared fixtures: deterministic CPU torch, and the shared real data when present."""
+"""Shared fixtures: deterministic single-threaded CPU torch (2 threads spin badly when the
+cores are shared, e.g. with a training run; CI does not need more), and the shared real data when present."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 @pytest.fixture(autouse=True)
 def _deterministic_cpu_torch():
     torch.manual_seed(0)
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     yield
 
 

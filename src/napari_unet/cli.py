@@ -38,7 +38,9 @@ probabilities (K, H, W) per plane.
 _MAIN_EPILOG = """\
 examples:
   napari-unet models                                  list built-in and user models
+  napari-unet sample nuclei -o nuclei.tif             write a bundled sample image
   napari-unet segment cells.tif -o labels.tif --model nuclei
+  napari-unet train --images a.tif --labels a_labels.tif -o mine.safetensors
   napari-unet segment --help                          all segmentation options
 """
 
@@ -145,13 +147,22 @@ def _add_segment_parser(subparsers: Any) -> None:
         help="where to run the network (default: auto = GPU if available)",
     )
     parser.add_argument(
-        "--threshold", type=float, default=0.5, metavar="F", help="foreground probability (0.5)"
+        "--threshold",
+        type=float,
+        metavar="F",
+        help="foreground probability (default: the model's recommendation, else 0.5)",
     )
     parser.add_argument(
-        "--min-size", type=int, default=0, metavar="N", help="drop objects below N pixels (0)"
+        "--min-size",
+        type=int,
+        metavar="N",
+        help="drop objects below N pixels (default: the model's recommendation, else 0)",
     )
     parser.add_argument(
-        "--split-touching", action="store_true", help="separate touching objects (watershed)"
+        "--split-touching",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="separate touching objects by watershed (default: the model's recommendation)",
     )
     parser.add_argument("--batch-size", type=int, default=1, metavar="N", help="tiles per pass")
 
@@ -159,7 +170,12 @@ def _add_segment_parser(subparsers: Any) -> None:
 def _cmd_segment(args: argparse.Namespace) -> int:
     from napari_unet.core.io import read_image, write_image
     from napari_unet.core.modelfile import load_model
-    from napari_unet.core.segment import SegmentOptions, get_predictor, segment_iter
+    from napari_unet.core.segment import (
+        SegmentOptions,
+        get_predictor,
+        recommended_options,
+        segment_iter,
+    )
     from napari_unet.core.tiling import round_tile_size
 
     inputs = [Path(p) for p in args.inputs]
@@ -173,12 +189,18 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         tile_size, note = round_tile_size(bundle.config, tile_size)
         if note:
             print(f"{PROG}: note: {note}", file=sys.stderr)
+    chosen = {
+        "threshold": args.threshold,
+        "min_size": args.min_size,
+        "split_touching": args.split_touching,
+    }
     options = SegmentOptions(
+        **{
+            **recommended_options(bundle),
+            **{key: value for key, value in chosen.items() if value is not None},
+        },
         output=args.output,
         tile_size=tile_size,
-        threshold=args.threshold,
-        min_size=args.min_size,
-        split_touching=args.split_touching,
         device=args.device,
         batch_size=args.batch_size,
     )
@@ -232,6 +254,126 @@ def _output_paths(inputs: list[Path], output: Path, kind: str) -> list[Path]:
     return targets
 
 
+# ------------------------------------------------------------------------ train
+
+_TRAIN_EPILOG = """\
+examples:
+  napari-unet train --images cells.tif --labels cells_annotations.tif -o mine.safetensors
+  napari-unet train --images a.tif --images b.tif --labels la.tif --labels lb.tif \\
+      --annotation dense --base nuclei --steps 300 -o nuclei_tuned.safetensors
+
+Annotations: sparse = 0 not annotated (ignored), 1 background, 2, 3, ... one id per cell
+(what the napari Fine-tune widget paints); dense = 0 background, 1..N objects; binary =
+foreground/background masks; auto guesses. Give one --labels per --images, in order.
+"""
+
+
+def _add_train_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train or fine-tune a model on annotated images",
+        description="Fine-tune a model (or train one from scratch) on images and their "
+        "annotations with the U-Net paper's weighted loss and elastic deformation.",
+        epilog=_TRAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--images", action="append", required=True, metavar="IMAGE", help="TIFF/PNG image"
+    )
+    parser.add_argument(
+        "--labels", action="append", required=True, metavar="LABELS", help="annotation TIFF/PNG"
+    )
+    parser.add_argument(
+        "-o",
+        "--output-path",
+        dest="output_path",
+        required=True,
+        metavar="MODEL_FILE",
+        help="where to write the trained model (.safetensors)",
+    )
+    parser.add_argument(
+        "--base",
+        metavar="NAME_OR_PATH",
+        help="model to fine-tune (default: the default built-in model; 'scratch' for a new "
+        "small network)",
+    )
+    parser.add_argument("--steps", type=int, default=200, metavar="N", help="steps (200)")
+    parser.add_argument(
+        "--annotation",
+        choices=("sparse", "dense", "binary", "auto"),
+        default="auto",
+        help="how to read the labels (default: auto)",
+    )
+    parser.add_argument("--learning-rate", type=float, default=1e-3, metavar="LR")
+    parser.add_argument("--batch-size", type=int, default=2, metavar="N")
+    parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    parser.add_argument("--no-augment", action="store_true", help="no elastic deformation etc.")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    parser.add_argument("--name", help="model name stored in the file (default: file stem)")
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from napari_unet.core.augment import AugmentConfig
+    from napari_unet.core.io import read_image
+    from napari_unet.core.model import SMALL
+    from napari_unet.core.modelfile import load_model, save_model
+    from napari_unet.core.train import TrainConfig, Trainer
+
+    if len(args.images) != len(args.labels):
+        raise InputError(
+            f"{len(args.images)} --images but {len(args.labels)} --labels: give one --labels "
+            "per --images, in the same order"
+        )
+    output = Path(args.output_path)
+    if output.suffix != ".safetensors":
+        raise InputError(f"model files end in .safetensors, got {output.name!r}")
+    for path in [*args.images, *args.labels]:
+        if not Path(path).is_file():
+            raise InputError(f"file not found: {path}")
+    base = SMALL if args.base == "scratch" else load_model(_model_path(args.base))
+    config = TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        optimizer=args.optimizer,
+        augment=AugmentConfig(enabled=not args.no_augment),
+        seed=args.seed,
+        device=args.device,
+    )
+    trainer = Trainer(
+        base,
+        [read_image(p) for p in args.images],
+        [read_image(p) for p in args.labels],
+        convention=args.annotation,
+        config=config,
+        name=args.name or output.name.removesuffix(".safetensors"),
+    )
+    last_loss: list[float] = []
+    events = _with_loss(trainer.run(), last_loss)
+    try:
+        drain_with_progress(events, description="training", unit="step")
+    finally:
+        # Ctrl+C keeps what was learnt so far, like Stop in the GUI.
+        bundle = trainer.best_bundle()
+        save_model(bundle, output)
+        loss = f", last loss {last_loss[-1]:.4f}" if last_loss else ""
+        print(f"{PROG}: saved {output} (step {trainer.step}{loss})", file=sys.stderr)
+    return 0
+
+
+def _with_loss(events: Generator[Any, None, Any], losses: list[float]):
+    """Pass events through, recording losses and turning steps into progress counts."""
+    from napari_unet.core.events import Progress, TrainStep
+
+    for event in events:
+        if isinstance(event, TrainStep):
+            losses.append(event.loss)
+            yield Progress(event.step, event.total_steps, f"loss {event.loss:.4f}")
+        else:
+            yield event
+
+
 # ----------------------------------------------------------------------- models
 
 
@@ -262,17 +404,48 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------- sample
+
+#: Bundled sample name -> loader in napari_unet._sample_data (plain arrays, no Qt).
+_SAMPLES = {"nuclei": "nuclei_image", "em": "em_stack"}
+
+
+def _add_sample_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "sample",
+        help="write a bundled sample image to a TIFF file",
+        description="Write a sample image shipped with napari-unet: 'nuclei' (fluorescence, "
+        "DSB 2018, CC0) or 'em' (4 slices of the ISBI 2012 EM stack).",
+    )
+    parser.add_argument("name", choices=sorted(_SAMPLES))
+    parser.add_argument("-o", "--output-path", dest="output_path", required=True, metavar="TIFF")
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from napari_unet import _sample_data
+    from napari_unet.core.io import write_image
+
+    image = getattr(_sample_data, _SAMPLES[args.name])()
+    path = write_image(Path(args.output_path), image)
+    print(f"{PROG}: wrote the {args.name} sample {image.shape} to {path}", file=sys.stderr)
+    return 0
+
+
 # ------------------------------------------------------------------------- main
 
 #: Subcommand name -> function running it; ``train`` registers here too.
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "segment": _cmd_segment,
+    "train": _cmd_train,
     "models": _cmd_models,
+    "sample": _cmd_sample,
 }
 #: Subcommand name -> function adding its parser to the subparsers.
 PARSERS: dict[str, Callable[[Any], None]] = {
     "segment": _add_segment_parser,
+    "train": _add_train_parser,
     "models": _add_models_parser,
+    "sample": _add_sample_parser,
 }
 
 

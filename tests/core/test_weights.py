@@ -207,6 +207,8 @@ def test_bad_inputs_get_clear_errors():
         weight_map(instances, classes=np.zeros((4, 3), dtype=int))
     with pytest.raises(InputError, match="sigma must be positive"):
         weight_map(instances, sigma=0)
+    with pytest.raises(InputError, match="pass instance labels as `instances`"):
+        weight_map(instances, classes=np.full((4, 4), 1000))
 
 
 def test_input_is_not_modified(rng):

@@ -58,4 +58,6 @@ def blobs() -> np.ndarray:
 @pytest.fixture
 def tiny_base_file(tmp_path: Path) -> Path:
     """Another random tiny model file, a quick base for fine-tuning."""
-    return save_model(random_model(TINY, seed=2, name="tinybase"), tmp_path / "tinybase.safetensors")
+    return save_model(
+        random_model(TINY, seed=2, name="tinybase"), tmp_path / "tinybase.safetensors"
+    )

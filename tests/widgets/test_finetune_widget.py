@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from napari_unet._widgets.finetune import FIRST_CELL_LABEL, FinetuneWidget
 from napari_unet._widgets.segment import SegmentWidget
@@ -28,6 +29,7 @@ def _tiny_settings(widget: FinetuneWidget, steps: int) -> None:
     widget._device.value = "cpu"
 
 
+@pytest.mark.slow  # trains a few steps: ~5-20 s on a busy 2-core machine
 def test_paint_finetune_stop_then_segment_and_save(
     make_napari_viewer, qtbot, tmp_path, blobs, tiny_base_file
 ):
@@ -68,9 +70,7 @@ def test_paint_finetune_stop_then_segment_and_save(
     assert finetune.save_model(tmp_path / "elsewhere.safetensors").is_file()
 
 
-def test_all_annotated_planes_of_a_stack_are_used(
-    make_napari_viewer, qtbot, blobs, tiny_base_file
-):
+def test_all_annotated_planes_of_a_stack_are_used(make_napari_viewer, qtbot, blobs, tiny_base_file):
     viewer = make_napari_viewer()
     stack = np.stack([blobs, blobs[::-1], blobs[:, ::-1]])
     image = viewer.add_image(stack, name="stack", scale=(2.0, 1.0, 1.0))
@@ -120,8 +120,9 @@ def test_mismatched_shapes_are_refused(make_napari_viewer, notifications, blobs)
     widget = FinetuneWidget(viewer)
     widget._annotation_combo.value = viewer.layers["other labels"]
     assert widget.start() is None
-    assert "The annotation has shape (50, 50) but the image has shape (96, 128)" in (
-        notifications["error"][0]
+    assert (
+        "The annotation has shape (50, 50) but the image has shape (96, 128)"
+        in (notifications["error"][0])
     )
 
 

@@ -103,9 +103,7 @@ def test_current_slice_then_stack_reuse_our_layer(
     np.testing.assert_array_equal(layer.data, expected)
 
 
-def test_never_overwrites_a_layer_the_user_made(
-    make_napari_viewer, qtbot, blobs, tiny_model_file
-):
+def test_never_overwrites_a_layer_the_user_made(make_napari_viewer, qtbot, blobs, tiny_model_file):
     viewer = make_napari_viewer()
     viewer.add_image(blobs, name="blobs")
     painted = np.zeros(blobs.shape, np.int32)

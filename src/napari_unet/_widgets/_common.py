@@ -155,7 +155,7 @@ def ask_model_file(parent: Any = None) -> Path | None:
 
 
 def device_choices() -> list[str]:
-    """"auto", "cpu", and the accelerators torch can see."""
+    """ "auto", "cpu", and the accelerators torch can see."""
     import torch
 
     choices = ["auto", "cpu"]
@@ -269,7 +269,9 @@ def find_our_layer(viewer: Any, role: str, layer_type: type, shape: tuple, dtype
             continue
         if not isinstance(layer, layer_type):
             continue
-        if tuple(layer.data.shape) == tuple(shape) and np.dtype(layer.data.dtype) == np.dtype(dtype):
+        if tuple(layer.data.shape) == tuple(shape) and np.dtype(layer.data.dtype) == np.dtype(
+            dtype
+        ):
             return layer
     return None
 

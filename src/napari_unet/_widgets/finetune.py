@@ -42,6 +42,7 @@ from napari_unet._widgets._common import (
     current_plane,
     free_name,
     image_array,
+    is_ours,
     model_choices,
     model_sources,
     notify_error,
@@ -138,9 +139,7 @@ class FinetuneWidget(Container):
         Where trained models go; by default the one shared by the viewer's widgets.
     """
 
-    def __init__(
-        self, viewer: napari.viewer.Viewer, session: SessionModels | None = None
-    ) -> None:
+    def __init__(self, viewer: napari.viewer.Viewer, session: SessionModels | None = None) -> None:
         super().__init__(labels=True)
         self._viewer = viewer
         self._session = session if session is not None else session_for(viewer)
@@ -177,21 +176,36 @@ class FinetuneWidget(Container):
         self._learning_rate.native.setDecimals(5)
         self._advanced_toggle = CheckBox(text="advanced settings", value=False)
         self._w0 = FloatSpinBox(
-            label="border weight w0", value=10.0, min=0.0, max=100.0, step=1.0,
+            label="border weight w0",
+            value=10.0,
+            min=0.0,
+            max=100.0,
+            step=1.0,
             tooltip="extra loss weight between touching cells (paper eq. 2)",
         )
         self._sigma = FloatSpinBox(
-            label="border sigma (px)", value=5.0, min=0.5, max=50.0, step=0.5,
+            label="border sigma (px)",
+            value=5.0,
+            min=0.5,
+            max=50.0,
+            step=0.5,
             tooltip="width of the border weight (paper eq. 2)",
         )
         self._augment = CheckBox(text="augmentation (elastic, flips, intensity)", value=True)
         self._batch_size = SpinBox(label="batch size", value=4, min=1, max=64)
         self._patch_size = SpinBox(
-            label="patch size (px)", value=0, min=0, max=1024, step=16,
+            label="patch size (px)",
+            value=0,
+            min=0,
+            max=1024,
+            step=16,
             tooltip="network input patch size; 0 picks about 128 px of output",
         )
         self._preview_every = SpinBox(
-            label="preview every", value=10, min=0, max=10_000,
+            label="preview every",
+            value=10,
+            min=0,
+            max=10_000,
             tooltip="steps between previews of the plane in view (0: never)",
         )
         self._device = ComboBox(label="device", choices=_common.device_choices(), value="auto")
@@ -208,6 +222,7 @@ class FinetuneWidget(Container):
         self._plot_box = Container(labels=False)
         self._plot_box.native.layout().addWidget(self._plot)
         self._status = Label(value="")
+        self._status.native.setWordWrap(True)
         self._save_button = PushButton(text="Save model...", enabled=False)
         self.extend([
             self._image_combo, self._new_button, self._annotation_combo, self._legend,
@@ -250,7 +265,8 @@ class FinetuneWidget(Container):
 
     def _follow_active_layer(self, _event: Any = None) -> None:
         active = self._viewer.layers.selection.active
-        if isinstance(active, Image) and active in self._viewer.layers:
+        # Our own results (previews, probabilities) are not what the user wants to process.
+        if isinstance(active, Image) and active in self._viewer.layers and not is_ours(active):
             self._image_combo.reset_choices()
             self._image_combo.value = active
 
@@ -529,7 +545,9 @@ class FinetuneWidget(Container):
         self._status.value = f"saved {saved}"
         return saved
 
-    def save_to_user_models(self, name: str | None = None, *, overwrite: bool = False) -> Path | None:
+    def save_to_user_models(
+        self, name: str | None = None, *, overwrite: bool = False
+    ) -> Path | None:
         """Save the trained model by name in the user's model folder (listed everywhere)."""
         if self._bundle is None:
             notify_error("no trained model yet: start a training run first")

@@ -41,6 +41,7 @@ from napari_unet._widgets._common import (
     find_our_layer,
     free_name,
     image_array,
+    is_ours,
     model_choices,
     model_sources,
     notify_error,
@@ -122,9 +123,7 @@ class SegmentWidget(Container):
         napari-unet widgets.
     """
 
-    def __init__(
-        self, viewer: napari.viewer.Viewer, session: SessionModels | None = None
-    ) -> None:
+    def __init__(self, viewer: napari.viewer.Viewer, session: SessionModels | None = None) -> None:
         super().__init__(labels=True)
         self._viewer = viewer
         self._session = session if session is not None else session_for(viewer)
@@ -142,26 +141,43 @@ class SegmentWidget(Container):
         )
         self._advanced_toggle = CheckBox(text="advanced settings", value=False)
         self._tile_size = SpinBox(
-            label="tile size (px)", value=0, min=0, max=4096, step=16,
+            label="tile size (px)",
+            value=0,
+            min=0,
+            max=4096,
+            step=16,
             tooltip="network input tile size; 0 picks a size for the model",
         )
         self._threshold = FloatSpinBox(
-            label="threshold", value=0.5, min=0.0, max=1.0, step=0.05,
+            label="threshold",
+            value=0.5,
+            min=0.0,
+            max=1.0,
+            step=0.05,
             tooltip="foreground probability above which a pixel is foreground",
         )
         self._min_size = SpinBox(
-            label="min size (px)", value=0, min=0, max=1_000_000,
+            label="min size (px)",
+            value=0,
+            min=0,
+            max=1_000_000,
             tooltip="instance labels: remove objects smaller than this",
         )
         self._split_touching = CheckBox(
-            text="split touching objects", value=False,
+            text="split touching objects",
+            value=False,
             tooltip="instance labels: separate touching objects with a watershed",
         )
         self._threshold.native.setDecimals(4)
         self._device = ComboBox(label="device", choices=_common.device_choices(), value="auto")
         self._advanced = Container(
-            widgets=[self._tile_size, self._threshold, self._min_size, self._split_touching,
-                     self._device],
+            widgets=[
+                self._tile_size,
+                self._threshold,
+                self._min_size,
+                self._split_touching,
+                self._device,
+            ],
             labels=True,
             visible=False,
         )
@@ -169,6 +185,7 @@ class SegmentWidget(Container):
         self._stack_button = PushButton(text="Segment stack")
         self._cancel_button = PushButton(text="Cancel", enabled=False)
         self._status = Label(value="")
+        self._status.native.setWordWrap(True)
         self.extend([
             self._image_combo, self._model_combo, self._output_combo, self._advanced_toggle,
             self._advanced, self._slice_button, self._stack_button, self._cancel_button,
@@ -200,7 +217,8 @@ class SegmentWidget(Container):
 
     def _follow_active_layer(self, _event: Any = None) -> None:
         active = self._viewer.layers.selection.active
-        if isinstance(active, Image) and active in self._viewer.layers:
+        # Our own results (previews, probabilities) are not what the user wants to process.
+        if isinstance(active, Image) and active in self._viewer.layers and not is_ours(active):
             self._image_combo.reset_choices()
             self._image_combo.value = active
 
@@ -364,9 +382,8 @@ class SegmentWidget(Container):
             self._write(run, event.plane, event.region, event.data)
             run.tiles_done += 1
             run.progress.update(1)
-            self._status.value = (
-                f"tile {run.tiles_done} of {run.progress.total}"
-                + (f" (plane {event.plane})" if run.stacked else "")
+            self._status.value = f"tile {run.tiles_done} of {run.progress.total}" + (
+                f" (plane {event.plane})" if run.stacked else ""
             )
         elif isinstance(event, PlaneDone):
             if run.output == "labels":  # ids consistent across tile seams

@@ -109,6 +109,7 @@ def targets_from_annotation(
     convention: Convention = "auto",
     *,
     separate_touching: bool = True,
+    require_both_classes: bool = True,
 ) -> Targets:
     """Convert an annotation to :class:`Targets`; the input is never modified.
 
@@ -121,6 +122,10 @@ def targets_from_annotation(
     separate_touching : bool
         For sparse and dense labels: turn the lower-id pixel of every pair of touching
         different ids into background, so touching cells are split by a background line.
+    require_both_classes : bool
+        Sparse labels: require a painted cell and painted background in this array.
+        Callers combining several images pass False and check the whole set with
+        :func:`check_both_classes` (one image may show only background strokes).
 
     Returns
     -------
@@ -143,7 +148,21 @@ def targets_from_annotation(
         return _binary_targets(labels)
     if convention == "dense":
         return _dense_targets(labels, separate_touching)
-    return _sparse_targets(labels, separate_touching)
+    return _sparse_targets(labels, separate_touching, require_both_classes)
+
+
+def check_both_classes(targets: list[Targets]) -> None:
+    """Raise :class:`AnnotationError` unless the targets together hold both classes.
+
+    Parameters
+    ----------
+    targets : list of Targets
+        Targets of every annotated image of a training set.
+    """
+    if not any((t.classes == FOREGROUND).any() for t in targets):
+        raise AnnotationError(_NO_CELL)
+    if not any((t.classes == BACKGROUND).any() for t in targets):
+        raise AnnotationError(_NO_BACKGROUND)
 
 
 def detect_convention(annotation: np.ndarray) -> Literal["sparse", "binary"]:
@@ -195,20 +214,23 @@ def _validated_labels(annotation: np.ndarray) -> np.ndarray:
     return labels
 
 
-def _sparse_targets(labels: np.ndarray, separate_touching: bool) -> Targets:
+_NO_CELL = (
+    "No cell is annotated: paint at least one cell with label 2 or higher (one label per cell)."
+)
+_NO_BACKGROUND = (
+    "No background is annotated: paint some background with label 1 (a few strokes "
+    "between and around the cells are enough)."
+)
+
+
+def _sparse_targets(labels: np.ndarray, separate_touching: bool, require_both: bool) -> Targets:
     if not labels.any():
         raise AnnotationError(_NOTHING_ANNOTATED)
     cell_ids = np.where(labels >= SPARSE_FIRST_CELL, labels, 0)
-    if not cell_ids.any():
-        raise AnnotationError(
-            "No cell is annotated: paint at least one cell with label 2 or higher "
-            "(one label per cell)."
-        )
-    if not (labels == SPARSE_BACKGROUND).any():
-        raise AnnotationError(
-            "No background is annotated: paint some background with label 1 (a few "
-            "strokes between and around the cells are enough)."
-        )
+    if require_both and not cell_ids.any():
+        raise AnnotationError(_NO_CELL)
+    if require_both and not (labels == SPARSE_BACKGROUND).any():
+        raise AnnotationError(_NO_BACKGROUND)
     if separate_touching:
         cell_ids = _separate_touching(cell_ids)
     instances = _instances_per_plane(cell_ids, connectivity=2)

@@ -120,7 +120,8 @@ def write_image(path: str | os.PathLike, array: Any) -> Path:
     if path.suffix.lower() not in WRITE_SUFFIXES:
         raise InputError(f"results are written as TIFF: use a .tif path, got {path.name!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tifffile.imwrite(path, np.asarray(array), compression="zlib")
+    # minisblack: a stack of 3 or 4 planes is a stack, never an RGB(A) image.
+    tifffile.imwrite(path, np.asarray(array), compression="zlib", photometric="minisblack")
     return path
 
 

@@ -235,8 +235,7 @@ class UNet(nn.Module):
         widths = [config.base_width * 2**level for level in range(config.depth + 1)]
         self.inc = TwoConv(config.in_channels, widths[0], config.padding, config.norm)
         self.downs = nn.ModuleList(
-            Down(widths[i], widths[i + 1], config.padding, config.norm)
-            for i in range(config.depth)
+            Down(widths[i], widths[i + 1], config.padding, config.norm) for i in range(config.depth)
         )
         self.dropout = nn.Dropout2d(config.dropout) if config.dropout > 0 else nn.Identity()
         self.ups = nn.ModuleList(
@@ -296,11 +295,15 @@ def pick_device(requested: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if requested == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but no CUDA GPU is available; use 'auto' or 'cpu'")
+        raise ValueError(
+            "device 'cuda' requested but no CUDA GPU is available; use 'auto' or 'cpu'"
+        )
     if requested == "mps" and not (
         getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     ):
-        raise ValueError("device 'mps' requested but Apple MPS is not available; use 'auto' or 'cpu'")
+        raise ValueError(
+            "device 'mps' requested but Apple MPS is not available; use 'auto' or 'cpu'"
+        )
     if requested not in ("cpu", "cuda", "mps") and not requested.startswith("cuda:"):
         raise ValueError(f"unknown device {requested!r}; choose auto, cpu, cuda or mps")
     return torch.device(requested)

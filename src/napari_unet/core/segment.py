@@ -82,6 +82,24 @@ class SegmentOptions:
             raise InputError(f"tile_size must be a positive number of pixels, got {self.tile_size}")
 
 
+#: Post-processing settings a model file may recommend (in ``provenance["postprocess"]``).
+_RECOMMENDABLE = ("threshold", "min_size", "split_touching")
+
+
+def recommended_options(model: ModelBundle | UNet) -> dict[str, Any]:
+    """Post-processing the model's authors recommend (tuned on training data).
+
+    Returns
+    -------
+    dict
+        A subset of ``threshold``, ``min_size`` and ``split_touching``, ready to pass
+        to :class:`SegmentOptions`; empty for models without a recommendation.
+    """
+    provenance = getattr(model, "provenance", None) or {}
+    recommended = provenance.get("postprocess") or {}
+    return {key: recommended[key] for key in _RECOMMENDABLE if key in recommended}
+
+
 def segment_iter(
     model: ModelBundle | UNet,
     image: Any,

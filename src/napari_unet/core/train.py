@@ -30,7 +30,13 @@ import numpy as np
 import torch
 
 from . import normalise
-from .annotations import check_annotation_matches, targets_from_annotation
+from .annotations import (
+    Targets,
+    check_annotation_matches,
+    check_both_classes,
+    detect_convention,
+    targets_from_annotation,
+)
 from .augment import AugmentConfig, augment_batch
 from .errors import AnnotationError, InputError
 from .events import Preview, TrainingFinished, TrainStep, Validation
@@ -211,10 +217,14 @@ class Trainer:
         else:
             raise InputError(f"base must be a model bundle or a UNetConfig, got {type(base)}")
         network = network.to(self.device)
-        if self.device.type == "cpu":
-            # channels_last is the faster layout for CPU convolutions (oneDNN).
+        if self._channels_last(network.config):
             network = network.to(memory_format=torch.channels_last)
         return network
+
+    def _channels_last(self, config: UNetConfig) -> bool:
+        # oneDNN's channels_last kernels are faster for real widths on CPU, slower for
+        # the few channels of tiny test networks.
+        return self.device.type == "cpu" and config.base_width >= 16
 
     def _patch_input_size(self) -> int:
         requested = self.config.patch_size
@@ -271,24 +281,35 @@ class Trainer:
     def _prepare(
         self, images: list[np.ndarray], annotations: list[np.ndarray], *, skip_empty: bool
     ) -> list[_Plane]:
-        planes = []
-        pad = margin(self.unet_config) + self.patch_output
+        pairs = [
+            (image, annotation)
+            for image, annotation in zip(images, annotations, strict=True)
+            if not (skip_empty and not np.any(annotation))
+        ]
         for image, annotation in zip(images, annotations, strict=True):
             check_annotation_matches(image.shape, annotation.shape)
-            if skip_empty and not np.any(annotation):
-                continue
-            targets = targets_from_annotation(annotation, self.convention)
-            weights = weight_map(
-                targets.instances,
-                classes=targets.classes,
-                w0=self.config.w0,
-                sigma=self.config.sigma,
-            )
-            stats = normalise.compute_stats(image, self.normalisation)
-            normalised = normalise.apply(image, stats)
-            labels = targets.classes.astype(np.int64, copy=False)
-            planes.append(_pad_plane(normalised, labels, weights, pad, self._rng))
-        return planes
+        convention = _resolve_convention(self.convention, [a for _, a in pairs])
+        # Classes are checked over the whole set: one plane may hold only background strokes.
+        targets = [
+            targets_from_annotation(annotation, convention, require_both_classes=False)
+            for _, annotation in pairs
+        ]
+        if targets:
+            check_both_classes(targets)
+        pad = margin(self.unet_config) + self.patch_output
+        return [
+            self._prepared_plane(image, target, pad)
+            for (image, _), target in zip(pairs, targets, strict=True)
+        ]
+
+    def _prepared_plane(self, image: np.ndarray, targets: Targets, pad: int) -> _Plane:
+        weights = weight_map(
+            targets.instances, classes=targets.classes, w0=self.config.w0, sigma=self.config.sigma
+        )
+        stats = normalise.compute_stats(image, self.normalisation)
+        normalised = normalise.apply(image, stats)
+        labels = targets.classes.astype(np.int64, copy=False)
+        return _pad_plane(normalised, labels, weights, pad, self._rng)
 
     # -------------------------------------------------------------- sampling
     def _sample_batch(
@@ -303,10 +324,20 @@ class Trainer:
         for index in choice:
             plane = planes[index]
             row, col = plane.centres[rng.integers(len(plane.centres))]
-            row = int(np.clip(row + rng.integers(-jitter, jitter + 1), half, plane.image.shape[0] - half - 1))
-            col = int(np.clip(col + rng.integers(-jitter, jitter + 1), half, plane.image.shape[1] - half - 1))
-            window = (slice(row - half, row - half + self.patch_input),
-                      slice(col - half, col - half + self.patch_input))
+            row = int(
+                np.clip(
+                    row + rng.integers(-jitter, jitter + 1), half, plane.image.shape[0] - half - 1
+                )
+            )
+            col = int(
+                np.clip(
+                    col + rng.integers(-jitter, jitter + 1), half, plane.image.shape[1] - half - 1
+                )
+            )
+            window = (
+                slice(row - half, row - half + self.patch_input),
+                slice(col - half, col - half + self.patch_input),
+            )
             images.append(plane.image[window])
             labels.append(plane.labels[window])
             weights.append(plane.weights[window])
@@ -358,8 +389,10 @@ class Trainer:
                 )
                 if done % self.config.validation_every == 0 or done == total:
                     yield self._validate()
-                if self.config.preview_every and self.preview_image is not None and (
-                    done % self.config.preview_every == 0 or done == total
+                if (
+                    self.config.preview_every
+                    and self.preview_image is not None
+                    and (done % self.config.preview_every == 0 or done == total)
                 ):
                     yield Preview(self.step, self.predict(self.preview_image))
             reason = "completed"
@@ -387,7 +420,7 @@ class Trainer:
             crop_targets_to=(self.patch_output, self.patch_output),
             ignore_index=IGNORE,
         )
-        if self.device.type == "cpu":
+        if self._channels_last(self.unet_config):
             image = image.contiguous(memory_format=torch.channels_last)
         self.network.train()
         self.optimizer.zero_grad(set_to_none=True)
@@ -408,7 +441,7 @@ class Trainer:
         labels, weights = self._crop_targets(labels), self._crop_targets(weights)
         self.network.eval()
         with torch.inference_mode():
-            if self.device.type == "cpu":
+            if self._channels_last(self.unet_config):
                 image = image.contiguous(memory_format=torch.channels_last)
             logits = self.network(image).float()
             loss = float(weighted_cross_entropy(logits, labels, weights))
@@ -427,7 +460,9 @@ class Trainer:
         self.network.eval()
         stats = normalise.compute_stats(image, self.normalisation)
         grid = plan_tiles(image.shape, self.unet_config)
-        predictor = make_predictor(self.network, self.device)
+        predictor = make_predictor(
+            self.network, self.device, channels_last=self._channels_last(self.unet_config)
+        )
         return predict_plane(image, predictor, grid, transform=lambda t: normalise.apply(t, stats))
 
     # --------------------------------------------------------------- results
@@ -482,11 +517,17 @@ def _pad_plane(
     return _Plane(padded_image, padded_labels, padded_weights, centres + pad, count)
 
 
+def _resolve_convention(convention: Convention, annotations: list[np.ndarray]) -> Convention:
+    """Resolve "auto" once for the whole set: binary only if every plane looks binary."""
+    if convention != "auto" or not annotations:
+        return convention
+    kinds = {detect_convention(np.asarray(annotation)) for annotation in annotations}
+    return "binary" if kinds == {"binary"} else "sparse"
+
+
 def _jsonable_config(config: TrainConfig) -> dict:
     values = {k: getattr(config, k) for k in config.__dataclass_fields__ if k != "augment"}
-    values["augment"] = {
-        k: getattr(config.augment, k) for k in config.augment.__dataclass_fields__
-    }
+    values["augment"] = {k: getattr(config.augment, k) for k in config.augment.__dataclass_fields__}
     return values
 
 

@@ -53,7 +53,7 @@ Usage with :mod:`napari_unet.core.annotations`::
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Literal
 
 import numpy as np
@@ -66,6 +66,9 @@ ClassWeights = None | Literal["balanced"] | Mapping[int, float]
 #: Classes in ``classes`` arrays (same values as :mod:`napari_unet.core.annotations`).
 IGNORE = -1
 BACKGROUND = 0
+
+#: Largest class index accepted in ``classes`` (a guard against passing instance ids).
+_MAX_CLASS = 255
 
 #: Default bound on the error of the fast border term.
 DEFAULT_TOLERANCE = 1e-5
@@ -130,10 +133,13 @@ def weight_map(
     -------
     ndarray of float32, same shape as ``instances``
     """
+    instances, classes = _checked(instances, classes, sigma)
     reach = border_reach(w0, sigma, tolerance)
-    return _weight_map(
-        instances, classes, w0, sigma, class_weights, lambda cells: _two_nearest(cells, reach)
-    )
+    weights = class_balance_weights(classes, class_weights).astype(np.float32)
+    for plane_weights, plane_instances, plane_classes in _planes(weights, instances, classes):
+        nearest_sq, second_sq = _two_nearest_squared(plane_instances, reach)
+        _add_border_term(plane_weights, nearest_sq, second_sq, plane_classes, w0, sigma)
+    return weights
 
 
 def weight_map_reference(
@@ -149,7 +155,13 @@ def weight_map_reference(
     One Euclidean distance transform per cell over the whole image, then a per-pixel
     sort to find the two smallest distances. Slow: ``O(cells x pixels)``.
     """
-    return _weight_map(instances, classes, w0, sigma, class_weights, _two_nearest_reference)
+    instances, classes = _checked(instances, classes, sigma)
+    weights = class_balance_weights(classes, class_weights)
+    for plane_weights, plane_instances, plane_classes in _planes(weights, instances, classes):
+        d1, d2 = _two_nearest_reference(plane_instances)
+        on_background = plane_classes == BACKGROUND
+        plane_weights += np.where(on_background, border_term(d1, d2, w0, sigma), 0.0)
+    return weights.astype(np.float32)
 
 
 def class_balance_weights(
@@ -171,31 +183,36 @@ def class_balance_weights(
     classes = np.asarray(classes)
     if classes.size and classes.min() < IGNORE:
         raise InputError(f"classes must be -1 (not annotated), 0, 1, ...; found {classes.min()}.")
-    # bincount over ``classes + 1``: one pass, unlike np.unique's sort.
-    counts = np.bincount((classes + 1).ravel())[1:]
-    present = np.flatnonzero(counts)
-    counts = counts[present]
+    if classes.size and classes.max() > _MAX_CLASS:
+        raise InputError(
+            f"classes holds class indices (0 = background, 1 = cell), found {classes.max()}: "
+            "pass instance labels as `instances`, not as `classes`."
+        )
+    # One boolean mask per class (classes are few): no image-sized integer temporaries.
+    masks = {c: classes == c for c in range(int(classes.max(initial=0)) + 1)}
+    counts = {c: np.count_nonzero(mask) for c, mask in masks.items()}
+    present = [c for c, n in counts.items() if n]
     if class_weights is None:
-        per_class = np.ones(len(present))
+        per_class = dict.fromkeys(present, 1.0)
     elif isinstance(class_weights, str):
         if class_weights != "balanced":
             raise InputError(
                 f"class_weights must be None, 'balanced' or a mapping {{class: weight}}, "
                 f"got {class_weights!r}."
             )
-        per_class = counts.sum() / (len(present) * counts)
+        total = sum(counts.values())
+        per_class = {c: total / (len(present) * counts[c]) for c in present}
     else:
-        missing = set(present.tolist()) - set(class_weights)
+        missing = set(present) - set(class_weights)
         if missing:
             raise InputError(
                 f"class_weights has no weight for class(es) {sorted(missing)}; give one for "
-                f"each of {sorted(present.tolist())}."
+                f"each of {present}."
             )
-        per_class = np.array([float(class_weights[c]) for c in present.tolist()])
-    # Lookup table indexed by ``classes + 1``; entry 0 (not annotated) stays 0.
-    table = np.zeros(int(present.max(initial=-1)) + 2)
-    table[present + 1] = per_class
-    weights = table[classes + 1]
+        per_class = {c: float(class_weights[c]) for c in present}
+    weights = np.zeros(classes.shape, dtype=np.float64)
+    for c, weight in per_class.items():
+        np.copyto(weights, weight, where=masks[c])
     return weights
 
 
@@ -238,10 +255,11 @@ def two_nearest_cell_distances(
     _check_instances(instances)
     if instances.ndim != 2:
         raise InputError(f"Expected one (H, W) image of instances, got shape {instances.shape}.")
-    return _two_nearest(instances, reach)
+    nearest_sq, second_sq = _two_nearest_squared(instances, reach)
+    return _distances(nearest_sq), _distances(second_sq)
 
 
-def _two_nearest(instances: np.ndarray, reach: float) -> tuple[np.ndarray, np.ndarray]:
+def _two_nearest_squared(instances: np.ndarray, reach: float) -> tuple[np.ndarray, np.ndarray]:
     """Running smallest-two of per-cell distance transforms, each in a small window.
 
     Why the result is exact where promised (a background pixel ``p`` with nearest cells
@@ -255,7 +273,7 @@ def _two_nearest(instances: np.ndarray, reach: float) -> tuple[np.ndarray, np.nd
     # Squared distances are whole numbers: keep them as integers (exact, and half the
     # memory traffic of float64 for int32) and take square roots once at the end.
     squared_type = _squared_distance_type(instances.shape)
-    no_cell = np.iinfo(squared_type).max
+    no_cell = _no_cell(squared_type)
     nearest_sq = np.full(instances.shape, no_cell, dtype=squared_type)
     second_sq = np.full(instances.shape, no_cell, dtype=squared_type)
     cells = _relabelled_if_sparse(instances)
@@ -271,7 +289,7 @@ def _two_nearest(instances: np.ndarray, reach: float) -> tuple[np.ndarray, np.nd
         nearest, second = nearest_sq[window], second_sq[window]
         np.minimum(second, np.maximum(nearest, squared), out=second)
         np.minimum(nearest, squared, out=nearest)
-    return _distances(nearest_sq, no_cell), _distances(second_sq, no_cell)
+    return nearest_sq, second_sq
 
 
 def _squared_distance_type(shape: tuple[int, ...]) -> type[np.signedinteger]:
@@ -303,11 +321,15 @@ def _squared_distances_to(cell: np.ndarray, dtype: type[np.signedinteger]) -> np
     return np.add(nearest[0], nearest[1])
 
 
-def _distances(squared: np.ndarray, no_cell: int) -> np.ndarray:
-    """Square roots as float64, infinite where the value is the ``no_cell`` sentinel."""
-    distances = squared.astype(np.float64)
-    np.sqrt(distances, out=distances)
-    np.copyto(distances, np.inf, where=squared == no_cell)
+def _no_cell(squared_type: type[np.signedinteger]) -> int:
+    """Sentinel squared distance meaning "no cell (within reach)"."""
+    return int(np.iinfo(squared_type).max)
+
+
+def _distances(squared: np.ndarray) -> np.ndarray:
+    """Square roots as float64, infinite where the value is the "no cell" sentinel."""
+    distances = np.sqrt(squared, dtype=np.float64)
+    distances[squared == _no_cell(squared.dtype.type)] = np.inf
     return distances
 
 
@@ -348,12 +370,13 @@ def _two_nearest_reference(instances: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return smallest_two[0], smallest_two[1]
 
 
-def _weight_map(instances, classes, w0, sigma, class_weights, two_nearest) -> np.ndarray:
+def _checked(
+    instances: np.ndarray, classes: np.ndarray | None, sigma: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validated ``instances`` and ``classes`` (default: ``instances > 0``)."""
     instances = np.asarray(instances)
     _check_instances(instances)
-    if classes is None:
-        classes = (instances > 0).astype(np.int64)
-    classes = np.asarray(classes)
+    classes = instances > 0 if classes is None else np.asarray(classes)
     if classes.shape != instances.shape:
         raise InputError(
             f"classes has shape {classes.shape} but instances has shape {instances.shape}; "
@@ -361,36 +384,36 @@ def _weight_map(instances, classes, w0, sigma, class_weights, two_nearest) -> np
         )
     if sigma <= 0:
         raise InputError(f"sigma must be positive (pixels), got {sigma}.")
-    weights = class_balance_weights(classes, class_weights).reshape((-1, *classes.shape[-2:]))
-    background = classes.reshape(weights.shape) == BACKGROUND
-    for plane_weights, plane_instances, plane_background in zip(
-        weights, instances.reshape(weights.shape), background, strict=True
-    ):
-        _add_border_term(plane_weights, *two_nearest(plane_instances), plane_background, w0, sigma)
-    return weights.reshape(instances.shape).astype(np.float32)
+    return instances, classes
+
+
+def _planes(*arrays: np.ndarray) -> Iterator[tuple[np.ndarray, ...]]:
+    """Iterate ``(H, W)`` planes of same-shaped ``(H, W)`` or ``(N, H, W)`` arrays (views)."""
+    return zip(*(a.reshape((-1, *a.shape[-2:])) for a in arrays), strict=True)
 
 
 def _add_border_term(
     weights: np.ndarray,
-    d1: np.ndarray,
-    d2: np.ndarray,
-    background: np.ndarray,
+    nearest_sq: np.ndarray,
+    second_sq: np.ndarray,
+    classes: np.ndarray,
     w0: float,
     sigma: float,
 ) -> None:
     """``weights += border_term(d1, d2)`` on background pixels that have a second cell.
 
-    Same values as :func:`border_term`, but the exponential (the costly part) is only
-    evaluated where it is added, and no boolean-indexed copies are made.
+    Same values as :func:`border_term`, from squared distances, with as few image-sized
+    temporaries as possible (fresh allocations cost page faults) and the exponential,
+    the costly part, only evaluated where it is added.
     """
-    exponent = np.add(d1, d2)  # infinite where there is no second cell
-    # Beyond 40 sigma the exponential underflows to exactly 0.0 in float64: skip it.
-    gets_term = background & (exponent < 40.0 * sigma)
+    gets_term = (classes == BACKGROUND) & (second_sq != _no_cell(second_sq.dtype.type))
+    exponent = np.sqrt(nearest_sq, dtype=np.float64)
+    exponent += np.sqrt(second_sq, dtype=np.float64)
     np.square(exponent, out=exponent)
     exponent *= -1.0 / (2.0 * sigma**2)
     np.exp(exponent, out=exponent, where=gets_term)
     exponent *= w0
-    np.add(weights, exponent, out=weights, where=gets_term)
+    np.add(weights, exponent, out=weights, where=gets_term, casting="same_kind")
 
 
 def _check_instances(instances: np.ndarray) -> None:
