@@ -1,5 +1,8 @@
-"""Shared fixtures: deterministic single-threaded CPU torch (2 threads spin badly when the
-cores are shared, e.g. with a training run; CI does not need more), and the shared real data when present."""
+"""Shared fixtures: deterministic single-threaded CPU torch, and the real data when present.
+
+One torch thread: two threads spin badly when the cores are shared (e.g. with a training
+run), and the tests' small networks gain nothing from more.
+"""
 
 from __future__ import annotations
 

@@ -188,3 +188,20 @@ def test_samples_open(make_napari_viewer, key, shape):
     assert len(viewer.layers) == 1
     assert viewer.layers[0].data.shape == shape
     assert viewer.layers[0].data.dtype == np.uint8
+
+
+def test_choosing_a_model_applies_its_recommended_postprocessing(
+    make_napari_viewer, tmp_path, tiny_model_file
+):
+    from napari_unet.core.modelfile import save_model
+
+    bundle = load_model(tiny_model_file)
+    bundle.provenance["postprocess"] = {"threshold": 0.65, "min_size": 12, "split_touching": True}
+    recommended = save_model(bundle, tmp_path / "recommended.safetensors")
+    widget = SegmentWidget(make_napari_viewer())
+    widget.add_model_file(recommended)
+    options = widget.options()
+    assert (options.threshold, options.min_size, options.split_touching) == (0.65, 12, True)
+    widget.add_model_file(tiny_model_file)  # no recommendation: back to the defaults
+    options = widget.options()
+    assert (options.threshold, options.min_size, options.split_touching) == (0.5, 0, False)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -53,8 +54,8 @@ from napari_unet._widgets._common import (
 )
 from napari_unet.core.errors import InputError, UNetError
 from napari_unet.core.events import PlaneDone, TileDone
-from napari_unet.core.modelfile import ModelBundle, default_model_name
-from napari_unet.core.segment import SegmentOptions, segment_iter
+from napari_unet.core.modelfile import ModelBundle, default_model_name, read_description
+from napari_unet.core.segment import SegmentOptions, recommended_options, segment_iter
 from napari_unet.core.tiling import round_tile_size
 
 if TYPE_CHECKING:
@@ -229,6 +230,24 @@ class SegmentWidget(Container):
                 self._model_combo.value = source
                 break
         self._last_model = self._model_combo.value
+        self._apply_recommendation(self._last_model)
+
+    def _apply_recommendation(self, source: Any) -> None:
+        """Set threshold, minimum size and splitting to what the model file recommends."""
+        if not isinstance(source, ModelSource):
+            return
+        provenance: dict = {}
+        if source.bundle is not None:
+            provenance = source.bundle.provenance
+        elif source.path is not None:
+            try:
+                provenance = read_description(source.path).get("provenance") or {}
+            except UNetError:
+                return  # a broken file is reported when it is used, with the full message
+        recommended = recommended_options(SimpleNamespace(provenance=provenance))
+        self._threshold.value = recommended.get("threshold", 0.5)
+        self._min_size.value = recommended.get("min_size", 0)
+        self._split_touching.value = recommended.get("split_touching", False)
 
     def _on_session_changed(self, bundle: ModelBundle | None) -> None:
         previous = self._model_combo.value
@@ -242,6 +261,7 @@ class SegmentWidget(Container):
     def _on_model_chosen(self, value: Any) -> None:
         if value != BROWSE:
             self._last_model = value
+            self._apply_recommendation(value)
             return
         path = ask_model_file(self.native)
         if path is None:

@@ -14,12 +14,19 @@ train. At inference we can do better without changing the model:
 * the decoder's convolution over ``concat(skip, up)`` is computed as
   ``conv(skip, W_skip) + conv(up, W_up)``, so the concatenation (the largest tensor of
   each decoder level) is never materialised;
-* each skip is released as soon as its decoder level has used it, ReLUs run in place.
+* each skip is released as soon as its decoder level has used it, ReLUs run in place;
+* the whole U is computed top to bottom in horizontal row strips (:class:`_RowStream`):
+  every feature map, skips included, only keeps the rows some consumer still needs, so
+  peak memory grows with the tile *width* and the receptive field, not the tile area.
+
+Row streaming needs every layer to be local along the rows. It is used for valid and
+same networks with BatchNorm or no normalisation; GroupNorm normalises over the whole
+feature map, so GroupNorm networks fall back to the whole-map lean forward.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +38,13 @@ from napari_unet.core.model import TwoConv, UNet, center_crop, check_input_size
 
 #: ``(B, C, h, w)`` float32 -> ``(B, K, h', w')`` float32 class probabilities.
 Predictor = Callable[[np.ndarray], np.ndarray]
+
+#: Output rows per strip of the streamed forward; each deeper level uses half as many
+#: (but at least :data:`MIN_LEVEL_ROWS`). Measured in benchmarks/bench_tiling.py.
+DEFAULT_STRIP_ROWS = 64
+#: Fewest rows a level computes at once, so that deep, narrow levels do not pay the
+#: per-call overhead of many tiny convolutions.
+MIN_LEVEL_ROWS = 8
 
 
 @dataclass(frozen=True)

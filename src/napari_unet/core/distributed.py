@@ -1,0 +1,257 @@
+"""Batch segmentation of large images on a dask.distributed cluster.
+
+The work is the block-wise pipeline of :mod:`napari_unet.core.largeimage`, with each
+block a task: a worker reads the block's tile windows (plus the exact overlap-tile
+context, mirrored at the true image border) straight from the input, predicts them with
+the same global tile grid as a single-process run, writes the block chunk-aligned into
+the output zarr store and records it as done. The results are therefore *identical* to
+:func:`~napari_unet.core.segment.segment` in one process.
+
+Done once, in the calling process: the block plan, the normalisation stats of each
+whole plane, the store, and the final label merge (a small relabel table, then one
+relabel pass per block). The model travels to each worker once (``Client.scatter`` with
+``broadcast=True``), where its predictor is built once and cached.
+
+Public API
+----------
+- :func:`local_client` ``(workers, *, processes=True) -> Client`` (context manager)
+- :func:`connect` ``(scheduler) -> Client``
+- :func:`segment_distributed_iter` ``(model, source, path, *, client, options=None,
+  block_size=..., resume=False, torch_threads=1)``: generator of Progress, returns the
+  result ``zarr.Array``.
+
+``distributed`` is an optional dependency, imported only when these functions run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+from collections.abc import Generator, Iterator
+from pathlib import Path
+from typing import Any
+
+from napari_unet.core.errors import InputError
+from napari_unet.core.events import Progress
+from napari_unet.core.largeimage import (
+    DEFAULT_BLOCK_SIZE,
+    Block,
+    BlockPlan,
+    BlockStore,
+    finish,
+    iter_block,
+    open_image,
+    plane_of,
+    prepare,
+    readable,
+)
+from napari_unet.core.model import UNet
+from napari_unet.core.modelfile import ModelBundle
+
+
+@contextlib.contextmanager
+def local_client(workers: int, *, processes: bool = True) -> Iterator[Any]:
+    """A ``distributed.Client`` on a new local cluster of ``workers`` single-thread workers.
+
+    Parameters
+    ----------
+    workers : int
+        Number of workers (each runs torch with one thread: give one per CPU core).
+    processes : bool
+        Workers in separate processes (default) or as threads of this process.
+    """
+    from distributed import Client, LocalCluster
+
+    if workers < 1:
+        raise InputError(f"--workers must be at least 1, got {workers}")
+    cluster = LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=processes,
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+    )
+    client = Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+
+
+def connect(scheduler: str) -> Any:
+    """A ``distributed.Client`` connected to the scheduler at ``scheduler`` (e.g. tcp://host:8786).
+
+    Raises
+    ------
+    InputError
+        When no scheduler answers at that address.
+    """
+    from distributed import Client
+
+    try:
+        return Client(scheduler, timeout="10s")
+    except (OSError, TimeoutError) as error:
+        raise InputError(
+            f"cannot connect to a dask scheduler at {scheduler}: {error}; start one with "
+            "'dask scheduler' (and workers with 'dask worker ADDRESS') or use --workers N"
+        ) from error
+
+
+class ImageSource:
+    """What workers open to read the input: a file path (preferred) or a picklable array.
+
+    A path is opened once per worker process (zarr, OME-Zarr, TIFF via its zarr
+    interface), so nothing but the path travels with the tasks.
+    """
+
+    def __init__(self, image_or_path: Any) -> None:
+        if isinstance(image_or_path, (str, os.PathLike)):
+            self.path: str | None = str(Path(image_or_path).resolve())
+            self.array = None
+        else:
+            self.path, self.array = None, image_or_path
+
+    def open(self) -> Any:
+        """The image, as a lazy array-like."""
+        return _open_cached(self.path) if self.path is not None else self.array
+
+
+@functools.lru_cache(maxsize=8)
+def _open_cached(path: str) -> Any:
+    return open_image(path)
+
+
+def segment_distributed_iter(
+    model: ModelBundle | UNet,
+    source: Any,
+    path: str | os.PathLike,
+    *,
+    client: Any,
+    options: Any | None = None,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    resume: bool = False,
+    torch_threads: int = 1,
+) -> Generator[Progress, None, Any]:
+    """Segment a large image on a dask cluster, block by block, into a zarr store.
+
+    Parameters
+    ----------
+    model : ModelBundle or UNet
+    source : path-like or array-like
+        The input: a path the workers can open (zarr, OME-Zarr, TIFF), or a picklable
+        array-like (numpy, zarr, dask), sent with every task.
+    path : path-like
+        The output ``.zarr``; it must be on storage every worker can write to.
+    client : distributed.Client
+    options : SegmentOptions, optional
+        ``split_touching`` is not available block-wise.
+    block_size : int
+        Block edge in pixels (rounded to whole tiles); one task and one chunk per block.
+    resume : bool
+        Skip the blocks an interrupted run with the same settings finished.
+    torch_threads : int
+        Torch threads per task (one per worker thread is right for CPU workers).
+
+    Yields
+    ------
+    Progress
+        Per finished block (message ``"blocks"``), then per relabelled block.
+
+    Returns
+    -------
+    zarr.Array
+        The result array of the store.
+    """
+    from distributed import as_completed
+
+    from napari_unet.core.segment import SegmentOptions
+
+    options = options or SegmentOptions()
+    source = ImageSource(source)
+    prepared = prepare(model, source.open(), path, options, block_size=block_size, resume=resume)
+    plan, store = prepared.plan, prepared.store
+    if isinstance(model, UNet):
+        model = ModelBundle.from_network(
+            model, name="network", normalisation=getattr(model, "normalisation", None)
+        )
+    finished = set(store.done())
+    pending = [block for block in plan.blocks if block.key not in finished]
+    done = len(plan.blocks) - len(pending)
+    if pending:
+        model_on_workers = client.scatter(model, broadcast=True, hash=False)
+        futures = [
+            client.submit(
+                run_block,
+                model_on_workers,
+                source,
+                str(store.path),
+                plan,
+                block,
+                prepared.stats[block.plane],
+                options,
+                prepared.has_plane_axis,
+                torch_threads,
+                key=f"napari-unet-{block.key}-{os.getpid()}-{id(store)}",
+                pure=False,
+            )
+            for block in pending
+        ]
+        try:
+            for future in as_completed(futures):
+                future.result()  # re-raises a task's error here
+                done += 1
+                yield Progress(done, len(plan.blocks), "blocks")
+        finally:
+            # Ctrl+C or Cancel: stop queued blocks; finished ones stay recorded.
+            client.cancel([future for future in futures if not future.done()])
+    yield from finish(store, plan, options)
+    return store.result()
+
+
+def run_block(
+    model: ModelBundle,
+    source: ImageSource,
+    store_path: str,
+    plan: BlockPlan,
+    block: Block,
+    stats: dict[str, float],
+    options: Any,
+    has_plane_axis: bool,
+    torch_threads: int,
+) -> dict[str, Any]:
+    """One task: segment ``block`` and write it into the store; returns its record."""
+    import torch
+
+    from napari_unet.core.segment import get_predictor
+
+    torch.set_num_threads(torch_threads)
+    image = readable(source.open())
+    plane_ndim = 2 if model.config.in_channels == 1 else 3
+    generator = iter_block(
+        plane_of(image, block.plane, plane_ndim),
+        get_predictor(model, options.device),
+        plan,
+        block,
+        stats,
+        options,
+        BlockStore(store_path),
+        has_plane_axis=has_plane_axis,
+        num_classes=model.config.num_classes,
+    )
+    while True:
+        try:
+            next(generator)
+        except StopIteration as finished:
+            return finished.value
+
+
+__all__ = [
+    "ImageSource",
+    "connect",
+    "local_client",
+    "run_block",
+    "segment_distributed_iter",
+]
