@@ -205,7 +205,8 @@ def main() -> None:
             "",
             "- `tiled`: `plan_tiles` (default tile size, tiles "
             f"{rows[0].get('tile_input')}) + `make_predictor` (lean forward, BN folded, "
-            "channels_last) + `predict_plane` writing into an on-disk zarr array.",
+            "channels_last, row-streamed in strips of `DEFAULT_STRIP_ROWS` rows) + `predict_plane` "
+            "writing into an on-disk zarr array.",
             "- `whole`: one plain `UNet.forward` over the whole mirror-padded image (the floor).",
             f"- `monai`: `sliding_window_inference`, roi {MONAI_ROI}x{MONAI_ROI}, overlap 0.25, "
             "gaussian, sw_batch_size 1, same U-Net with `padding='same'`.",

@@ -9,6 +9,7 @@ one ``napari-unet: error: <reason>`` line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
@@ -29,10 +30,21 @@ examples:
   napari-unet segment cells.tif -o cells_labels.tif --model nuclei
   napari-unet segment stack.tif -o masks.tif --model my_model.safetensors --output mask
   napari-unet segment a.png b.png c.tif -o results/ --tile-size 572 --device cpu
+  napari-unet segment huge.ome.zarr -o labels.zarr --model nuclei --no-split-touching
+  napari-unet segment huge.tif -o labels.zarr --workers 2        (local dask cluster)
+  napari-unet segment huge.zarr -o labels.zarr --scheduler tcp://host:8786 --resume
 
 With several inputs OUTPUT is a folder (created if needed) receiving NAME_<output>.tif
-for each input. Results are TIFF: int32 instance labels, uint8 masks, or float32
-probabilities (K, H, W) per plane.
+for each input (NAME_<output>.zarr for zarr inputs or with --workers/--scheduler).
+Results are int32 instance labels, uint8 masks, or float32 probabilities (K, H, W) per
+plane, as TIFF or, for an OUTPUT ending in .zarr, as OME-Zarr (NGFF 0.4).
+
+Inputs may be TIFF, PNG, zarr arrays or OME-Zarr images (the full-resolution level is
+used). A .zarr OUTPUT is written block by block without loading the image (large
+TIFFs are read tile by tile): memory stays bounded, and an interrupted run continues
+with --resume. --workers/--scheduler spread the blocks over a dask.distributed
+cluster (results identical to one process). Block-wise labels cannot split touching
+objects (watershed).
 """
 
 _MAIN_EPILOG = """\
@@ -165,24 +177,53 @@ def _add_segment_parser(subparsers: Any) -> None:
         help="separate touching objects by watershed (default: the model's recommendation)",
     )
     parser.add_argument("--batch-size", type=int, default=1, metavar="N", help="tiles per pass")
+    parser.add_argument(
+        "--block-size",
+        type=int,
+        default=2048,
+        metavar="N",
+        help="block edge in pixels for .zarr outputs, rounded to whole tiles: one block is "
+        "one output chunk and one dask task (default: 2048)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run into the same .zarr OUTPUT, skipping finished blocks",
+    )
+    cluster = parser.add_mutually_exclusive_group()
+    cluster.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="segment on a local dask cluster of N single-thread worker processes",
+    )
+    cluster.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="segment on the dask.distributed cluster at ADDRESS (e.g. tcp://host:8786); "
+        "every worker must see the input and OUTPUT paths",
+    )
+
+
+#: TIFF inputs above this many bytes are read tile by tile even for a TIFF output.
+LAZY_TIFF_BYTES = 256 * 2**20
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
-    from napari_unet.core.io import read_image, write_image
+    from napari_unet.core.largeimage import is_zarr_path
     from napari_unet.core.modelfile import load_model
-    from napari_unet.core.segment import (
-        SegmentOptions,
-        get_predictor,
-        recommended_options,
-        segment_iter,
-    )
+    from napari_unet.core.segment import SegmentOptions, get_predictor, recommended_options
     from napari_unet.core.tiling import round_tile_size
 
     inputs = [Path(p) for p in args.inputs]
     for path in inputs:
-        if not path.is_file():
+        if not (path.is_file() or (is_zarr_path(path) and path.is_dir())):
             raise InputError(f"input file not found: {path}")
-    outputs = _output_paths(inputs, Path(args.output_path), args.output)
+    large = args.workers is not None or args.scheduler is not None
+    outputs = _output_paths(inputs, Path(args.output_path), args.output, large=large)
+    if (large or args.resume) and not all(_is_zarr_output(target) for target in outputs):
+        flag = "--resume" if args.resume and not large else "--workers/--scheduler"
+        raise InputError(f"{flag} needs a zarr store: use an OUTPUT ending in .zarr")
     bundle = load_model(_model_path(args.model))
     tile_size = args.tile_size
     if tile_size is not None:
@@ -194,9 +235,17 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         "min_size": args.min_size,
         "split_touching": args.split_touching,
     }
+    recommended = recommended_options(bundle)
+    if any(_is_zarr_output(target) for target in outputs) and args.split_touching is None:
+        if recommended.pop("split_touching", False):
+            print(
+                f"{PROG}: note: the model recommends splitting touching objects, which "
+                "block-wise .zarr outputs cannot do; objects are not split",
+                file=sys.stderr,
+            )
     options = SegmentOptions(
         **{
-            **recommended_options(bundle),
+            **recommended,
             **{key: value for key, value in chosen.items() if value is not None},
         },
         output=args.output,
@@ -204,19 +253,95 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         device=args.device,
         batch_size=args.batch_size,
     )
-    predictor = get_predictor(bundle, options.device)
-    for source, target in zip(inputs, outputs, strict=True):
-        image = read_image(source)
-        generator = segment_iter(bundle, image, options=options, predictor=predictor)
-        planes = image.shape[0] if image.ndim == 3 else 1
-        result = drain_with_progress(
-            generator,
-            description=source.name,
-            total_of=lambda event, planes=planes: getattr(event, "total", 0) * planes or None,
-        )
-        write_image(target, result)
-        print(f"{source} -> {target}", file=sys.stderr)
+    with contextlib.ExitStack() as resources:
+        client = _dask_client(args, resources) if large else None
+        predictor = None if large else get_predictor(bundle, options.device)
+        for source, target in zip(inputs, outputs, strict=True):
+            if _is_zarr_output(target):
+                _segment_to_zarr(bundle, source, target, options, args, client, predictor)
+            else:
+                _segment_to_tiff(bundle, source, target, options, predictor)
+            print(f"{source} -> {target}", file=sys.stderr)
     return 0
+
+
+def _segment_to_tiff(bundle, source: Path, target: Path, options, predictor) -> None:
+    from napari_unet.core.io import read_image, write_image
+    from napari_unet.core.segment import segment_iter
+
+    # Big TIFFs and zarr stores are read tile by tile; the result is in memory anyway.
+    lazy = not source.is_file() or (
+        source.suffix.lower() in (".tif", ".tiff") and source.stat().st_size > LAZY_TIFF_BYTES
+    )
+    image = read_image(source, lazy=lazy)
+    generator = segment_iter(bundle, image, options=options, predictor=predictor)
+    planes = image.shape[0] if image.ndim == 3 else 1
+    result = drain_with_progress(
+        generator,
+        description=source.name,
+        total_of=lambda event, planes=planes: getattr(event, "total", 0) * planes or None,
+    )
+    write_image(target, result)
+
+
+def _segment_to_zarr(bundle, source: Path, target: Path, options, args, client, predictor):
+    from napari_unet.core.largeimage import open_image, segment_blocks_iter
+
+    if client is not None:
+        from napari_unet.core.distributed import segment_distributed_iter
+
+        generator = segment_distributed_iter(
+            bundle,
+            source,
+            target,
+            client=client,
+            options=options,
+            block_size=args.block_size,
+            resume=args.resume,
+        )
+    else:
+        generator = segment_blocks_iter(
+            bundle,
+            open_image(source),
+            target,
+            options=options,
+            block_size=args.block_size,
+            resume=args.resume,
+            predictor=predictor,
+        )
+    drain_with_progress(_blocks_only(generator), description=source.name, unit="block")
+
+
+def _blocks_only(generator: Generator[Any, None, Any]) -> Generator[Any, None, Any]:
+    """Pass on the per-block progress only (tiles and the label merge are too fine)."""
+    try:
+        while True:
+            try:
+                event = next(generator)
+            except StopIteration as finished:
+                return finished.value
+            if getattr(event, "message", None) == "blocks":
+                yield event
+    finally:
+        generator.close()  # Ctrl+C: stop the run (and cancel queued dask tasks)
+
+
+def _dask_client(args: argparse.Namespace, resources: contextlib.ExitStack) -> Any:
+    from napari_unet.core.distributed import connect, local_client
+
+    if args.scheduler is not None:
+        return resources.enter_context(connect(args.scheduler))
+    return resources.enter_context(local_client(args.workers))
+
+
+def _result_suffix(source: Path, large: bool) -> str:
+    from napari_unet.core.largeimage import is_zarr_path
+
+    return ".zarr" if large or is_zarr_path(source) else ".tif"
+
+
+def _is_zarr_output(path: Path) -> bool:
+    return path.suffix.lower() == ".zarr"
 
 
 def _model_path(name_or_path: str | None) -> Path:
@@ -232,16 +357,29 @@ def _model_path(name_or_path: str | None) -> Path:
     return resolve_model(name_or_path)
 
 
-def _output_paths(inputs: list[Path], output: Path, kind: str) -> list[Path]:
-    """One result path per input; a folder when several inputs or ``output`` is a folder."""
-    as_folder = len(inputs) > 1 or output.is_dir() or str(output).endswith(("/", "\\"))
+def _output_paths(
+    inputs: list[Path], output: Path, kind: str, *, large: bool = False
+) -> list[Path]:
+    """One result path per input; a folder when several inputs or ``output`` is a folder.
+
+    In a folder, results are ``.zarr`` for zarr inputs or ``large`` (cluster) runs,
+    else ``.tif``.
+    """
+    as_folder = len(inputs) > 1 or str(output).endswith(("/", "\\"))
+    as_folder = as_folder or (output.is_dir() and not _is_zarr_output(output))
     if not as_folder:
-        if output.suffix.lower() not in (".tif", ".tiff"):
-            raise InputError(f"results are written as TIFF: use a .tif OUTPUT, got {output.name!r}")
+        if output.suffix.lower() not in (".tif", ".tiff", ".zarr"):
+            raise InputError(
+                f"results are written as TIFF or zarr: use a .tif OUTPUT (or .zarr for "
+                f"OME-Zarr), got {output.name!r}"
+            )
         return [output]
     if output.exists() and not output.is_dir():
         raise InputError(f"with several inputs OUTPUT must be a folder, but {output} is a file")
-    targets = [output / f"{path.stem}_{kind}.tif" for path in inputs]
+    targets = [
+        output / f"{path.stem.removesuffix('.ome')}_{kind}{_result_suffix(path, large)}"
+        for path in inputs
+    ]
     seen: dict[Path, Path] = {}
     for source, target in zip(inputs, targets, strict=True):
         if target in seen:
@@ -473,7 +611,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; results already written are kept", file=sys.stderr)
+        print(
+            f"{PROG}: interrupted; results already written are kept "
+            "(a .zarr OUTPUT continues with --resume)",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
 
 

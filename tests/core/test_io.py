@@ -70,9 +70,26 @@ def test_missing_and_unsupported_files(tmp_path):
         read_image(tmp_path / "x.jpg")
 
 
-def test_lazy_reading_is_not_there_yet(tmp_path):
-    with pytest.raises(InputError, match="lazy reading is not supported yet"):
+def test_lazy_reading_opens_a_tiff_without_decoding_it(tmp_path):
+    pytest.importorskip("zarr")
+    image = np.arange(300 * 400, dtype=np.uint16).reshape(300, 400)
+    tifffile.imwrite(tmp_path / "big.tif", image, tile=(128, 128))
+    lazy = read_image(tmp_path / "big.tif", lazy=True)
+    assert not isinstance(lazy, np.ndarray) and lazy.shape == (300, 400)
+    np.testing.assert_array_equal(lazy[130:140, 5:9], image[130:140, 5:9])
+    with pytest.raises(InputError, match="input file not found"):
         read_image(tmp_path / "x.tif", lazy=True)
+
+
+def test_a_2d_zarr_image_gets_its_plane_axis_without_being_read():
+    zarr = pytest.importorskip("zarr")
+    image = zarr.create_array(store={}, shape=(6, 7), dtype="u1", chunks=(2, 2))
+    image[:] = np.arange(42, dtype=np.uint8).reshape(6, 7)
+    planes, restore = as_planes(image)
+    assert planes.shape == (1, 6, 7)
+    assert planes[0] is image  # still the lazy zarr array
+    np.testing.assert_array_equal(planes[0, 1:3, 2], [9, 16])
+    np.testing.assert_array_equal(np.asarray(planes)[0], image[:])
 
 
 # ------------------------------------------------------------------ as_planes

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
 from pathlib import Path
 
@@ -343,9 +342,10 @@ def test_default_model_prefers_nuclei(model_dirs):
 
 
 def test_shipped_builtin_models_load(monkeypatch):
-    # whatever the package ships must load (vacuous until models are added)
-    for entry in list_models():
-        if entry.source == "built-in":
-            assert load_model(entry.path).config is not None
-            assert (entry.path.with_suffix(".md")).is_file(), f"{entry.name} needs a model card"
-    assert os.path.isdir(modelfile.builtin_models_dir())
+    shipped = {entry.name: entry for entry in list_models() if entry.source == "built-in"}
+    assert {"nuclei", "em-membranes"} <= set(shipped)
+    for entry in shipped.values():
+        bundle = load_model(entry.path)
+        assert bundle.provenance["validation_scores"], f"{entry.name} has no validation scores"
+        assert (entry.path.with_suffix(".md")).is_file(), f"{entry.name} needs a model card"
+    assert modelfile.default_model_name() == "nuclei"

@@ -4,7 +4,8 @@
 zlib-compressed TIFF. :func:`as_planes` turns any accepted image into a stack of
 planes plus a function that puts per-plane results back in the image's layout,
 rejecting what a U-Net cannot segment (RGB, empty, 1D, >3D, complex) with a message
-saying what to do. Large (zarr) images come later through ``read_image(path, lazy=True)``.
+saying what to do. ``read_image(path, lazy=True)`` opens zarr/OME-Zarr stores and TIFFs
+for tile-by-tile reading instead (see :func:`napari_unet.core.largeimage.open_image`).
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ RGB_MESSAGE = (
 Restore = Callable[[Any], Any]
 
 
-def read_image(path: str | os.PathLike, *, lazy: bool = False) -> np.ndarray:
-    """Read a TIFF (2D or stack) or PNG image.
+def read_image(path: str | os.PathLike, *, lazy: bool = False) -> Any:
+    """Read a TIFF (2D or stack) or PNG image, or open a zarr / TIFF image lazily.
 
     RGB images whose channels are all equal (grayscale saved as RGB) come back as
     one grayscale plane; a PNG's alpha channel next to gray is dropped.
@@ -42,13 +43,15 @@ def read_image(path: str | os.PathLike, *, lazy: bool = False) -> np.ndarray:
     Parameters
     ----------
     path : path-like
-        ``.tif``/``.tiff`` or ``.png`` file.
+        ``.tif``/``.tiff`` or ``.png`` file; with ``lazy`` also a ``.zarr`` store (plain
+        array or OME-Zarr image, whose full-resolution level is used).
     lazy : bool
-        Reserved for large (zarr) images; must be ``False`` for now.
+        Return a read-only ``zarr.Array`` that reads only the regions sliced from it
+        (TIFF through tifffile's zarr interface; PNG is still read whole). Needs zarr.
 
     Returns
     -------
-    (H, W) or (N, H, W) ndarray
+    (H, W) or (N, H, W) ndarray, or zarr.Array when ``lazy``
         Colour images are returned as ``(..., 3|4)`` only from PNG; :func:`as_planes`
         rejects them.
 
@@ -59,7 +62,9 @@ def read_image(path: str | os.PathLike, *, lazy: bool = False) -> np.ndarray:
         channels differ.
     """
     if lazy:
-        raise InputError("lazy reading is not supported yet; read the image with lazy=False")
+        from napari_unet.core.largeimage import open_image  # imports zarr: optional
+
+        return open_image(path)
     path = Path(path)
     if not path.is_file():
         raise InputError(f"input file not found: {path}")
@@ -207,7 +212,33 @@ def _add_plane_axis(image: Any) -> Any:
     try:
         return image[np.newaxis]
     except (TypeError, IndexError):  # array-likes without newaxis indexing (zarr)
-        return np.asarray(image)[np.newaxis]
+        return _OnePlaneStack(image)
+
+
+class _OnePlaneStack:
+    """``image[np.newaxis]`` for array-likes that cannot do it, without reading ``image``.
+
+    ``stack[0]`` is ``image`` itself (still lazy); other keys index ``image`` after the
+    plane index.
+    """
+
+    def __init__(self, image: Any) -> None:
+        self.image = image
+        self.shape = (1, *image.shape)
+        self.dtype = image.dtype
+        self.ndim = len(self.shape)
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, key: Any) -> Any:
+        key = key if isinstance(key, tuple) else (key,)
+        if key and isinstance(key[0], (int, np.integer)) and int(key[0]) in (0, -1):
+            return self.image if len(key) == 1 else self.image[key[1:]]
+        return np.asarray(self.image)[np.newaxis][key]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return np.asarray(self.image, dtype=dtype)[np.newaxis]
 
 
 def _drop_plane_axis(result: Any) -> Any:

@@ -129,7 +129,7 @@ def open_image(path: str | os.PathLike) -> Any:
     """
     path = Path(path)
     if not path.exists():
-        raise InputError(f"input not found: {path}")
+        raise InputError(f"input file not found: {path}")
     if is_zarr_path(path):
         return _open_zarr_image(path)
     suffix = path.suffix.lower()
@@ -211,6 +211,9 @@ class _SyncDask:
     def __getitem__(self, key: Any) -> np.ndarray:
         return np.asarray(self.array[key].compute(scheduler="synchronous"))
 
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return np.asarray(self[...], dtype=dtype)
+
 
 class _PlaneView:
     """Plane ``index`` of a stack, read lazily: ``view[key]`` is ``stack[index][key]``."""
@@ -225,6 +228,9 @@ class _PlaneView:
     def __getitem__(self, key: Any) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
         return np.asarray(self.stack[(self.index, *key)])
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return np.asarray(self[...], dtype=dtype)
 
 
 def readable(image: Any) -> Any:
@@ -688,15 +694,25 @@ def _label_record(
     :func:`~napari_unet.core.postprocess.instance_labels` (per class), so the merged
     labels can be numbered exactly as a whole-plane labelling would.
     """
-    flat = labels.ravel()
-    ids, first = np.unique(flat, return_index=True)
-    ids, first = ids[ids > 0], first[ids > 0]
-    local_rows, local_cols = np.divmod(first, labels.shape[1])
-    global_first = (local_rows + block.rows.start) * plane_width + local_cols + block.cols.start
-    sizes = np.bincount(flat, minlength=len(ids) + 1)[1:]
+    from scipy import ndimage
+
+    # instance_labels numbers 1..n without gaps; the first pixel of an object lies in
+    # the top row of its bounding box (cheaper than np.unique's argsort of the block).
+    boxes = ndimage.find_objects(labels)
+    ids = np.arange(1, len(boxes) + 1)
+    first_rows = np.array([box[0].start for box in boxes], dtype=np.int64)
+    first_cols = np.array(
+        [
+            box[1].start + int(np.argmax(labels[box[0].start, box[1]] == label))
+            for label, box in zip(ids, boxes, strict=True)
+        ],
+        dtype=np.int64,
+    )
+    global_first = (first_rows + block.rows.start) * plane_width + first_cols + block.cols.start
+    sizes = np.bincount(labels.ravel(), minlength=len(ids) + 1)[1:]
     return {
         "count": len(ids),
-        "classes": mask.ravel()[first].tolist(),
+        "classes": mask[first_rows, first_cols].tolist(),
         "first": global_first.tolist(),
         "sizes": sizes.tolist(),
         "edges": {

@@ -1,0 +1,127 @@
+"""dask.distributed batch segmentation: exactly the single-process result, resumable."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from napari_unet.core.events import Progress
+from napari_unet.core.largeimage import BlockStore, open_image, segment_blocks_iter
+from napari_unet.core.model import UNetConfig
+from napari_unet.core.modelfile import random_model
+from napari_unet.core.segment import SegmentOptions, segment
+
+pytest.importorskip("distributed")
+zarr = pytest.importorskip("zarr")
+
+from napari_unet.core.distributed import (  # noqa: E402
+    ImageSource,
+    local_client,
+    segment_distributed_iter,
+)
+
+TINY = UNetConfig(depth=2, base_width=2, padding="valid", norm="batch")
+TILE = 124
+
+
+@pytest.fixture(scope="module")
+def model():
+    return random_model(TINY, seed=1, name="tiny")
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    noise = np.random.default_rng(0).normal(size=(600, 700))
+    return ndimage.gaussian_filter(noise, 6).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def options(model, image) -> SegmentOptions:
+    probabilities = segment(model, image, tile_size=TILE, output="probabilities")
+    return SegmentOptions(tile_size=TILE, threshold=float(np.median(probabilities[1])), min_size=3)
+
+
+@pytest.fixture(scope="module")
+def client():
+    # Thread workers keep the test fast; the CLI test runs worker processes.
+    with local_client(2, processes=False) as client:
+        yield client
+
+
+def _drain(generator):
+    events = []
+    while True:
+        try:
+            events.append(next(generator))
+        except StopIteration as finished:
+            return finished.value, events
+
+
+def test_two_workers_give_exactly_the_single_process_labels(
+    tmp_path, model, image, options, client
+):
+    expected = segment(model, image, options=options)
+    assert expected.max() > 50
+    result, events = _drain(
+        segment_distributed_iter(
+            model, image, tmp_path / "d.zarr", client=client, options=options, block_size=256
+        )
+    )
+    np.testing.assert_array_equal(result[:], expected)
+    blocks = [e for e in events if isinstance(e, Progress) and e.message == "blocks"]
+    assert [e.done for e in blocks] == list(range(1, 10)) and blocks[-1].total == 9
+    block_rows = {record["rows"][0] for record in BlockStore(tmp_path / "d.zarr").done().values()}
+    assert block_rows == {0, 228, 456}
+
+
+def test_workers_open_a_path_themselves(tmp_path, model, image, options, client):
+    zarr.create_array(str(tmp_path / "in.zarr"), shape=image.shape, dtype="f4", chunks=(256, 256))[
+        :
+    ] = image
+    mask_options = SegmentOptions(tile_size=TILE, threshold=options.threshold, output="mask")
+    result, _ = _drain(
+        segment_distributed_iter(
+            model,
+            tmp_path / "in.zarr",
+            tmp_path / "m.zarr",
+            client=client,
+            options=mask_options,
+            block_size=256,
+        )
+    )
+    np.testing.assert_array_equal(result[:], segment(model, image, options=mask_options))
+    source = ImageSource(tmp_path / "in.zarr")
+    assert source.array is None and source.path.endswith("in.zarr")
+
+
+def test_a_distributed_run_resumes_a_local_one(tmp_path, model, image, options, client):
+    path = tmp_path / "r.zarr"
+    local = segment_blocks_iter(model, image, path, options=options, block_size=256)
+    for event in local:
+        if isinstance(event, Progress) and event.done == 4:
+            break
+    local.close()
+    assert len(BlockStore(path).done()) == 4
+    _, events = _drain(
+        segment_distributed_iter(
+            model, image, path, client=client, options=options, block_size=256, resume=True
+        )
+    )
+    blocks = [e.done for e in events if isinstance(e, Progress) and e.message == "blocks"]
+    assert blocks == [5, 6, 7, 8, 9]  # the 4 finished blocks were not recomputed
+    np.testing.assert_array_equal(open_image(path)[:], segment(model, image, options=options))
+
+
+def test_closing_the_run_cancels_the_queued_blocks(tmp_path, model, image, options, client):
+    path = tmp_path / "c.zarr"
+    run = segment_distributed_iter(
+        model, image, path, client=client, options=options, block_size=128
+    )
+    first = next(run)
+    assert first.message == "blocks"
+    run.close()
+    client.run(lambda: None)  # let the cancellation reach the workers
+    done = len(BlockStore(path).done())
+    assert 1 <= done < first.total
+    assert BlockStore(path).run_record()["complete"] is False
