@@ -173,9 +173,9 @@ def main() -> None:
     body = "\n".join(
         [
             f"Model: {model_name}; input: a smooth uint8 zarr (chunks 1024), output: OME-Zarr "
-            "labels (blocks of 2048 px); each configuration is one run of the CLI in a fresh "
-            "subprocess, memory sampled every 0.2 s over the process and its dask workers; "
-            "wall times include starting the workers (a few seconds).",
+            f"labels (blocks of {args.block_size} px); each configuration is one run of the "
+            "CLI in a fresh subprocess, memory sampled every 0.2 s over the process and its "
+            "dask workers; wall times include starting the workers (a few seconds).",
             "",
             *table,
             "",

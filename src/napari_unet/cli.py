@@ -118,19 +118,22 @@ def drain_with_progress(
 def _add_segment_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "segment",
-        help="segment TIFF/PNG images with a U-Net model",
-        description="Segment TIFF (2D or stacks) and PNG images; write TIFF results.",
+        help="segment TIFF/PNG/zarr images with a U-Net model",
+        description="Segment TIFF (2D or stacks), PNG, zarr and OME-Zarr images; write TIFF "
+        "or OME-Zarr results.",
         epilog=_SEGMENT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="TIFF or PNG image(s)")
+    parser.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="TIFF, PNG, zarr or OME-Zarr image(s)"
+    )
     parser.add_argument(
         "-o",
         "--output-path",
         dest="output_path",
         required=True,
         metavar="OUTPUT",
-        help="result .tif file (one input), or a folder (several inputs)",
+        help="result .tif file or .zarr store (one input), or a folder (several inputs)",
     )
     parser.add_argument(
         "-m",

@@ -125,3 +125,13 @@ def test_closing_the_run_cancels_the_queued_blocks(tmp_path, model, image, optio
     done = len(BlockStore(path).done())
     assert 1 <= done < first.total
     assert BlockStore(path).run_record()["complete"] is False
+
+
+def test_an_unreachable_scheduler_is_an_actionable_error():
+    from napari_unet.core.distributed import connect
+    from napari_unet.core.errors import InputError
+
+    with pytest.raises(
+        InputError, match=r"cannot connect to a dask scheduler at tcp://127\.0\.0\.1:9"
+    ):
+        connect("tcp://127.0.0.1:9", timeout="1s")

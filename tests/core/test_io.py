@@ -87,6 +87,7 @@ def test_a_2d_zarr_image_gets_its_plane_axis_without_being_read():
     image[:] = np.arange(42, dtype=np.uint8).reshape(6, 7)
     planes, restore = as_planes(image)
     assert planes.shape == (1, 6, 7)
+    assert restore(planes) is image
     assert planes[0] is image  # still the lazy zarr array
     np.testing.assert_array_equal(planes[0, 1:3, 2], [9, 16])
     np.testing.assert_array_equal(np.asarray(planes)[0], image[:])

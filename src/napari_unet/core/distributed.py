@@ -81,7 +81,7 @@ def local_client(workers: int, *, processes: bool = True) -> Iterator[Any]:
         cluster.close()
 
 
-def connect(scheduler: str) -> Any:
+def connect(scheduler: str, *, timeout: str = "10s") -> Any:
     """A ``distributed.Client`` connected to the scheduler at ``scheduler`` (e.g. tcp://host:8786).
 
     Raises
@@ -92,7 +92,7 @@ def connect(scheduler: str) -> Any:
     from distributed import Client
 
     try:
-        return Client(scheduler, timeout="10s")
+        return Client(scheduler, timeout=timeout)
     except (OSError, TimeoutError) as error:
         raise InputError(
             f"cannot connect to a dask scheduler at {scheduler}: {error}; start one with "
