@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from napari_unet.core.errors import InputError
 from napari_unet.core.events import Progress
 from napari_unet.core.largeimage import BlockStore, open_image, segment_blocks_iter
 from napari_unet.core.model import UNetConfig
@@ -135,3 +136,14 @@ def test_an_unreachable_scheduler_is_an_actionable_error():
         InputError, match=r"cannot connect to a dask scheduler at tcp://127\.0\.0\.1:9"
     ):
         connect("tcp://127.0.0.1:9", timeout="1s")
+
+
+def test_missing_distributed_says_how_to_install(monkeypatch):
+    import sys
+
+    from napari_unet.core.distributed import local_client
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import now raises ImportError
+    with pytest.raises(InputError, match=r"pip install 'napari-unet\[large\]'"):
+        with local_client(2):
+            pass

@@ -5,6 +5,18 @@ each finished tile is written into the output layer on the main thread (``yielde
 results appear tile by tile, and **Cancel** (``worker.quit()``) keeps the finished tiles.
 Layers are only touched on the main thread.
 
+**Large images.** When the image layer's data is lazy (a dask or zarr array, any
+non-numpy array-like, or a multiscale layer, whose full-resolution level is used) or
+"write to zarr store" is ticked, the image is never loaded whole: the worker drains
+:func:`~napari_unet.core.largeimage.segment_blocks_iter`, which writes block by block
+into an OME-Zarr store on disk (the "output store", by default
+``<tempdir>/napari-unet/<image>.zarr``). The output layer is a lazy view of that store:
+it shows each block as soon as it is written, and the merged labels at the end.
+Cancel keeps the finished blocks; "resume" continues an interrupted run into the same
+store. "Segment current slice" on a lazy stack segments that plane alone into its own
+store (``<store>-plane<k>.zarr``), shown at its plane of the stack. Splitting touching
+objects needs whole planes, so it is turned off for this path (the status line says so).
+
 The logic is callable without clicking: :meth:`SegmentWidget.segment_current_slice`,
 :meth:`SegmentWidget.segment_stack`, :meth:`SegmentWidget.cancel`,
 :meth:`SegmentWidget.add_model_file`.
@@ -12,6 +24,7 @@ The logic is callable without clicking: :meth:`SegmentWidget.segment_current_sli
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,6 +35,7 @@ from magicgui.widgets import (
     CheckBox,
     ComboBox,
     Container,
+    FileEdit,
     FloatSpinBox,
     Label,
     PushButton,
@@ -47,13 +61,21 @@ from napari_unet._widgets._common import (
     model_sources,
     notify_error,
     notify_info,
+    notify_warning,
     our_metadata,
     reporting_errors,
     session_for,
     spatial_transform,
 )
 from napari_unet.core.errors import InputError, UNetError
-from napari_unet.core.events import PlaneDone, TileDone
+from napari_unet.core.events import PlaneDone, Progress, TileDone
+from napari_unet.core.largeimage import (
+    DEFAULT_BLOCK_SIZE,
+    BlockStore,
+    full_resolution,
+    plane_of,
+    segment_blocks_iter,
+)
 from napari_unet.core.modelfile import ModelBundle, default_model_name, read_description
 from napari_unet.core.segment import SegmentOptions, recommended_options, segment_iter
 from napari_unet.core.tiling import round_tile_size
@@ -70,6 +92,21 @@ OUTPUTS = (
 _OUT_DTYPES = {"labels": np.int32, "mask": np.uint8, "probabilities": np.float32}
 #: Minimum milliseconds between two redraws of the output layer while tiles stream in.
 REFRESH_INTERVAL_MS = 100
+#: Status-line note when the block-wise path has to turn watershed splitting off.
+NO_SPLIT_NOTE = (
+    "splitting touching objects is not available for large (block-wise) images: "
+    "segmented without it"
+)
+
+
+def default_store_path(image_name: str) -> Path:
+    """Where a block-wise run writes when no output store is chosen."""
+    return Path(tempfile.gettempdir()) / "napari-unet" / f"{image_name}.zarr"
+
+
+def is_lazy(layer: Any) -> bool:
+    """Whether ``layer``'s data must not be loaded whole (dask, zarr, multiscale...)."""
+    return bool(getattr(layer, "multiscale", False)) or not isinstance(layer.data, np.ndarray)
 
 
 @reporting_errors
@@ -88,6 +125,31 @@ def _segment_job(
         if note:
             yield _Note(note)
     return (yield from segment_iter(bundle, image, options=options, planes=planes))
+
+
+@reporting_errors
+def _segment_blocks_job(
+    source: ModelSource,
+    cache: dict,
+    image: Any,
+    path: Path,
+    options: SegmentOptions,
+    block_size: int,
+    resume: bool,
+):
+    """Worker generator: load the model, then segment ``image`` block-wise into ``path``."""
+    bundle = source.load(cache)
+    if options.tile_size:
+        size, note = round_tile_size(bundle.config, options.tile_size)
+        options = replace(options, tile_size=size)
+        if note:
+            yield _Note(note)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return (
+        yield from segment_blocks_iter(
+            bundle, image, path, options=options, block_size=block_size, resume=resume
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -110,6 +172,14 @@ class _SegmentRun:
     planes_done: set = field(default_factory=set)
     cancelled: bool = False
     failed: bool = False
+    #: Block-wise runs: the store, the image layer, (blocks done, total), a note for the
+    #: user, and for a single plane of a stack its index and the stack's plane count.
+    store: Path | None = None
+    image_layer: Any = None
+    blocks: tuple[int, int] = (0, 0)
+    note: str = ""
+    plane_index: int | None = None
+    plane_count: int = 1
 
 
 class SegmentWidget(Container):
@@ -171,6 +241,33 @@ class SegmentWidget(Container):
         )
         self._threshold.native.setDecimals(4)
         self._device = ComboBox(label="device", choices=_common.device_choices(), value="auto")
+        self._to_zarr = CheckBox(
+            text="write to zarr store",
+            value=False,
+            tooltip="segment block by block into a zarr store on disk, also for in-memory "
+            "images (for results larger than memory); lazy and multiscale images always are",
+        )
+        self._output_store = FileEdit(
+            label="output store",
+            mode="w",
+            filter="*.zarr",
+            nullable=True,
+            tooltip="the .zarr folder block-wise results are written to; empty: "
+            f"{default_store_path('<image>')}",
+        )
+        self._resume = CheckBox(
+            text="resume",
+            value=False,
+            tooltip="continue an interrupted block-wise run into the same output store",
+        )
+        self._block_size = SpinBox(
+            label="block size (px)",
+            value=DEFAULT_BLOCK_SIZE,
+            min=16,
+            max=65536,
+            step=256,
+            tooltip="block-wise runs: edge of a block (one zarr chunk), rounded to whole tiles",
+        )
         self._advanced = Container(
             widgets=[
                 self._tile_size,
@@ -178,6 +275,10 @@ class SegmentWidget(Container):
                 self._min_size,
                 self._split_touching,
                 self._device,
+                self._to_zarr,
+                self._output_store,
+                self._resume,
+                self._block_size,
             ],
             labels=True,
             visible=False,
@@ -342,6 +443,8 @@ class SegmentWidget(Container):
                 "no model chosen: pick a built-in or saved model, or Browse... for a file"
             )
         options = self.options()
+        if is_lazy(image_layer) or self._to_zarr.value:
+            return self._start_block_worker(image_layer, source, options, planes)
         stacked = image.ndim == 3
         all_planes = list(range(image.shape[0])) if stacked else [0]
         planes = all_planes if planes is None else planes
@@ -394,6 +497,167 @@ class SegmentWidget(Container):
             )  # fmt: skip
         return self._viewer.add_labels(data, name=name, metadata=metadata, **placement)
 
+    # ------------------------------------------------------- block-wise (large) runs
+    def store_path(self, image_layer: Image, plane: int | None = None) -> Path:
+        """The output store of a block-wise run of ``image_layer`` (of one ``plane``)."""
+        chosen = self._output_store.value
+        path = Path(chosen) if chosen else default_store_path(image_layer.name)
+        if path.suffix.lower() != ".zarr":
+            path = path.with_name(path.name + ".zarr")
+        if plane is not None:  # one plane of a stack: a store of its own
+            path = path.with_name(f"{path.stem}-plane{plane}.zarr")
+        return path
+
+    def _start_block_worker(
+        self,
+        image_layer: Image,
+        source: ModelSource,
+        options: SegmentOptions,
+        planes: list[int] | None,
+    ) -> Any:
+        """Segment block by block into a zarr store; the image is never read whole."""
+        data = full_resolution(image_layer.data, multiscale=image_layer.multiscale)
+        note = ""
+        if options.output == "labels" and options.split_touching:
+            options = replace(options, split_touching=False)
+            note = NO_SPLIT_NOTE
+            notify_warning(note)
+        stacked = data.ndim == 3
+        plane_index = planes[0] if stacked and planes is not None else None
+        # One plane of a stack: segment a lazy view of it (the core segments whole images).
+        image = data if plane_index is None else plane_of(data, plane_index, 2)
+        path = self.store_path(image_layer, plane_index)
+        run = _SegmentRun(
+            layer=None,
+            output=options.output,
+            stacked=stacked,
+            planes=list(range(data.shape[0])) if plane_index is None and stacked else [0],
+            progress=progress(total=0, desc=f"Segmenting {image_layer.name}"),
+            store=path,
+            image_layer=image_layer,
+            note=note,
+            plane_index=plane_index,
+            plane_count=data.shape[0] if stacked else 1,
+        )
+        worker = thread_worker(_segment_blocks_job, start_thread=False)(
+            source,
+            self._model_cache,
+            image,
+            path,
+            options,
+            int(self._block_size.value),
+            bool(self._resume.value),
+        )
+        worker.yielded.connect(lambda event: self._on_block_event(run, event))
+        worker.errored.connect(lambda error: self._on_error(run, error))
+        worker.finished.connect(lambda: self._on_block_finished(run))
+        self._worker, self._run = worker, run
+        self._set_running(True)
+        what = "image" if plane_index is None else f"plane {plane_index}"
+        self._status.value = self._with_note(
+            run, f"segmenting {what} block-wise into {path} with {source.label}..."
+        )
+        worker.start()
+        return worker
+
+    @staticmethod
+    def _with_note(run: _SegmentRun, message: str) -> str:
+        return f"{message}\n{run.note}" if run.note else message
+
+    def _store_view(self, run: _SegmentRun) -> Any:
+        """The store's result as layer data: lazy, read from disk whenever it is drawn."""
+        array = BlockStore(run.store).result(mode="r")
+        if run.output != "probabilities" and run.plane_index is None:
+            return array
+        import dask.array as da
+
+        view = da.from_zarr(array)
+        if run.output == "probabilities":  # foreground = anything but background (class 0)
+            view = 1.0 - view[:, 0] if view.ndim == 4 else 1.0 - view[0]
+        if run.plane_index is not None:  # put the plane back at its place in the stack
+            empty = da.zeros(view.shape, dtype=view.dtype, chunks=view.chunksize)
+            view = da.stack([
+                view if p == run.plane_index else empty for p in range(run.plane_count)
+            ])  # fmt: skip
+        return view
+
+    def _attach_store_layer(self, run: _SegmentRun) -> None:
+        """Show the store in our output layer (main thread), once the worker created it."""
+        if run.layer is not None or run.store is None or BlockStore(run.store).run_record() is None:
+            return
+        image_layer = run.image_layer
+        data = self._store_view(run)
+        role = f"{image_layer.name}/{run.output}"
+        metadata = our_metadata(role, store=str(run.store))
+        layer_type = Image if run.output == "probabilities" else Labels
+        placement = spatial_transform(image_layer)
+        for layer in self._viewer.layers:
+            marker = getattr(layer, "metadata", {}).get(_common.METADATA_KEY)
+            if (
+                isinstance(layer, layer_type)
+                and isinstance(marker, dict)
+                and marker == metadata[_common.METADATA_KEY]
+            ):
+                layer.data = data  # our layer of a previous run into this store
+                run.layer = layer
+                return
+        suffix = next(s for _, kind, s in OUTPUTS if kind == run.output)
+        name = free_name(self._viewer, f"{image_layer.name} {suffix}")
+        if run.output == "probabilities":
+            run.layer = self._viewer.add_image(
+                data, name=name, metadata=metadata, colormap="magma", blending="additive",
+                contrast_limits=(0.0, 1.0), opacity=0.7, **placement,
+            )  # fmt: skip
+        else:
+            run.layer = self._viewer.add_labels(data, name=name, metadata=metadata, **placement)
+
+    def _on_block_event(self, run: _SegmentRun, event: Any) -> None:
+        self._attach_store_layer(run)
+        if isinstance(event, TileDone):
+            # Blocks reach the store whole; a redraw shows every block finished so far.
+            run.tiles_done += 1
+            self._schedule_refresh(run.layer)
+            done, total = run.blocks
+            self._status.value = self._with_note(
+                run, f"block {done + 1}" + (f" of {total}" if total else "") + ": tile "
+                f"{event.index + 1} of {event.total}" + (
+                    f" (plane {event.plane})" if run.stacked and run.plane_index is None else ""
+                ),
+            )  # fmt: skip
+        elif isinstance(event, Progress) and event.message == "blocks":
+            run.blocks = (event.done, event.total)
+            if run.progress.total != event.total:
+                run.progress.total = event.total
+            run.progress.update(event.done - run.progress.n)
+            self._schedule_refresh(run.layer)
+            self._status.value = self._with_note(run, f"block {event.done} of {event.total} done")
+        elif isinstance(event, Progress):
+            self._status.value = self._with_note(
+                run, f"{event.message}: {event.done} of {event.total}"
+            )
+        else:
+            self._on_event(run, event)
+
+    def _on_block_finished(self, run: _SegmentRun) -> None:
+        run.progress.close()
+        if not run.failed:
+            self._attach_store_layer(run)
+        if run.layer is not None and run.layer in self._viewer.layers:
+            run.layer.refresh()
+        done, total = run.blocks
+        if run.cancelled:
+            message = (
+                f"cancelled: kept {done} of {total or '?'} blocks in {run.store} "
+                "(tick resume to continue)"
+            )
+        elif run.failed:
+            message = "failed (see the notification)"
+        else:
+            message = f"done: {run.layer.name} (saved in {run.store})"
+        self._status.value = self._with_note(run, message)
+        self._worker, self._run = None, None
+        self._set_running(False)
+
     # ------------------------------------------------------------ worker events
     def _on_event(self, run: _SegmentRun, event: Any) -> None:
         if isinstance(event, TileDone):
@@ -424,7 +688,7 @@ class SegmentWidget(Container):
 
     def _schedule_refresh(self, layer: Any) -> None:
         """Redraw at most every REFRESH_INTERVAL_MS: redrawing per tile would stall the GUI."""
-        if self._refresh_pending:
+        if self._refresh_pending or layer is None:
             return
         from qtpy.QtCore import QTimer
 

@@ -51,6 +51,18 @@ from napari_unet.core.model import UNet
 from napari_unet.core.modelfile import ModelBundle
 
 
+def _import_distributed() -> Any:
+    """The ``distributed`` module, or an error that says how to install it."""
+    try:
+        import distributed
+    except ImportError as error:
+        raise InputError(
+            "dask.distributed is not installed; install it with "
+            "pip install 'napari-unet[large]' to use --workers or --scheduler"
+        ) from error
+    return distributed
+
+
 @contextlib.contextmanager
 def local_client(workers: int, *, processes: bool = True) -> Iterator[Any]:
     """A ``distributed.Client`` on a new local cluster of ``workers`` single-thread workers.
@@ -62,7 +74,8 @@ def local_client(workers: int, *, processes: bool = True) -> Iterator[Any]:
     processes : bool
         Workers in separate processes (default) or as threads of this process.
     """
-    from distributed import Client, LocalCluster
+    distributed = _import_distributed()
+    Client, LocalCluster = distributed.Client, distributed.LocalCluster
 
     if workers < 1:
         raise InputError(f"--workers must be at least 1, got {workers}")
@@ -89,10 +102,10 @@ def connect(scheduler: str, *, timeout: str = "10s") -> Any:
     InputError
         When no scheduler answers at that address.
     """
-    from distributed import Client
+    distributed = _import_distributed()
 
     try:
-        return Client(scheduler, timeout=timeout)
+        return distributed.Client(scheduler, timeout=timeout)
     except (OSError, TimeoutError) as error:
         raise InputError(
             f"cannot connect to a dask scheduler at {scheduler}: {error}; start one with "
@@ -165,7 +178,7 @@ def segment_distributed_iter(
     zarr.Array
         The result array of the store.
     """
-    from distributed import as_completed
+    as_completed = _import_distributed().as_completed
 
     from napari_unet.core.segment import SegmentOptions
 
