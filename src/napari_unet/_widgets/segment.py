@@ -565,8 +565,12 @@ class SegmentWidget(Container):
         return f"{message}\n{run.note}" if run.note else message
 
     def _store_view(self, run: _SegmentRun) -> Any:
-        """The store's result as layer data: lazy, read from disk whenever it is drawn."""
-        array = BlockStore(run.store).result(mode="r")
+        """The store's result as layer data: lazy, read from disk whenever it is drawn.
+
+        Labels and masks of whole images are the zarr array itself (painting edits the
+        store); probabilities and single planes of a stack are read-only dask views.
+        """
+        array = BlockStore(run.store).result(mode="r+")
         if run.output != "probabilities" and run.plane_index is None:
             return array
         import dask.array as da
@@ -587,7 +591,8 @@ class SegmentWidget(Container):
             return
         image_layer = run.image_layer
         data = self._store_view(run)
-        role = f"{image_layer.name}/{run.output}"
+        # A role of its own: the in-memory path must never write into a store's layer.
+        role = f"{image_layer.name}/{run.output}/store"
         metadata = our_metadata(role, store=str(run.store))
         layer_type = Image if run.output == "probabilities" else Labels
         placement = spatial_transform(image_layer)
@@ -612,7 +617,9 @@ class SegmentWidget(Container):
             run.layer = self._viewer.add_labels(data, name=name, metadata=metadata, **placement)
 
     def _on_block_event(self, run: _SegmentRun, event: Any) -> None:
-        self._attach_store_layer(run)
+        if isinstance(event, (TileDone, Progress)):
+            # Only now is the store surely this run's (a rerun recreates it first).
+            self._attach_store_layer(run)
         if isinstance(event, TileDone):
             # Blocks reach the store whole; a redraw shows every block finished so far.
             run.tiles_done += 1
