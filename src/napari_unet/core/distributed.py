@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_unet.core.errors import InputError
-from napari_unet.core.events import Progress
+from napari_unet.core.events import Progress, drain
 from napari_unet.core.largeimage import (
     DEFAULT_BLOCK_SIZE,
     Block,
@@ -254,11 +254,7 @@ def run_block(
         has_plane_axis=has_plane_axis,
         num_classes=model.config.num_classes,
     )
-    while True:
-        try:
-            next(generator)
-        except StopIteration as finished:
-            return finished.value
+    return drain(generator)
 
 
 __all__ = [

@@ -7,9 +7,22 @@ Arrays inside events are never written to by the core after being yielded.
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
+
+Result = TypeVar("Result")
+
+
+def drain(generator: Generator[Any, None, Result]) -> Result:
+    """Run a progress generator to the end, ignoring its events; return its result."""
+    while True:
+        try:
+            next(generator)
+        except StopIteration as finished:
+            return finished.value
 
 
 @dataclass(frozen=True)

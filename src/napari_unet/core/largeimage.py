@@ -50,7 +50,7 @@ import numpy as np
 
 from napari_unet.core import normalise
 from napari_unet.core.errors import InputError
-from napari_unet.core.events import Progress, TileDone
+from napari_unet.core.events import Progress, TileDone, drain
 from napari_unet.core.io import READ_SUFFIXES, as_planes, read_image
 from napari_unet.core.model import UNet, UNetConfig
 from napari_unet.core.modelfile import ModelBundle
@@ -963,11 +963,7 @@ def finish(store: BlockStore, plan: BlockPlan, options: Any) -> Iterator[Progres
 def segment_to_zarr(model: ModelBundle | UNet, image: Any, path: str | os.PathLike, **kwargs):
     """Drain :func:`segment_blocks_iter`; return the result ``zarr.Array``."""
     generator = segment_blocks_iter(model, image, path, **kwargs)
-    while True:
-        try:
-            next(generator)
-        except StopIteration as finished:
-            return finished.value
+    return drain(generator)
 
 
 __all__ = [

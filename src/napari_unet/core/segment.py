@@ -21,7 +21,7 @@ import numpy as np
 
 from napari_unet.core import normalise
 from napari_unet.core.errors import InputError
-from napari_unet.core.events import PlaneDone, TileDone
+from napari_unet.core.events import PlaneDone, TileDone, drain
 from napari_unet.core.io import as_planes
 from napari_unet.core.model import UNet, UNetConfig, pick_device
 from napari_unet.core.modelfile import ModelBundle
@@ -214,11 +214,7 @@ def segment(
     generator = segment_iter(
         model, image, options=options, planes=planes, out=out, predictor=predictor
     )
-    while True:
-        try:
-            next(generator)
-        except StopIteration as finished:
-            return finished.value
+    return drain(generator)
 
 
 # Built networks cost a weight copy; keep one predictor per (bundle, device) while
