@@ -1,12 +1,13 @@
 """Take the documentation screenshots of both dock widgets in a real napari window.
 
 Runs the walkthrough for real on the nuclei sample: paint sparse annotations (from the
-sample's ground truth: a few nuclei and some background), fine-tune a small U-Net from
-scratch with the Fine-tune widget, then segment with the Segment widget, and saves
+sample's ground truth: a few nuclei and some background), fine-tune the built-in nuclei
+model (a small U-Net from scratch when it is missing) with the Fine-tune widget, then
+segment with the Segment widget, and saves
 ``docs/images/finetune.png`` and ``docs/images/segment.png``. Starts Xvfb when there is
 no display.
 
-Run: ``python scripts/screenshots.py [--steps 150]``
+Run: ``python scripts/screenshots.py [--steps 60]``
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def wait(predicate, app) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--steps", type=int, default=60)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from bench_responsiveness import ensure_display
@@ -86,15 +87,16 @@ def main() -> None:
         annotations = finetune.new_annotations()
         paint_from_ground_truth(annotations.data, tifffile.imread(NUCLEI_LABELS))
         annotations.refresh()
+        # Fine-tune the built-in nuclei model when it is installed, as a user would.
+        bases = [value for _, value in finetune._base_choices() if hasattr(value, "kind")]
         finetune._base_combo.value = next(
-            value
-            for _, value in finetune._base_choices()
-            if getattr(value, "kind", "") == "scratch"
+            (v for v in bases if v.path is not None and v.path.stem == "nuclei"),
+            next(v for v in bases if v.kind == "scratch"),
         )
         finetune._steps.value = args.steps
         finetune._preview_every.value = 25
         finetune._device.value = "cpu"
-        finetune._name.value = "nuclei-demo"
+        finetune._name.value = "nuclei-tuned"
         finetune.start()
         wait(lambda: finetune.is_training, app)
         viewer.layers.selection.active = annotations
@@ -107,8 +109,6 @@ def main() -> None:
         for name in ("nuclei preview", annotations.name):
             viewer.layers[name].visible = False
         viewer.layers.selection.active = nuclei
-        segment._min_size.value = 20
-        segment._split_touching.value = True
         segment.segment_current_slice()
         wait(lambda: segment.is_running, app)
         close_toasts(viewer)

@@ -135,11 +135,16 @@ def test_small_image_is_mirrored_up_to_the_patch():
 def test_fine_tuning_keeps_model_metadata():
     base = random_model(TINY, name="base-model")
     base.normalisation = {"method": "minmax"}
+    base.provenance.update(
+        {"postprocess": {"threshold": 0.6}, "validation_scores": {"f1_iou50": 0.9}}
+    )
     image, labels = disks()
     bundle = train(base, image, labels, convention="dense", config=quick(), name="tuned")
     assert bundle.name == "tuned"
     assert bundle.normalisation == {"method": "minmax"}
     assert bundle.provenance["base"] == "base-model"
+    assert bundle.provenance["postprocess"] == {"threshold": 0.6}
+    assert "validation_scores" not in bundle.provenance  # the base's scores are not ours
     assert bundle.config == TINY
 
 

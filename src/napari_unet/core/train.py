@@ -470,9 +470,11 @@ class Trainer:
         return {k: v.detach().to("cpu", copy=True) for k, v in self.network.state_dict().items()}
 
     def _bundle(self, state: dict[str, torch.Tensor], step: int) -> ModelBundle:
-        provenance = dict(self.base.provenance) if self.base else {}
+        # Only the base's post-processing carries over: its scores and data do not
+        # describe the fine-tuned weights.
+        inherited = self.base.provenance.get("postprocess") if self.base else None
         provenance = {
-            **provenance,
+            **({"postprocess": dict(inherited)} if inherited else {}),
             "base": self.base.name if self.base else "scratch",
             "steps": step,
             "trained": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
