@@ -7,8 +7,12 @@ card ``NAME.md`` with the data, split, command, steps, wall time and validation 
     python scripts/train_builtin.py nuclei --steps 1500
 
 Splits (fixed, so the numbers are reproducible):
-- em-membranes: ISBI 2012 slices 0-15 train, 16-19 validation.
-- nuclei: DSB 2018 images sorted by name; the last 10 % are validation, the rest train.
+- em-membranes: ISBI 2012 slices 0-15 train, 16-17 tune the post-processing, 18-19 validation.
+- nuclei: DSB 2018 images sorted by name; the last 10 % are validation, the rest train
+  (20 of them also tune the post-processing).
+
+``--evaluate-only`` re-tunes the post-processing and re-scores a model already in
+``src/napari_unet/models/`` without training it again (its training record is kept).
 """
 
 from __future__ import annotations
@@ -27,14 +31,14 @@ from napari_unet.core.augment import AugmentConfig
 from napari_unet.core.events import TrainStep, Validation
 from napari_unet.core.metrics import (
     dsb_average_precision,
-    em_rand_error,
+    em_labels_rand_error,
     f1_score,
     pixel_error,
 )
 from napari_unet.core.model import SMALL
-from napari_unet.core.modelfile import save_model
+from napari_unet.core.modelfile import load_model, save_model
 from napari_unet.core.postprocess import instance_labels
-from napari_unet.core.segment import SegmentOptions, segment
+from napari_unet.core.segment import SegmentOptions, recommended_options, segment
 from napari_unet.core.train import TrainConfig, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +52,8 @@ class Dataset:
     train_labels: list[np.ndarray]
     val_images: list[np.ndarray]
     val_labels: list[np.ndarray]
+    tune_images: list[np.ndarray]
+    tune_labels: list[np.ndarray]
     convention: str
     description: str
 
@@ -58,12 +64,15 @@ def load_em() -> Dataset:
     return Dataset(
         list(images[:16]),
         list(labels[:16]),
-        list(images[16:]),
-        list(labels[16:]),
+        list(images[18:]),
+        list(labels[18:]),
+        list(images[16:18]),
+        list(labels[16:18]),
         "binary",
         "ISBI 2012 EM segmentation challenge training stack (Cardona et al. 2010; "
-        "Arganda-Carreras et al. 2015), 20 slices of 512x512: slices 0-15 train, 16-19 "
-        "validation. Labels: 1 = cell interior, 0 = membrane.",
+        "Arganda-Carreras et al. 2015), 20 slices of 512x512: slices 0-15 train, 16-17 "
+        "choose the post-processing thresholds, 18-19 validation (never used otherwise). "
+        "Labels: 1 = cell interior, 0 = membrane.",
     )
 
 
@@ -72,64 +81,92 @@ def load_nuclei() -> Dataset:
     n_val = len(names) // 10
     read = lambda kind, name: tifffile.imread(DATA / "nuclei-dsb2018" / kind / name)  # noqa: E731
     train, val = names[:-n_val], names[-n_val:]
+    tune = train[:: len(train) // 20][:20]
     return Dataset(
         [read("images", n) for n in train],
         [read("labels", n) for n in train],
         [read("images", n) for n in val],
         [read("labels", n) for n in val],
+        [read("images", n) for n in tune],
+        [read("labels", n) for n in tune],
         "dense",
         f"Kaggle Data Science Bowl 2018 stage 1 train, fixed (BBBC038, CC0): {len(names)} "
         f"images sorted by name, the first {len(train)} train, the last {n_val} validation.",
     )
 
 
-def evaluate(kind: str, bundle, data: Dataset, options: SegmentOptions) -> dict[str, float]:
-    """Scores of ``bundle`` on the validation split."""
+def evaluate(kind: str, bundle, data: Dataset) -> dict[str, float]:
+    """Scores on the validation split, post-processed as the model file recommends."""
+    labels_options = SegmentOptions(**recommended_options(bundle, "labels"), device="cpu")
+    mask_options = SegmentOptions(**recommended_options(bundle, "mask"), output="mask")
     scores: dict[str, list[float]] = {}
     for image, truth in zip(data.val_images, data.val_labels, strict=True):
+        labels = segment(bundle, image, options=labels_options)
         if kind == "em-membranes":
-            mask = segment(bundle, image, options=replace(options, output="mask"))
+            mask = segment(bundle, image, options=replace(mask_options, device="cpu"))
             scores.setdefault("pixel_error", []).append(pixel_error(truth > 0, mask > 0))
-            scores.setdefault("adapted_rand_error", []).append(em_rand_error(truth > 0, mask > 0))
+            scores.setdefault("adapted_rand_error", []).append(
+                em_labels_rand_error(truth > 0, labels)
+            )
         else:
-            labels = segment(bundle, image, options=options)
             scores.setdefault("f1_iou50", []).append(f1_score(truth, labels, 0.5))
             scores.setdefault("dsb_map_50_95", []).append(dsb_average_precision(truth, labels))
     return {name: float(np.mean(values)) for name, values in scores.items()}
 
 
-def tune_postprocess(kind: str, bundle, images, truths, options: SegmentOptions) -> SegmentOptions:
-    """Threshold (and, for nuclei, split_touching) with the best score on some TRAINING
-    images, never on the validation split."""
-    best = max(
-        (
-            _tuned(kind, bundle, images, truths, replace(options, split_touching=split))
-            for split in ((False,) if kind == "em-membranes" else (False, True))
-        ),
-        key=lambda pair: pair[1],
-    )[0]
-    print(f"post-processing tuned on {len(images)} training images: {best}", flush=True)
-    return best
+THRESHOLDS = np.round(np.arange(0.3, 0.86, 0.05), 2)
 
 
-def _tuned(kind, bundle, images, truths, options: SegmentOptions) -> tuple[SegmentOptions, float]:
-    candidates = np.round(np.arange(0.3, 0.86, 0.05), 2)
-    totals = np.zeros(len(candidates))
-    for image, truth in zip(images, truths, strict=True):
-        probabilities = segment(
-            bundle, image, options=SegmentOptions(output="probabilities", device="cpu")
-        )
-        for i, threshold in enumerate(candidates):
-            mask = probabilities[1] > threshold
-            if kind == "em-membranes":
-                totals[i] -= em_rand_error(truth > 0, mask) + pixel_error(truth > 0, mask)
-            else:
-                labels = instance_labels(
-                    mask, min_size=options.min_size, split_touching=options.split_touching
+def tune_postprocess(kind: str, bundle, data: Dataset) -> dict:
+    """The post-processing recommendation, chosen on the tuning images (never validation).
+
+    EM: the mask threshold minimising the pixel error, and for labels the seed threshold
+    minimising the adapted Rand error of cells grown over the membranes. Nuclei: the
+    threshold and split_touching maximising F1, minimum size 15 px.
+    """
+    probabilities = [
+        segment(bundle, image, options=SegmentOptions(output="probabilities", device="cpu"))[1]
+        for image in data.tune_images
+    ]
+    pairs = list(zip(probabilities, data.tune_labels, strict=True))
+    if kind == "em-membranes":
+        mask_t = _best(lambda t: -np.mean([pixel_error(y > 0, p > t) for p, y in pairs]))
+        labels_t = _best(
+            lambda t: (
+                -np.mean(
+                    [
+                        em_labels_rand_error(y > 0, instance_labels(p > t, fill_boundaries=True))
+                        for p, y in pairs
+                    ]
                 )
-                totals[i] += f1_score(truth, labels, 0.5)
-    best = int(np.argmax(totals))
-    return replace(options, threshold=float(candidates[best])), float(totals[best])
+            )
+        )
+        recommendation = {
+            "threshold": mask_t,
+            "per_output": {"labels": {"threshold": labels_t, "fill_boundaries": True}},
+        }
+    else:
+        candidates = []
+        for split in (False, True):
+
+            def f1(t, split=split):
+                return np.mean(
+                    [
+                        f1_score(y, instance_labels(p > t, min_size=15, split_touching=split))
+                        for p, y in pairs
+                    ]
+                )
+
+            threshold = _best(f1)
+            candidates.append((f1(threshold), threshold, split))
+        _, threshold, split = max(candidates)
+        recommendation = {"threshold": threshold, "min_size": 15, "split_touching": split}
+    print(f"post-processing tuned on {len(pairs)} images: {recommendation}", flush=True)
+    return recommendation
+
+
+def _best(score) -> float:
+    return float(THRESHOLDS[int(np.argmax([score(t) for t in THRESHOLDS]))])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,15 +186,35 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="stop after this wall time (best weights kept); the schedule assumes --steps",
     )
+    parser.add_argument(
+        "--evaluate-only",
+        action="store_true",
+        help="re-tune the post-processing and re-score the shipped model; no training",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-
     data = load_em() if args.model == "em-membranes" else load_nuclei()
-    postprocess = (
-        SegmentOptions(output="labels", device="cpu")
-        if args.model == "em-membranes"
-        else SegmentOptions(output="labels", device="cpu", split_touching=True, min_size=15)
-    )
+    path = MODELS / f"{args.model}.safetensors"
+    if args.evaluate_only:
+        bundle = load_model(path)
+    else:
+        bundle = train_model(args, data)
+        bundle.provenance["command"] = "python scripts/train_builtin.py " + " ".join(
+            sys.argv[1:] if argv is None else argv
+        )
+    bundle.provenance["data"] = data.description
+    bundle.provenance["postprocess"] = tune_postprocess(args.model, bundle, data)
+    scores = evaluate(args.model, bundle, data)
+    bundle.provenance["validation_scores"] = scores
+    print("validation scores:", scores, flush=True)
+    MODELS.mkdir(parents=True, exist_ok=True)
+    save_model(bundle, path)
+    write_card(args.model, bundle, data)
+    return 0
+
+
+def train_model(args: argparse.Namespace, data: Dataset):
+    """Train from scratch; validation loss on the tuning images picks the kept weights."""
     config = TrainConfig(
         steps=args.steps,
         batch_size=args.batch_size,
@@ -176,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         data.train_labels,
         convention=data.convention,
         config=config,
-        validation=(data.val_images, data.val_labels),
+        validation=(data.tune_images, data.tune_labels),
         name=args.model,
     )
     started = time.perf_counter()
@@ -198,63 +255,48 @@ def main(argv: list[str] | None = None) -> int:
                 f"{' (best)' if event.is_best else ''}",
                 flush=True,
             )
-    wall = time.perf_counter() - started
     bundle = trainer.best_bundle()
-    tune_count = 3 if args.model == "em-membranes" else 20
-    step_between = max(len(data.train_images) // tune_count, 1)
-    postprocess = tune_postprocess(
-        args.model,
-        bundle,
-        data.train_images[::step_between][:tune_count],
-        data.train_labels[::step_between][:tune_count],
-        postprocess,
-    )
     bundle.provenance.update(
         {
-            "data": data.description,
-            "wall_time_seconds": round(wall, 1),
-            "command": "python scripts/train_builtin.py "
-            + " ".join(sys.argv[1:] if argv is None else argv),
-            "postprocess": {
-                "threshold": postprocess.threshold,
-                "min_size": postprocess.min_size,
-                "split_touching": postprocess.split_touching,
-            },
+            "wall_time_seconds": round(time.perf_counter() - started, 1),
+            "torch_threads": torch.get_num_threads(),
+            "patch_input": trainer.patch_input,
+            "steps_run": trainer.step,
         }
     )
-    scores = evaluate(args.model, bundle, data, postprocess)
-    bundle.provenance["validation_scores"] = scores
-    print("validation scores:", scores, flush=True)
-    MODELS.mkdir(parents=True, exist_ok=True)
-    save_model(bundle, MODELS / f"{args.model}.safetensors")
-    write_card(args.model, bundle, data, scores, wall, config, trainer)
-    return 0
+    return bundle
 
 
-def write_card(name, bundle, data, scores, wall, config, trainer) -> None:
+def write_card(name: str, bundle, data: Dataset) -> None:
+    record = bundle.provenance
+    training = record.get("training_config", {})
+    wall = record.get("wall_time_seconds", 0.0)
     lines = [
         f"# Model card: {name}",
         "",
         f"- Architecture: U-Net `small` preset ({bundle.config.to_dict()}), valid convolutions.",
         f"- Data: {data.description}",
         f"- Annotation convention: {data.convention}",
-        f"- Command: `{bundle.provenance['command']}`",
-        f"- Steps: {trainer.step} (best validation loss at step {trainer.best_step}), batch "
-        f"{config.batch_size}, input patch {trainer.patch_input} px, Adam, cosine schedule from "
-        f"lr {config.learning_rate}, elastic deformation + flips + rotations + intensity.",
-        f"- Loss: pixel-weighted cross-entropy, paper eq. 2 weights (w0 = {config.w0}, "
-        f"sigma = {config.sigma} px) with class balance.",
+        f"- Command: `{record.get('command')}`",
+        f"- Steps: {record.get('steps_run', record.get('steps'))} run, weights of step "
+        f"{record.get('steps')} kept (lowest validation loss); batch "
+        f"{training.get('batch_size')}, input patch {record.get('patch_input', '?')} px, "
+        f"{training.get('optimizer')}, {training.get('schedule')} schedule from lr "
+        f"{training.get('learning_rate')}, elastic deformation + flips + rotations + intensity.",
+        f"- Loss: pixel-weighted cross-entropy, paper eq. 2 weights (w0 = {training.get('w0')}, "
+        f"sigma = {training.get('sigma')} px) with class balance.",
         f"- Wall time: {wall / 60:.1f} min on a 2-core CPU "
-        f"(torch threads {torch.get_num_threads()}).",
-        f"- Trained: {bundle.provenance.get('trained')}",
+        f"(torch threads {record.get('torch_threads', 1)}).",
+        f"- Trained: {record.get('trained')}",
+        f"- Post-processing recommended in the file (chosen on the tuning images): "
+        f"`{record.get('postprocess')}`.",
+        *([f"- Note: {record['note']}"] if record.get("note") else []),
         "",
         "## Validation scores (held-out split above)",
         "",
         "| metric | value |",
         "| --- | --- |",
-        *[f"| {k} | {v:.4f} |" for k, v in scores.items()],
-        "",
-        f"Post-processing used for the scores: {bundle.provenance['postprocess']}.",
+        *[f"| {k} | {v:.4f} |" for k, v in record.get("validation_scores", {}).items()],
         "",
     ]
     (MODELS / f"{name}.md").write_text("\n".join(lines))

@@ -179,6 +179,13 @@ def _add_segment_parser(subparsers: Any) -> None:
         default=None,
         help="separate touching objects by watershed (default: the model's recommendation)",
     )
+    parser.add_argument(
+        "--fill-boundaries",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="grow objects until they touch, for thin-boundary models such as EM membranes "
+        "(default: the model's recommendation)",
+    )
     parser.add_argument("--batch-size", type=int, default=1, metavar="N", help="tiles per pass")
     parser.add_argument(
         "--block-size",
@@ -237,15 +244,17 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         "threshold": args.threshold,
         "min_size": args.min_size,
         "split_touching": args.split_touching,
+        "fill_boundaries": args.fill_boundaries,
     }
-    recommended = recommended_options(bundle)
-    if any(_is_zarr_output(target) for target in outputs) and args.split_touching is None:
-        if recommended.pop("split_touching", False):
-            print(
-                f"{PROG}: note: the model recommends splitting touching objects, which "
-                "block-wise .zarr outputs cannot do; objects are not split",
-                file=sys.stderr,
-            )
+    recommended = recommended_options(bundle, args.output)
+    if any(_is_zarr_output(target) for target in outputs):
+        for key, what in _WHOLE_PLANE_ONLY.items():
+            if chosen[key] is None and recommended.pop(key, False):
+                print(
+                    f"{PROG}: note: the model recommends {what}, which block-wise .zarr "
+                    "outputs cannot do; skipped",
+                    file=sys.stderr,
+                )
     options = SegmentOptions(
         **{
             **recommended,
@@ -345,6 +354,13 @@ def _result_suffix(source: Path, large: bool) -> str:
 
 def _is_zarr_output(path: Path) -> bool:
     return path.suffix.lower() == ".zarr"
+
+
+#: Post-processing that needs whole planes, so block-wise outputs skip its recommendation.
+_WHOLE_PLANE_ONLY = {
+    "split_touching": "splitting touching objects",
+    "fill_boundaries": "filling the boundaries between objects",
+}
 
 
 def _model_path(name_or_path: str | None) -> Path:

@@ -7,6 +7,7 @@ import pytest
 
 from napari_unet.core.metrics import (
     dsb_average_precision,
+    em_labels_rand_error,
     em_rand_error,
     f1_score,
     iou_matrix,
@@ -60,3 +61,12 @@ def test_pixel_error_and_rand_error():
     merged[:, 4] = True  # the membrane is missed: the two cells merge
     assert pixel_error(truth, merged) == pytest.approx(0.1)
     assert em_rand_error(truth, merged) > 0.3
+
+
+def test_rand_error_of_labels_that_fill_the_membranes():
+    truth = np.zeros((10, 10), bool)
+    truth[:, :4] = True
+    truth[:, 5:] = True
+    grown = np.where(np.arange(10) < 5, 1, 2)[None, :].repeat(10, axis=0)
+    assert em_labels_rand_error(truth, grown) == pytest.approx(0.0)  # membrane ignored
+    assert em_labels_rand_error(truth, np.ones((10, 10), int)) > 0.3  # one merged cell

@@ -121,3 +121,19 @@ def test_merge_equals_whole_image_labelling_up_to_permutation(rng):
 def test_merge_does_not_join_objects_touching_diagonally_across_a_seam():
     labels = np.array([[1, 0], [0, 2]])
     assert merge_labels_across_seams(labels, ([1], [1])).tolist() == [[1, 0], [0, 2]]
+
+
+def test_fill_boundaries_grows_cells_over_thin_membranes():
+    # Two cells separated by a 3 px membrane, with a membrane border around them.
+    mask = np.zeros((12, 20), np.uint8)
+    mask[1:11, 1:9] = 1
+    mask[1:11, 12:19] = 1
+    labels = instance_labels(mask, fill_boundaries=True)
+    assert set(np.unique(labels)) == {1, 2}  # every pixel belongs to a cell
+    assert (labels[:, :10] == labels[5, 4]).all()  # column 9 and 10: nearer the left cell
+    assert (labels[:, 11:] == labels[5, 15]).all()
+    assert labels[5, 4] != labels[5, 15]
+    # small specks are dropped before growing, not grown into cells
+    mask[5, 10] = 1
+    assert labels.max() == instance_labels(mask, min_size=2, fill_boundaries=True).max()
+    assert instance_labels(np.zeros((4, 4), np.uint8), fill_boundaries=True).max() == 0

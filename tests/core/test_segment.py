@@ -228,3 +228,21 @@ def test_batches_give_the_same_result(bundle):
     one = segment(bundle, image, output="probabilities", tile_size=60)
     three = segment(bundle, image, output="probabilities", tile_size=60, batch_size=3)
     np.testing.assert_allclose(one, three, atol=1e-6)
+
+
+def test_recommendations_can_differ_per_output_kind():
+    from types import SimpleNamespace
+
+    from napari_unet.core.segment import recommended_options
+
+    model = SimpleNamespace(
+        provenance={
+            "postprocess": {
+                "threshold": 0.3,
+                "per_output": {"labels": {"threshold": 0.7, "fill_boundaries": True}},
+            }
+        }
+    )
+    assert recommended_options(model, "mask") == {"threshold": 0.3}
+    assert recommended_options(model, "labels") == {"threshold": 0.7, "fill_boundaries": True}
+    assert recommended_options(SimpleNamespace(provenance={}), "labels") == {}

@@ -94,8 +94,8 @@ _OUT_DTYPES = {"labels": np.int32, "mask": np.uint8, "probabilities": np.float32
 REFRESH_INTERVAL_MS = 100
 #: Status-line note when the block-wise path has to turn watershed splitting off.
 NO_SPLIT_NOTE = (
-    "splitting touching objects is not available for large (block-wise) images: "
-    "segmented without it"
+    "splitting touching objects and filling boundaries need whole planes, which large "
+    "(block-wise) images do not allow: segmented without them"
 )
 
 
@@ -239,6 +239,11 @@ class SegmentWidget(Container):
             value=False,
             tooltip="instance labels: separate touching objects with a watershed",
         )
+        self._fill_boundaries = CheckBox(
+            text="fill boundaries",
+            value=False,
+            tooltip="instance labels: grow objects until they touch (EM membrane models)",
+        )
         self._threshold.native.setDecimals(4)
         self._device = ComboBox(label="device", choices=_common.device_choices(), value="auto")
         self._to_zarr = CheckBox(
@@ -274,6 +279,7 @@ class SegmentWidget(Container):
                 self._threshold,
                 self._min_size,
                 self._split_touching,
+                self._fill_boundaries,
                 self._device,
                 self._to_zarr,
                 self._output_store,
@@ -297,6 +303,10 @@ class SegmentWidget(Container):
         self._select_default_model()
         self._advanced_toggle.changed.connect(self._toggle_advanced)
         self._model_combo.changed.connect(self._on_model_chosen)
+        # Recommendations may differ per output kind (e.g. labels vs mask threshold).
+        self._output_combo.changed.connect(
+            lambda _output: self._apply_recommendation(self._model_combo.value)
+        )
         self._slice_button.clicked.connect(self.segment_current_slice)
         self._stack_button.clicked.connect(self.segment_stack)
         self._cancel_button.clicked.connect(self.cancel)
@@ -345,10 +355,13 @@ class SegmentWidget(Container):
                 provenance = read_description(source.path).get("provenance") or {}
             except UNetError:
                 return  # a broken file is reported when it is used, with the full message
-        recommended = recommended_options(SimpleNamespace(provenance=provenance))
+        recommended = recommended_options(
+            SimpleNamespace(provenance=provenance), self._output_combo.value
+        )
         self._threshold.value = recommended.get("threshold", 0.5)
         self._min_size.value = recommended.get("min_size", 0)
         self._split_touching.value = recommended.get("split_touching", False)
+        self._fill_boundaries.value = recommended.get("fill_boundaries", False)
 
     def _on_session_changed(self, bundle: ModelBundle | None) -> None:
         previous = self._model_combo.value
@@ -398,6 +411,7 @@ class SegmentWidget(Container):
             threshold=float(self._threshold.value),
             min_size=int(self._min_size.value),
             split_touching=bool(self._split_touching.value),
+            fill_boundaries=bool(self._fill_boundaries.value),
             device=self._device.value,
         )
 
@@ -518,8 +532,8 @@ class SegmentWidget(Container):
         """Segment block by block into a zarr store; the image is never read whole."""
         data = full_resolution(image_layer.data, multiscale=image_layer.multiscale)
         note = ""
-        if options.output == "labels" and options.split_touching:
-            options = replace(options, split_touching=False)
+        if options.output == "labels" and (options.split_touching or options.fill_boundaries):
+            options = replace(options, split_touching=False, fill_boundaries=False)
             note = NO_SPLIT_NOTE
             notify_warning(note)
         stacked = data.ndim == 3

@@ -593,6 +593,11 @@ def check_options(options: Any) -> None:
             "splitting touching objects (watershed) needs whole planes and is not available "
             "for block-wise (large image) segmentation; turn it off (--no-split-touching)"
         )
+    if options.output == "labels" and options.fill_boundaries:
+        raise InputError(
+            "filling the boundaries between objects needs whole planes and is not available "
+            "for block-wise (large image) segmentation; turn it off (--no-fill-boundaries)"
+        )
 
 
 # -------------------------------------------------------------- one block

@@ -93,3 +93,15 @@ def em_rand_error(truth_mask: np.ndarray, predicted_mask: np.ndarray) -> float:
     predicted_regions, _ = ndi.label(predicted_mask.astype(bool))
     error, _, _ = adapted_rand_error(truth_regions, predicted_regions)
     return float(error)
+
+
+def em_labels_rand_error(truth_mask: np.ndarray, predicted_labels: np.ndarray) -> float:
+    """Adapted Rand error of predicted cell labels against the truth's connected cells.
+
+    Use this when the prediction is already an instance labelling (e.g. cells grown over
+    the membranes with ``fill_boundaries``); :func:`em_rand_error` labels a binary mask
+    first. Membrane pixels of the truth are ignored, as in :func:`em_rand_error`.
+    """
+    truth_regions, _ = ndi.label(truth_mask.astype(bool))
+    error, _, _ = adapted_rand_error(truth_regions, np.asarray(predicted_labels))
+    return float(error)

@@ -21,7 +21,7 @@ from scipy import ndimage
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from skimage.feature import peak_local_max
-from skimage.segmentation import relabel_sequential, watershed
+from skimage.segmentation import expand_labels, relabel_sequential, watershed
 
 from napari_unet.core.errors import InputError
 
@@ -61,6 +61,7 @@ def instance_labels(
     min_size: int = 0,
     split_touching: bool = False,
     min_distance: int = 5,
+    fill_boundaries: bool = False,
 ) -> np.ndarray:
     """Label connected objects of a semantic mask, one id per object.
 
@@ -76,6 +77,10 @@ def instance_labels(
         maxima at least ``min_distance`` pixels apart.
     min_distance : int
         See ``split_touching``.
+    fill_boundaries : bool
+        Grow the objects over the background until they touch, so every pixel belongs to
+        its nearest object. For models that predict thin boundaries between cells that fill
+        the image (EM membranes), where the boundary pixels belong to the cells.
 
     Returns
     -------
@@ -97,6 +102,8 @@ def instance_labels(
     if min_size > 1:
         sizes = np.bincount(labels.ravel())
         labels[(sizes < min_size)[labels]] = 0
+    if fill_boundaries and labels.any():
+        labels = expand_labels(labels, distance=sum(labels.shape))
     return relabel_sequential(labels)[0].astype(np.int32, copy=False)
 
 

@@ -53,6 +53,9 @@ class SegmentOptions:
         Foreground probability threshold for ``mask`` and ``labels``.
     min_size : int
         ``labels`` only: objects smaller than this many pixels are removed.
+    fill_boundaries : bool
+        ``labels`` only: grow objects until they touch (thin-boundary models such as EM
+        membranes).
     split_touching : bool
         ``labels`` only: separate touching objects (watershed).
     device : str
@@ -66,6 +69,7 @@ class SegmentOptions:
     threshold: float = 0.5
     min_size: int = 0
     split_touching: bool = False
+    fill_boundaries: bool = False
     device: str = "auto"
     batch_size: int = 1
 
@@ -83,20 +87,32 @@ class SegmentOptions:
 
 
 #: Post-processing settings a model file may recommend (in ``provenance["postprocess"]``).
-_RECOMMENDABLE = ("threshold", "min_size", "split_touching")
+_RECOMMENDABLE = ("threshold", "min_size", "split_touching", "fill_boundaries")
 
 
-def recommended_options(model: ModelBundle | UNet) -> dict[str, Any]:
-    """Post-processing the model's authors recommend (tuned on training data).
+def recommended_options(model: ModelBundle | UNet, output: str | None = None) -> dict[str, Any]:
+    """Post-processing the model's authors recommend (tuned on data the model holds out).
+
+    ``provenance["postprocess"]`` holds the recommendation; its optional ``"per_output"``
+    mapping refines it for one output kind (e.g. a higher threshold for instance labels
+    than for the semantic mask).
+
+    Parameters
+    ----------
+    model : ModelBundle or UNet
+        The model; models without a recommendation give an empty dict.
+    output : {"labels", "mask", "probabilities"}, optional
+        The output kind the options are for.
 
     Returns
     -------
     dict
-        A subset of ``threshold``, ``min_size`` and ``split_touching``, ready to pass
-        to :class:`SegmentOptions`; empty for models without a recommendation.
+        A subset of ``threshold``, ``min_size``, ``split_touching`` and ``fill_boundaries``,
+        ready to pass to :class:`SegmentOptions`.
     """
     provenance = getattr(model, "provenance", None) or {}
-    recommended = provenance.get("postprocess") or {}
+    recommended = dict(provenance.get("postprocess") or {})
+    recommended.update((recommended.pop("per_output", None) or {}).get(output, {}))
     return {key: recommended[key] for key in _RECOMMENDABLE if key in recommended}
 
 
@@ -183,7 +199,10 @@ def segment_iter(
             yield TileDone(p, done.index, done.total, done.region, data)
         if plane_mask is not None:
             result = instance_labels(
-                plane_mask, min_size=options.min_size, split_touching=options.split_touching
+                plane_mask,
+                min_size=options.min_size,
+                split_touching=options.split_touching,
+                fill_boundaries=options.fill_boundaries,
             )
             out[_index(p, (slice(None), slice(None)), "labels", has_plane_axis)] = result
         else:
