@@ -38,7 +38,7 @@ def latency(repeats: int = 10) -> tuple[str, float, float]:
     """Best and median seconds to segment a 512x512 crop of real data."""
     name = default_model_name()
     bundle = load_model(resolve_model(name))
-    options = SegmentOptions(**recommended_options(bundle), output="labels", device="cpu")
+    options = SegmentOptions(**recommended_options(bundle, "labels"), device="cpu")
     if name == "em-membranes":
         image = tifffile.imread(DATA / "em-isbi2012" / "images.tif")[18]
     else:
@@ -77,7 +77,7 @@ def scores(bundle, names: list[str], options: SegmentOptions) -> tuple[float, fl
 
 def fine_tuning(steps: int = 150) -> list[str]:
     base = load_model(resolve_model("nuclei"))
-    options = SegmentOptions(**recommended_options(base), output="labels", device="cpu")
+    options = SegmentOptions(**recommended_options(base, "labels"), device="cpu")
     held_out = held_out_split()
     # The three images with the lowest score are where a user would annotate first.
     per_image = [(scores(base, [n], options)[0], n) for n in held_out]
