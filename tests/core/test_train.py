@@ -196,3 +196,19 @@ def test_a_plane_with_only_background_strokes_still_trains():
     assert len(trainer.planes) == 2
     with pytest.raises(AnnotationError, match="No background is annotated"):
         Trainer(TINY, image, cells_only, convention="sparse", config=quick())
+
+
+def test_batchnorm_statistics_learn_unless_frozen():
+    image, labels = disks()
+    base = random_model(TINY, name="base")
+
+    def running_stats_changed(config):
+        trainer = Trainer(base, image, labels, convention="dense", config=config)
+        list(trainer.run())
+        state = trainer.network.state_dict()
+        return any(
+            not torch.equal(state[k].cpu(), v) for k, v in base.state_dict.items() if "running" in k
+        )
+
+    assert running_stats_changed(quick())
+    assert not running_stats_changed(quick(freeze_norm=True))

@@ -81,6 +81,9 @@ class TrainConfig:
         Steps between validations (which decide the kept best weights).
     preview_every : int
         Steps between previews on the preview plane (0 disables previews).
+    freeze_norm : bool
+        Keep BatchNorm statistics fixed while fine-tuning (their scale and shift still
+        learn). Off by default: in benchmarks/bench_builtin.py freezing them did not help.
     seed : int
         Seeds patch sampling, augmentation and (for new networks) initialisation.
     device : str
@@ -100,6 +103,7 @@ class TrainConfig:
     validation_every: int = 25
     validation_patches: int = 8
     preview_every: int = 0
+    freeze_norm: bool = False
     seed: int = 0
     device: str = "auto"
 
@@ -422,7 +426,7 @@ class Trainer:
         )
         if self._channels_last(self.unet_config):
             image = image.contiguous(memory_format=torch.channels_last)
-        self.network.train()
+        self._set_training_mode()
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type=self.device.type, enabled=scaler is not None):
             logits = self.network(image)
@@ -435,6 +439,13 @@ class Trainer:
             loss.backward()
             self.optimizer.step()
         return float(loss.detach())
+
+    def _set_training_mode(self) -> None:
+        self.network.train()
+        if self.config.freeze_norm:
+            for module in self.network.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.eval()
 
     def _validate(self) -> Validation:
         image, labels, weights = self._to_device(*self._validation_batch)
