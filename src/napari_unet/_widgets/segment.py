@@ -172,6 +172,8 @@ class _SegmentRun:
     planes_done: set = field(default_factory=set)
     cancelled: bool = False
     failed: bool = False
+    #: Set when the worker finished; tiles whose signal arrives later are still written.
+    finished: bool = False
     #: Block-wise runs: the store, the image layer, (blocks done, total), a note for the
     #: user, and for a single plane of a stack its index and the stack's plane count.
     store: Path | None = None
@@ -631,6 +633,9 @@ class SegmentWidget(Container):
             run.layer = self._viewer.add_labels(data, name=name, metadata=metadata, **placement)
 
     def _on_block_event(self, run: _SegmentRun, event: Any) -> None:
+        if run.finished and isinstance(event, (TileDone, Progress)):
+            self._schedule_refresh(run.layer)  # arrived after the end: keep the final status
+            return
         if isinstance(event, (TileDone, Progress)):
             # Only now is the store surely this run's (a rerun recreates it first).
             self._attach_store_layer(run)
@@ -647,11 +652,12 @@ class SegmentWidget(Container):
             )  # fmt: skip
         elif isinstance(event, Progress) and event.message == "blocks":
             run.blocks = (event.done, event.total)
+            self._status.value = self._with_note(run, f"block {event.done} of {event.total} done")
+            self._schedule_refresh(run.layer)
             if run.progress.total != event.total:
                 run.progress.total = event.total
+            # Last: napari's progress may process events, delivering `finished` right here.
             run.progress.update(event.done - run.progress.n)
-            self._schedule_refresh(run.layer)
-            self._status.value = self._with_note(run, f"block {event.done} of {event.total} done")
         elif isinstance(event, Progress):
             self._status.value = self._with_note(
                 run, f"{event.message}: {event.done} of {event.total}"
@@ -660,6 +666,7 @@ class SegmentWidget(Container):
             self._on_event(run, event)
 
     def _on_block_finished(self, run: _SegmentRun) -> None:
+        run.finished = True
         run.progress.close()
         if not run.failed:
             self._attach_store_layer(run)
@@ -686,10 +693,13 @@ class SegmentWidget(Container):
                 run.progress.total = event.total * len(run.planes)
             self._write(run, event.plane, event.region, event.data)
             run.tiles_done += 1
-            run.progress.update(1)
+            if run.finished:
+                return  # the final status ("cancelled: ...", "done: ...") stays
             self._status.value = f"tile {run.tiles_done} of {run.progress.total}" + (
                 f" (plane {event.plane})" if run.stacked else ""
             )
+            # Last: napari's progress may process events, delivering `finished` right here.
+            run.progress.update(1)
         elif isinstance(event, PlaneDone):
             if run.output == "labels":  # ids consistent across tile seams
                 self._write(run, event.plane, (slice(None), slice(None)), event.data)
@@ -727,6 +737,7 @@ class SegmentWidget(Container):
         run.failed = True
 
     def _on_finished(self, run: _SegmentRun) -> None:
+        run.finished = True
         run.progress.close()
         if run.layer in self._viewer.layers:
             run.layer.refresh()
