@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+import zarr
 from scipy import ndimage
 
 from napari_unet import cli
@@ -18,8 +19,6 @@ from napari_unet.core.largeimage import BlockStore, open_image
 from napari_unet.core.model import UNetConfig
 from napari_unet.core.modelfile import random_model, save_model
 from napari_unet.core.segment import segment
-
-zarr = pytest.importorskip("zarr")
 
 TINY = UNetConfig(depth=2, base_width=2, padding="valid", norm="batch")
 #: Small blocks so a 300 x 320 image has several (4 x 4 tiles of <= 84 px -> 2 x 2 blocks).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import zarr
 from scipy import ndimage
 
 from napari_unet.core.errors import InputError
@@ -14,9 +15,8 @@ from napari_unet.core.modelfile import random_model
 from napari_unet.core.segment import SegmentOptions, segment
 
 pytest.importorskip("distributed")
-zarr = pytest.importorskip("zarr")
 
-from napari_unet.core.distributed import (  # noqa: E402
+from napari_unet.core.distributed import (
     ImageSource,
     local_client,
     segment_distributed_iter,

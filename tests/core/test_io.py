@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dask.array as da
 import numpy as np
 import pytest
 import tifffile
+import zarr
 from skimage import io as skio
 
 from napari_unet.core.errors import InputError
@@ -71,7 +73,6 @@ def test_missing_and_unsupported_files(tmp_path):
 
 
 def test_lazy_reading_opens_a_tiff_without_decoding_it(tmp_path):
-    pytest.importorskip("zarr")
     image = np.arange(300 * 400, dtype=np.uint16).reshape(300, 400)
     tifffile.imwrite(tmp_path / "big.tif", image, tile=(128, 128))
     lazy = read_image(tmp_path / "big.tif", lazy=True)
@@ -82,7 +83,6 @@ def test_lazy_reading_opens_a_tiff_without_decoding_it(tmp_path):
 
 
 def test_a_2d_zarr_image_gets_its_plane_axis_without_being_read():
-    zarr = pytest.importorskip("zarr")
     image = zarr.create_array(store={}, shape=(6, 7), dtype="u1", chunks=(2, 2))
     image[:] = np.arange(42, dtype=np.uint8).reshape(6, 7)
     planes, restore = as_planes(image)
@@ -122,7 +122,6 @@ def test_bool_becomes_uint8_zero_one_without_copy():
 
 
 def test_dask_stack_stays_lazy():
-    da = pytest.importorskip("dask.array")
     planes, _ = as_planes(da.zeros((2, 5, 7), chunks=(1, 5, 7)))
     assert isinstance(planes, da.Array)
     planes, _ = as_planes(da.zeros((5, 7)))

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import tracemalloc
 
+import dask.array as da
 import numpy as np
 import pytest
+import zarr
 from scipy import ndimage
 
 from napari_unet.core.errors import InputError
@@ -24,9 +26,6 @@ from napari_unet.core.largeimage import (
 from napari_unet.core.model import UNetConfig
 from napari_unet.core.modelfile import random_model
 from napari_unet.core.segment import SegmentOptions, segment
-
-zarr = pytest.importorskip("zarr")
-da = pytest.importorskip("dask.array")
 
 TINY = UNetConfig(depth=2, base_width=2, padding="valid", norm="batch")
 #: Valid for TINY (20 px margin): strides of at most 84 px; 256 px blocks are 3 x 3 tiles.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 
+import dask.array as da
 import numpy as np
 import pytest
 
@@ -124,7 +125,6 @@ def test_huge_lazy_plane_is_read_only_through_a_strided_subsample(monkeypatch):
 
 
 def test_dask_plane_stats_match_numpy_on_small_images():
-    da = pytest.importorskip("dask.array")
     data = np.random.default_rng(0).integers(0, 4000, (64, 80)).astype(np.uint16)
     lazy = da.from_array(data, chunks=16)
     assert normalise.compute_stats(lazy) == normalise.compute_stats(data)

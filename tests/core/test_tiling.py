@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import zarr
 
 from napari_unet.core.errors import InputError
 from napari_unet.core.events import TileDone
@@ -249,7 +250,6 @@ def test_transform_is_applied_to_each_tile(rng):
 
 
 def test_predict_plane_writes_into_memmap_and_zarr(rng, tmp_path):
-    zarr = pytest.importorskip("zarr")
     image = rng.random((80, 120)).astype(np.float32)
     grid = plan_tiles(image.shape, TINY_SAME, tile_size=48, halo=8)
     memmap = np.lib.format.open_memmap(tmp_path / "p.npy", "w+", np.float32, (1, 80, 120))

@@ -6,6 +6,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import dask.array as da
 import numpy as np
 import pytest
 import zarr
@@ -16,8 +17,6 @@ from napari_unet.core.events import Progress
 from napari_unet.core.largeimage import BlockStore
 from napari_unet.core.modelfile import load_model
 from napari_unet.core.segment import segment
-
-da = pytest.importorskip("dask.array")
 
 TIMEOUT_MS = 60_000
 #: A valid tile size of the tiny model: 600 x 700 images give several tiles and blocks.
