@@ -89,6 +89,20 @@ def test_from_network_snapshots_the_weights():
     assert torch.equal(bundle.state_dict["head.weight"], before)
 
 
+def test_build_copies_the_weights_and_leaves_the_global_rng_alone(bundle):
+    torch.manual_seed(7)
+    expected = torch.rand(1)
+    torch.manual_seed(7)
+    network = bundle.build()
+    assert torch.equal(torch.rand(1), expected)  # no random initialisation was drawn
+    before = bundle.state_dict["head.weight"].clone()
+    with torch.no_grad():
+        network.head.weight.add_(1.0)  # as training would
+    assert torch.equal(bundle.state_dict["head.weight"], before)
+    assert all(parameter.requires_grad for parameter in network.parameters())
+    assert all(not tensor.is_meta for tensor in network.state_dict().values())
+
+
 def test_default_class_names():
     assert random_model(TINY).class_names == ["background", "foreground"]
     three = random_model(TINY.with_(num_classes=3))
@@ -264,6 +278,15 @@ def test_unreadable_model_is_listed_with_the_reason(model_dirs):
     (user / "broken.safetensors").write_bytes(b"garbage!!garbage")
     (entry,) = list_models()
     assert entry.name == "broken" and entry.description.startswith("(unreadable:")
+
+
+def test_list_models_sees_a_rewritten_file(model_dirs):
+    save_user_model(_described("mine", "first"), "mine")
+    assert list_models()[0].description == "first"
+    path = save_user_model(_described("mine", "second version"), "mine", overwrite=True)
+    assert list_models()[0].description == "second version"
+    path.write_bytes(b"garbage!!garbage")
+    assert list_models()[0].description.startswith("(unreadable:")
 
 
 def test_resolve_by_name_and_by_path(model_dirs, tmp_path):

@@ -8,6 +8,8 @@ It holds models, never widgets, and it lives as long as its viewer.
 
 from __future__ import annotations
 
+import logging
+import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +27,46 @@ from napari_unet.core.modelfile import ModelBundle, list_models, load_model
 
 #: Metadata key marking layers created by napari-unet (so they may be overwritten).
 METADATA_KEY = "napari_unet"
+
+_LOG = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------ warm-up
+_WARM_UP_STARTED = threading.Event()
+
+
+def warm_up() -> None:
+    """Pay one-off first-use costs when a widget opens instead of during the first run.
+
+    On the GUI thread (about 0.2 s, once per process): napari's first Labels layer
+    imports pandas and builds its layer machinery, and vispy builds the dash patterns
+    every Labels layer's polygon overlay uses. In a background thread: one tiny
+    training step and segmentation (:func:`napari_unet.core.warmup.exercise_core`),
+    whose lazy torch imports would otherwise freeze the viewer at the first click
+    (benchmarks/bench_responsiveness.py measured 300-400 ms before this).
+    """
+    if _WARM_UP_STARTED.is_set():
+        return
+    _WARM_UP_STARTED.set()
+    try:
+        from napari.layers import Labels
+
+        _ = Labels(np.zeros((1, 1), np.uint8)).features
+        from vispy.visuals.line.dash_atlas import DashAtlas  # caches its patterns per class
+
+        DashAtlas()
+    except Exception:  # a warm-up must never break a widget (e.g. a changed vispy)
+        _LOG.debug("napari-unet: GUI warm-up skipped", exc_info=True)
+    threading.Thread(target=_warm_up_core, name="napari-unet warm-up", daemon=True).start()
+
+
+def _warm_up_core() -> None:
+    from napari_unet.core.warmup import exercise_core
+
+    try:
+        exercise_core()
+    except Exception:
+        _LOG.debug("napari-unet: core warm-up failed", exc_info=True)
 
 
 # ------------------------------------------------------------------------- session models

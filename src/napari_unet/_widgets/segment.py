@@ -198,6 +198,7 @@ class SegmentWidget(Container):
 
     def __init__(self, viewer: napari.viewer.Viewer, session: SessionModels | None = None) -> None:
         super().__init__(labels=True)
+        _common.warm_up()
         self._viewer = viewer
         self._session = session if session is not None else session_for(viewer)
         self._browsed: list[Path] = []

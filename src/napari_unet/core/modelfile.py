@@ -24,6 +24,7 @@ silently shadowing or replacing it.
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import os
 import re
@@ -121,9 +122,17 @@ class ModelBundle:
         return _short_description(self.provenance)
 
     def build(self, device: str | torch.device = "cpu") -> UNet:
-        """A :class:`UNet` with these weights on ``device``, in eval mode."""
-        network = UNet(self.config)
-        network.load_state_dict(self.state_dict)
+        """A :class:`UNet` with (a copy of) these weights on ``device``, in eval mode.
+
+        The network is laid out on the meta device first, so building one neither spends
+        time on a random initialisation that the weights replace nor draws from torch's
+        global random generator (which a seeded training run elsewhere may rely on).
+        """
+        with torch.device("meta"):
+            network = UNet(self.config)
+        # Copies: training the network must never change the bundle's weights.
+        weights = {name: tensor.detach().clone() for name, tensor in self.state_dict.items()}
+        network.load_state_dict(weights, assign=True)
         return network.to(device).eval()
 
 
@@ -413,10 +422,22 @@ def _model_files(folder: Path) -> list[Path]:
 
 def _entry(path: Path, source: Literal["built-in", "user"]) -> ModelEntry:
     try:
-        description = _short_description(read_description(path).get("provenance") or {})
-    except ModelFileError as error:
+        stat = path.stat()
+    except OSError as error:
         description = f"(unreadable: {error})"
+    else:
+        description = _cached_description(path, stat.st_mtime_ns, stat.st_size)
     return ModelEntry(name=path.stem, path=path, source=source, description=description)
+
+
+# Model choosers list the models whenever napari's layer list changes; reading every
+# file's header each time would stall the GUI. A changed file has a new mtime or size.
+@functools.lru_cache(maxsize=512)
+def _cached_description(path: Path, _mtime_ns: int, _size: int) -> str:
+    try:
+        return _short_description(read_description(path).get("provenance") or {})
+    except ModelFileError as error:
+        return f"(unreadable: {error})"
 
 
 def _short_description(provenance: dict[str, Any]) -> str:
