@@ -231,7 +231,8 @@ def main() -> None:
             "",
             "- `tiled`: `plan_tiles` (default tile size, tiles "
             f"{rows[0].get('tile_input')}) + `make_predictor` (lean forward, BN folded, "
-            "channels_last, row-streamed in strips of `DEFAULT_STRIP_ROWS` rows) + `predict_plane` "
+            "channels_last, row-streamed in strips of about `DEFAULT_STRIP_PIXELS` input "
+            "pixels) + `predict_plane` "
             "writing into an on-disk zarr array (zarr codec threads and async concurrency 1); "
             "`tiled_ram`: "
             "the same writing into a numpy array in RAM.",

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from napari_unet.core.model import SMALL, UNet, UNetConfig
+from napari_unet.core import predictor
+from napari_unet.core.model import SMALL, UNet, UNetConfig, nearest_valid_input_size
 from napari_unet.core.predictor import LeanForward, _RowStream, make_predictor
 from napari_unet.core.tiling import plan_tiles, predict_plane
 
@@ -80,6 +81,25 @@ def test_group_norm_network_falls_back_to_whole_maps():
     forward = LeanForward(net, strip_rows=4)
     assert forward.strip_rows is None  # statistics over the whole map cannot be streamed
     assert_close_to_network(net, torch.rand(2, 1, 60, 76), strip_rows=4)
+
+
+def test_auto_strips_hold_about_the_same_pixels_whatever_the_width(monkeypatch):
+    forward = LeanForward(UNet(TINY))
+    assert forward.strip_rows == "auto"
+    chosen: list[int] = []
+    real = forward._streamed
+    monkeypatch.setattr(
+        forward, "_streamed", lambda x, rows, softmax: chosen.append(rows) or real(x, rows, softmax)
+    )
+    narrow = nearest_valid_input_size(TINY, 92)
+    wide = nearest_valid_input_size(
+        TINY, predictor.DEFAULT_STRIP_PIXELS // predictor.MIN_STRIP_ROWS + 84
+    )
+    height = nearest_valid_input_size(TINY, 60)
+    with torch.inference_mode():
+        forward(torch.rand(1, 1, height, narrow))
+        forward(torch.rand(1, 1, height, wide))
+    assert chosen == [predictor.DEFAULT_STRIP_PIXELS // narrow, predictor.MIN_STRIP_ROWS]
 
 
 def test_strip_rows_must_be_positive():

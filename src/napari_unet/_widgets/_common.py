@@ -38,9 +38,10 @@ _WARM_UP_STARTED = threading.Event()
 def warm_up() -> None:
     """Pay one-off first-use costs when a widget opens instead of during the first run.
 
-    On the GUI thread (about 0.2 s, once per process): napari's first Labels layer
-    imports pandas and builds its layer machinery, and vispy builds the dash patterns
-    every Labels layer's polygon overlay uses. In a background thread: one tiny
+    On the GUI thread (about 0.3 s, once per process): napari's first Labels layer
+    imports pandas and builds its layer machinery, vispy builds the dash patterns every
+    Labels layer's polygon overlay uses, and napari's first progress bar builds its
+    widgets. In a background thread: one tiny
     training step and segmentation (:func:`napari_unet.core.warmup.exercise_core`),
     whose lazy torch imports would otherwise freeze the viewer at the first click
     (benchmarks/bench_responsiveness.py measured 300-400 ms before this).
@@ -55,6 +56,10 @@ def warm_up() -> None:
         from vispy.visuals.line.dash_atlas import DashAtlas  # caches its patterns per class
 
         DashAtlas()
+        from napari.utils import progress
+
+        # The first progress bar builds the activity dock's bar widgets (~150 ms).
+        progress(total=0, desc="napari-unet ready").close()
     except Exception:  # a warm-up must never break a widget (e.g. a changed vispy)
         _LOG.debug("napari-unet: GUI warm-up skipped", exc_info=True)
     threading.Thread(target=_warm_up_core, name="napari-unet warm-up", daemon=True).start()

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -39,11 +40,17 @@ from napari_unet.core.model import TwoConv, UNet, center_crop, check_input_size
 #: ``(B, C, h, w)`` float32 -> ``(B, K, h', w')`` float32 class probabilities.
 Predictor = Callable[[np.ndarray], np.ndarray]
 
-#: Output rows per strip of the streamed forward; level ``l`` then computes about
-#: ``DEFAULT_STRIP_ROWS / 2**l`` rows per strip. Measured on a 2048 px image in 1212 px SMALL
-#: tiles (1 thread, output in RAM): peak increment 103 MB at 32 rows, 119 MB at 64 and
-#: 99 MB at 16 (410 MB with whole maps); time +7 % at 32 and +18 % at 16 against 64.
-DEFAULT_STRIP_ROWS = 32
+#: Input pixels per strip of the streamed forward ("auto" strip rows): a strip has
+#: ``DEFAULT_STRIP_PIXELS // width`` output rows (at least ``MIN_STRIP_ROWS``), and level
+#: ``l`` then computes about ``rows / 2**l`` rows per strip. Memory grows with the pixels
+#: per strip, speed with the rows (fewer, larger convolutions). Measured with the SMALL
+#: preset: a 2048 px image in 1212 px tiles (1 thread, output in RAM) peaked 103 MB above
+#: baseline at 32 rows, 119 MB at 64 and 99 MB at 16 (410 MB with whole maps), time +7 %
+#: at 32 and +18 % at 16 against 64; a 512 px image (one 696 px tile, 2 threads) took
+#: 257-264 ms at 64 rows, 270-275 ms at 55 (this budget) and 284-307 ms at 32.
+DEFAULT_STRIP_PIXELS = 32 * 1216
+#: Fewest output rows per strip of the "auto" rule.
+MIN_STRIP_ROWS = 32
 #: Fewest rows per piece when a tall request (the first strip) is split, so that deep,
 #: narrow levels do not pay the per-call overhead of many tiny convolutions.
 MIN_LEVEL_ROWS = 8
@@ -241,15 +248,16 @@ class LeanForward:
     ----------
     network : UNet
         Its modules are used as they are; the network itself is not modified.
-    strip_rows : int or None
+    strip_rows : int, "auto" or None
         Output rows per strip of the row-streamed forward (see the module docstring);
-        ``None`` computes whole feature maps (more memory, no per-strip overhead).
-        GroupNorm networks always compute whole feature maps.
+        ``"auto"`` (default) sizes strips by :data:`DEFAULT_STRIP_PIXELS` per input width
+        (at least :data:`MIN_STRIP_ROWS` rows); ``None`` computes whole feature maps (more
+        memory, no per-strip overhead). GroupNorm networks always compute whole maps.
     """
 
-    def __init__(self, network: UNet, *, strip_rows: int | None = DEFAULT_STRIP_ROWS) -> None:
-        if strip_rows is not None and strip_rows < 1:
-            raise ValueError(f"strip_rows must be >= 1 or None, got {strip_rows}")
+    def __init__(self, network: UNet, *, strip_rows: int | Literal["auto"] | None = "auto") -> None:
+        if strip_rows != "auto" and strip_rows is not None and strip_rows < 1:
+            raise ValueError(f"strip_rows must be >= 1, 'auto' or None, got {strip_rows}")
         self.config = network.config
         self.strip_rows = None if network.config.norm == "group" else strip_rows
         self.inc = _fold_two_conv(network.inc)
@@ -289,6 +297,9 @@ class LeanForward:
         """
         for size in x.shape[-2:]:
             check_input_size(self.config, int(size))
+        if self.strip_rows == "auto":
+            rows = max(DEFAULT_STRIP_PIXELS // int(x.shape[-1]), MIN_STRIP_ROWS)
+            return self._streamed(x, rows, softmax)
         if self.strip_rows is not None:
             return self._streamed(x, self.strip_rows, softmax)
         logits = self._whole_maps(x)
