@@ -41,10 +41,10 @@ def warm_up() -> None:
     On the GUI thread (about 0.3 s, once per process): napari's first Labels layer
     imports pandas and builds its layer machinery, vispy builds the dash patterns every
     Labels layer's polygon overlay uses, and napari's first progress bar builds its
-    widgets. In a background thread: one tiny
-    training step and segmentation (:func:`napari_unet.core.warmup.exercise_core`),
-    whose lazy torch imports would otherwise freeze the viewer at the first click
-    (benchmarks/bench_responsiveness.py measured 300-400 ms before this).
+    widgets. In a background thread: one tiny training step and segmentation
+    (:func:`napari_unet.core.warmup.exercise_core`), whose lazy torch imports would
+    otherwise freeze the viewer at the first click (benchmarks/bench_responsiveness.py
+    measured 300-400 ms before this; 135-179 ms after, see docs/benchmarks.md).
     """
     if _WARM_UP_STARTED.is_set():
         return
