@@ -96,6 +96,15 @@ def _wait_done(qtbot, widget: SegmentWidget) -> None:
     qtbot.waitUntil(lambda: not widget.is_running, timeout=TIMEOUT_MS)
 
 
+def _block_progress(worker) -> list[Progress]:
+    """The worker's per-block progress events, collected as they are yielded."""
+    events: list[Progress] = []
+    worker.yielded.connect(
+        lambda e: events.append(e) if isinstance(e, Progress) and e.message == "blocks" else None
+    )
+    return events
+
+
 def test_dask_layer_is_segmented_block_wise_without_loading_it(
     make_napari_viewer, qtbot, notifications, monkeypatch, tmp_path, large_blobs, tiny_model_file
 ):
@@ -112,10 +121,7 @@ def test_dask_layer_is_segmented_block_wise_without_loading_it(
     widget = _make_widget(viewer, tiny_model_file, tmp_path / "out.zarr", threshold)
 
     worker = widget.segment_stack()
-    blocks = []
-    worker.yielded.connect(
-        lambda e: blocks.append(e) if isinstance(e, Progress) and e.message == "blocks" else None
-    )
+    blocks = _block_progress(worker)
     _wait_done(qtbot, widget)
 
     assert notifications["error"] == []
@@ -163,10 +169,7 @@ def test_cancel_keeps_finished_blocks_and_resume_completes(
     store = tmp_path / "cancelled.zarr"
     widget = _make_widget(viewer, tiny_model_file, store, threshold)
     worker = widget.segment_stack()
-    blocks = []
-    worker.yielded.connect(
-        lambda e: blocks.append(e) if isinstance(e, Progress) and e.message == "blocks" else None
-    )
+    blocks = _block_progress(worker)
     qtbot.waitUntil(lambda: len(blocks) >= 2, timeout=TIMEOUT_MS)
 
     widget.cancel()
@@ -183,10 +186,7 @@ def test_cancel_keeps_finished_blocks_and_resume_completes(
 
     widget._resume.value = True
     worker = widget.segment_stack()
-    resumed = []
-    worker.yielded.connect(
-        lambda e: resumed.append(e) if isinstance(e, Progress) and e.message == "blocks" else None
-    )
+    resumed = _block_progress(worker)
     _wait_done(qtbot, widget)
 
     assert notifications["error"] == []
