@@ -204,6 +204,18 @@ def main(argv: list[str] | None = None) -> int:
         help="also write the checkpoint of every validation here",
     )
     parser.add_argument(
+        "--base",
+        type=Path,
+        default=None,
+        help="continue training from this model file instead of starting from scratch",
+    )
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=MODELS,
+        help="where the model file and its card are written (default: the package's models)",
+    )
+    parser.add_argument(
         "--evaluate-only",
         action="store_true",
         help="re-tune the post-processing and re-score the shipped model; no training",
@@ -211,9 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     data = load_em() if args.model == "em-membranes" else load_nuclei()
-    path = MODELS / f"{args.model}.safetensors"
+    path = args.out_dir / f"{args.model}.safetensors"
     if args.evaluate_only:
-        bundle = load_model(path)
+        bundle = load_model(MODELS / f"{args.model}.safetensors")
     else:
         bundle = train_model(args, data)
         bundle.provenance["command"] = "python scripts/train_builtin.py " + " ".join(
@@ -224,9 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     scores = evaluate(args.model, bundle, data)
     bundle.provenance["validation_scores"] = scores
     print("validation scores:", scores, flush=True)
-    MODELS.mkdir(parents=True, exist_ok=True)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
     save_model(bundle, path)
-    write_card(args.model, bundle, data)
+    write_card(args.model, bundle, data, args.out_dir)
     return 0
 
 
@@ -251,7 +263,7 @@ def train_model(args: argparse.Namespace, data: Dataset):
         device="cpu",
     )
     trainer = Trainer(
-        SMALL,
+        load_model(args.base) if args.base is not None else SMALL,
         data.train_images,
         data.train_labels,
         convention=data.convention,
@@ -293,7 +305,7 @@ def train_model(args: argparse.Namespace, data: Dataset):
     return bundle
 
 
-def write_card(name: str, bundle, data: Dataset) -> None:
+def write_card(name: str, bundle, data: Dataset, out_dir: Path = MODELS) -> None:
     record = bundle.provenance
     training = record.get("training_config", {})
     wall = record.get("wall_time_seconds", 0.0)
@@ -325,7 +337,7 @@ def write_card(name: str, bundle, data: Dataset) -> None:
         *[f"| {k} | {v:.4f} |" for k, v in record.get("validation_scores", {}).items()],
         "",
     ]
-    (MODELS / f"{name}.md").write_text("\n".join(lines))
+    (out_dir / f"{name}.md").write_text("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -48,14 +48,16 @@ def test_paint_finetune_stop_then_segment_and_save(
     _tiny_settings(finetune, steps=1000)
     finetune._name.value = "blobs-tuned"
     finetune.start()
+    assert "blobs preview" in viewer.layers  # made at Start, filled by the previews
+    qtbot.waitUntil(lambda: viewer.layers.selection.active is annotations, timeout=TIMEOUT_MS)
     qtbot.waitUntil(lambda: len(finetune.loss_plot.train) >= 3, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: viewer.layers["blobs preview"].data.max() > 0, timeout=TIMEOUT_MS)
     finetune.stop()
     qtbot.waitUntil(lambda: not finetune.is_training, timeout=TIMEOUT_MS)
 
     steps_done = len(finetune.loss_plot.train)
     assert 3 <= steps_done < 1000
     np.testing.assert_array_equal(annotations.data, painted)  # training never edits them
-    assert "blobs preview" in viewer.layers
     bundle = finetune.trained_bundle
     assert bundle is not None and bundle.name == "blobs-tuned"
     assert "blobs-tuned (this session)" in segment.model_labels

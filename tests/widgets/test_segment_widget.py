@@ -144,6 +144,24 @@ def test_cancel_keeps_finished_tiles(make_napari_viewer, qtbot, tiny_model_file)
     assert "cancelled" in widget._status.value
 
 
+def test_cancel_before_the_worker_starts_ends_cleanly(
+    make_napari_viewer, qtbot, blobs, tiny_model_file
+):
+    # The worker starts one event-loop turn after the click; a Cancel in between must
+    # still end the run (no tile written, widget ready again), not leave it hanging.
+    viewer = make_napari_viewer()
+    viewer.add_image(blobs, name="blobs")
+    widget = _make_widget(viewer, tiny_model_file)
+    worker = widget.segment_current_slice()
+    assert widget.is_running and not worker.is_running
+    widget.cancel()
+    _wait_done(qtbot, widget)
+
+    assert not viewer.layers["blobs labels"].data.any()
+    assert widget._status.value.startswith("cancelled: kept 0")
+    assert widget._slice_button.enabled and not widget._cancel_button.enabled
+
+
 def test_rgb_image_is_refused_with_a_clear_message(
     make_napari_viewer, notifications, tiny_model_file
 ):

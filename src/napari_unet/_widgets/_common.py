@@ -74,6 +74,42 @@ def _warm_up_core() -> None:
         _LOG.debug("napari-unet: core warm-up failed", exc_info=True)
 
 
+#: Delay between the steps of :func:`in_separate_turns`: longer than one pass of the
+#: event loop's checks, so each step runs in a turn of its own.
+TURN_GAP_MS = 15
+
+
+def in_separate_turns(*steps: Callable[[], None]) -> None:
+    """Run ``steps`` on the GUI thread one after the other, each in its own event-loop turn.
+
+    Why: napari spends ~80 ms building a new layer, ~50 ms building a progress bar and
+    ~50 ms on a new layer's first draw (shader compilation under Xvfb). In one turn they
+    froze the viewer for their sum (135-310 ms in benchmarks/bench_responsiveness.py).
+    A zero-delay timer is no help (Qt delivers it with the same turn's posted events),
+    so each step is a short timer started when the previous step is done: the viewer
+    redraws and takes input in between. A failing step is logged and the next still runs
+    (a step that starts a worker must never be skipped).
+    """
+    from qtpy.QtCore import QTimer
+
+    def run(index: int) -> None:
+        try:
+            steps[index]()
+        except Exception:
+            _LOG.exception("napari-unet: a GUI step failed")
+        if index + 1 < len(steps):
+            QTimer.singleShot(TURN_GAP_MS, lambda: run(index + 1))
+
+    if steps:
+        QTimer.singleShot(TURN_GAP_MS, lambda: run(0))
+
+
+def show_layer(layer: Any) -> Callable[[], None]:
+    """A step for :func:`in_separate_turns` making a layer added with ``visible=False``
+    visible: a hidden layer is not drawn, so its first draw gets a turn of its own."""
+    return lambda: setattr(layer, "visible", True)
+
+
 # ------------------------------------------------------------------------- session models
 class SessionModels:
     """Models trained in this napari session, shared by the widgets of one viewer.

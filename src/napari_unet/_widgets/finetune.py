@@ -13,6 +13,7 @@ Callable without clicking: :meth:`FinetuneWidget.new_annotations`,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,7 @@ from napari_unet._widgets._common import (
     current_plane,
     free_name,
     image_array,
+    in_separate_turns,
     is_ours,
     model_choices,
     model_sources,
@@ -50,6 +52,7 @@ from napari_unet._widgets._common import (
     our_metadata,
     reporting_errors,
     session_for,
+    show_layer,
     spatial_transform,
 )
 from napari_unet._widgets._loss_plot import LossPlot
@@ -426,11 +429,16 @@ class FinetuneWidget(Container):
         self._worker, self._run = worker, run
         if resume is None:
             self._plot.clear()
+        # The preview layer is made now, hidden, not at the first preview, where napari's
+        # ~80 ms for a new layer froze the viewer along with the preview's own work. Its
+        # first draw, giving the painting layer back and starting the worker then each get
+        # a turn of their own (see in_separate_turns).
+        steps = self._make_preview_layer(run, preview.shape) if config.preview_every else []
         self._set_running(True)
         self._status.value = (
             f"resuming at step {resume.step}..." if resume else "preparing the annotations..."
         )
-        worker.start()
+        in_separate_turns(*steps, worker.start)
         return worker
 
     def _resumable(self, image_layer: Any, annotation_layer: Any, source: ModelSource) -> Any:
@@ -455,7 +463,8 @@ class FinetuneWidget(Container):
         elif isinstance(event, Validation):
             self._plot.add_validation(event.step, event.loss, event.is_best)
         elif isinstance(event, Preview):
-            self._show_preview(run, event.probabilities)
+            # foreground = anything but background (class 0)
+            self._show_preview(run, (1.0 - event.probabilities[0]).astype(np.float32))
         elif isinstance(event, _TrainerReady):
             run.trainer = event.trainer
         elif isinstance(event, TrainingFinished):
@@ -464,18 +473,20 @@ class FinetuneWidget(Container):
             run.failed = True
             notify_error(event.error)
 
-    def _show_preview(self, run: _TrainRun, probabilities: np.ndarray) -> None:
-        """Foreground probability of the preview plane in "<image> preview" (ours only)."""
+    def _preview_placement(self, run: _TrainRun) -> tuple[dict[str, Any], str]:
+        """Scale and translate of the preview (a one-plane stack placed at the previewed
+        plane when the image is a stack) and the preview layer's role."""
         image_layer = run.image_layer
-        foreground = (1.0 - probabilities[0]).astype(np.float32)
         placement = spatial_transform(image_layer)
-        if image_layer.ndim == 3:  # a one-plane stack placed at the previewed plane
-            foreground = foreground[np.newaxis]
+        if image_layer.ndim == 3:
             translate = list(placement["translate"])
             translate[0] += run.preview_plane * placement["scale"][0]
             placement["translate"] = tuple(translate)
-        role = f"{image_layer.name}/preview"
-        layer = next(
+        return placement, f"{image_layer.name}/preview"
+
+    def _preview_layer(self, role: str) -> Any:
+        """Our preview layer of this role, or None."""
+        return next(
             (
                 lay
                 for lay in self._viewer.layers
@@ -483,23 +494,45 @@ class FinetuneWidget(Container):
             ),
             None,
         )
+
+    def _make_preview_layer(
+        self, run: _TrainRun, plane_shape: tuple[int, ...]
+    ) -> list[Callable[[], None]]:
+        """Create "<image> preview" (hidden, empty) unless ours exists; return the steps
+        that show it and give the annotation layer back its selection."""
+        placement, role = self._preview_placement(run)
+        if self._preview_layer(role) is not None:
+            return []
+        shape = (1, *plane_shape) if run.image_layer.ndim == 3 else tuple(plane_shape)
+        layer = self._viewer.add_image(
+            np.zeros(shape, np.float32),
+            name=free_name(self._viewer, f"{run.image_layer.name} preview"),
+            metadata=our_metadata(role),
+            colormap="magma",
+            blending="additive",
+            contrast_limits=(0.0, 1.0),
+            opacity=0.6,
+            visible=False,
+            **placement,
+        )
+        # Keep painting where the user was painting.
+        return [show_layer(layer), lambda: self._reselect(run.annotation_layer)]
+
+    def _show_preview(self, run: _TrainRun, foreground: np.ndarray) -> None:
+        """Show ``foreground`` (H, W), the current model's foreground probability on the
+        preview plane, in our preview layer (re-created if the user deleted it)."""
+        placement, role = self._preview_placement(run)
+        layer = self._preview_layer(role)
         if layer is None:
-            self._viewer.add_image(
-                foreground,
-                name=free_name(self._viewer, f"{image_layer.name} preview"),
-                metadata=our_metadata(role),
-                colormap="magma",
-                blending="additive",
-                contrast_limits=(0.0, 1.0),
-                opacity=0.6,
-                **placement,
-            )
-            # Keep painting where the user was painting.
-            if run.annotation_layer in self._viewer.layers:
-                self._viewer.layers.selection.active = run.annotation_layer
-        else:
-            layer.data = foreground
-            layer.translate = placement["translate"]
+            steps = self._make_preview_layer(run, foreground.shape)
+            in_separate_turns(*steps)
+            layer = self._preview_layer(role)
+        layer.data = foreground[np.newaxis] if run.image_layer.ndim == 3 else foreground
+        layer.translate = placement["translate"]
+
+    def _reselect(self, layer: Any) -> None:
+        if layer in self._viewer.layers:
+            self._viewer.layers.selection.active = layer
 
     def _on_finished(self, run: _TrainRun) -> None:
         self._worker, self._run = None, None

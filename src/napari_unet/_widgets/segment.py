@@ -25,6 +25,7 @@ The logic is callable without clicking: :meth:`SegmentWidget.segment_current_sli
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -44,6 +45,7 @@ from magicgui.widgets import (
 from napari.layers import Image, Labels
 from napari.qt.threading import thread_worker
 from napari.utils import progress
+from qtpy.QtCore import QTimer
 
 from napari_unet._widgets import _common
 from napari_unet._widgets._common import (
@@ -56,6 +58,7 @@ from napari_unet._widgets._common import (
     find_our_layer,
     free_name,
     image_array,
+    in_separate_turns,
     is_ours,
     model_choices,
     model_sources,
@@ -65,6 +68,7 @@ from napari_unet._widgets._common import (
     our_metadata,
     reporting_errors,
     session_for,
+    show_layer,
     spatial_transform,
 )
 from napari_unet.core.errors import InputError, UNetError
@@ -167,6 +171,7 @@ class _SegmentRun:
     output: str
     stacked: bool
     planes: list[int]
+    #: napari progress bar, created when the worker starts (the turn after the click).
     progress: Any
     tiles_done: int = 0
     planes_done: set = field(default_factory=set)
@@ -465,13 +470,11 @@ class SegmentWidget(Container):
         stacked = image.ndim == 3
         all_planes = list(range(image.shape[0])) if stacked else [0]
         planes = all_planes if planes is None else planes
-        layer = self._output_layer(image_layer, image.shape, options.output, planes, stacked)
+        layer, created = self._output_layer(
+            image_layer, image.shape, options.output, planes, stacked
+        )
         run = _SegmentRun(
-            layer=layer,
-            output=options.output,
-            stacked=stacked,
-            planes=planes,
-            progress=progress(total=0, desc=f"Segmenting {image_layer.name}"),
+            layer=layer, output=options.output, stacked=stacked, planes=planes, progress=None
         )
         worker = thread_worker(_segment_job, start_thread=False)(
             source, self._model_cache, image, options, planes
@@ -483,13 +486,32 @@ class SegmentWidget(Container):
         self._set_running(True)
         what = f"plane {planes[0]}" if stacked and len(planes) == 1 else "image"
         self._status.value = f"segmenting {what} with {source.label}..."
-        worker.start()
+        # A new output layer was added hidden: it is shown (first draw) in a turn of its
+        # own, and the progress bar is built and the worker started in the next.
+        reveal = [show_layer(layer)] if created else []
+        in_separate_turns(*reveal, self._begin(run, worker, f"Segmenting {image_layer.name}"))
         return worker
+
+    @staticmethod
+    def _begin(run: _SegmentRun, worker: Any, description: str) -> Callable[[], None]:
+        """A step creating the progress bar and starting ``worker``.
+
+        Not in the click's turn, which may build the output layer (see
+        ``in_separate_turns``). Worker events only arrive after the start, so they always
+        find the bar.
+        """
+
+        def begin() -> None:
+            run.progress = progress(total=0, desc=description)
+            worker.start()
+
+        return begin
 
     def _output_layer(
         self, image_layer: Image, shape: tuple, output: str, planes: list[int], stacked: bool
-    ) -> Any:
-        """Our output layer for this image, cleared where it will be rewritten (main thread)."""
+    ) -> tuple[Any, bool]:
+        """Our output layer for this image, cleared where it will be rewritten (main thread),
+        and whether it was created now (then hidden: the caller shows it a turn later)."""
         suffix = next(s for _, kind, s in OUTPUTS if kind == output)
         role = f"{image_layer.name}/{output}"
         dtype = _OUT_DTYPES[output]
@@ -502,17 +524,21 @@ class SegmentWidget(Container):
             else:
                 layer.data[...] = 0
             layer.refresh()
-            return layer
+            return layer, False
         name = free_name(self._viewer, f"{image_layer.name} {suffix}")
         data = np.zeros(shape, dtype=dtype)
         metadata = our_metadata(role)
         placement = spatial_transform(image_layer)
         if output == "probabilities":
-            return self._viewer.add_image(
+            layer = self._viewer.add_image(
                 data, name=name, metadata=metadata, colormap="magma", blending="additive",
-                contrast_limits=(0.0, 1.0), opacity=0.7, **placement,
+                contrast_limits=(0.0, 1.0), opacity=0.7, visible=False, **placement,
             )  # fmt: skip
-        return self._viewer.add_labels(data, name=name, metadata=metadata, **placement)
+        else:
+            layer = self._viewer.add_labels(
+                data, name=name, metadata=metadata, visible=False, **placement
+            )
+        return layer, True
 
     # ------------------------------------------------------- block-wise (large) runs
     def store_path(self, image_layer: Image, plane: int | None = None) -> Path:
@@ -549,7 +575,7 @@ class SegmentWidget(Container):
             output=options.output,
             stacked=stacked,
             planes=list(range(data.shape[0])) if plane_index is None and stacked else [0],
-            progress=progress(total=0, desc=f"Segmenting {image_layer.name}"),
+            progress=None,
             store=path,
             image_layer=image_layer,
             note=note,
@@ -574,7 +600,7 @@ class SegmentWidget(Container):
         self._status.value = self._with_note(
             run, f"segmenting {what} block-wise into {path} with {source.label}..."
         )
-        worker.start()
+        in_separate_turns(self._begin(run, worker, f"Segmenting {image_layer.name}"))
         return worker
 
     @staticmethod
@@ -628,10 +654,13 @@ class SegmentWidget(Container):
         if run.output == "probabilities":
             run.layer = self._viewer.add_image(
                 data, name=name, metadata=metadata, colormap="magma", blending="additive",
-                contrast_limits=(0.0, 1.0), opacity=0.7, **placement,
+                contrast_limits=(0.0, 1.0), opacity=0.7, visible=False, **placement,
             )  # fmt: skip
         else:
-            run.layer = self._viewer.add_labels(data, name=name, metadata=metadata, **placement)
+            run.layer = self._viewer.add_labels(
+                data, name=name, metadata=metadata, visible=False, **placement
+            )
+        in_separate_turns(show_layer(run.layer))  # its first draw in a turn of its own
 
     def _on_block_event(self, run: _SegmentRun, event: Any) -> None:
         if run.finished and isinstance(event, (TileDone, Progress)):
@@ -722,8 +751,6 @@ class SegmentWidget(Container):
         """Redraw at most every REFRESH_INTERVAL_MS: redrawing per tile would stall the GUI."""
         if self._refresh_pending or layer is None:
             return
-        from qtpy.QtCore import QTimer
-
         self._refresh_pending = True
 
         def refresh() -> None:

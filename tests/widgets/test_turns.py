@@ -1,0 +1,55 @@
+"""Heavy GUI steps run one per event-loop turn, so the viewer stays responsive between."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+
+import numpy as np
+from qtpy.QtCore import QTimer
+
+from napari_unet._widgets._common import in_separate_turns, show_layer
+
+
+def test_steps_run_in_order_each_in_a_turn_of_its_own(qtbot):
+    ticks = 0
+
+    def tick() -> None:
+        nonlocal ticks
+        ticks += 1
+
+    # A 1 ms timer stands for everything else the event loop serves (input, redraws):
+    # it must get at least one turn between two steps.
+    ticker = QTimer()
+    ticker.setInterval(1)
+    ticker.timeout.connect(tick)
+    ticker.start()
+    ran: list[tuple[str, int]] = []
+    in_separate_turns(*(lambda name=name: ran.append((name, ticks)) for name in "abc"))
+    assert ran == []  # nothing runs inside the caller's turn
+    qtbot.waitUntil(lambda: len(ran) == 3, timeout=5_000)
+    ticker.stop()
+
+    assert [name for name, _ in ran] == ["a", "b", "c"]
+    ticks_seen = [count for _, count in ran]
+    assert all(later > earlier for earlier, later in itertools.pairwise(ticks_seen))
+
+
+def test_a_failing_step_is_logged_and_the_next_still_runs(qtbot, caplog):
+    ran: list[str] = []
+
+    def broken() -> None:
+        raise RuntimeError("layer vanished")
+
+    with caplog.at_level(logging.ERROR, logger="napari_unet._widgets._common"):
+        in_separate_turns(broken, lambda: ran.append("start the worker"))
+        qtbot.waitUntil(lambda: ran == ["start the worker"], timeout=5_000)
+    assert "layer vanished" in caplog.text
+
+
+def test_show_layer_makes_a_hidden_layer_visible(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    layer = viewer.add_labels(np.zeros((8, 8), np.uint8), name="out", visible=False)
+    in_separate_turns(show_layer(layer))
+    assert not layer.visible
+    qtbot.waitUntil(lambda: layer.visible, timeout=5_000)
