@@ -65,6 +65,24 @@ def test_segment_one_image_writes_the_same_labels_as_segment(tmp_path, model_pat
     np.testing.assert_array_equal(result, expected)
 
 
+def test_merge_boundaries_option_reaches_the_core(tmp_path, model_path, image_path, capsys):
+    output = tmp_path / "cells.tif"
+    bundle, image = load_model(model_path), tifffile.imread(image_path)
+    foreground = segment(bundle, image, output="probabilities")[1]
+    seed, merge = float(np.quantile(foreground, 0.8)), float(np.quantile(1 - foreground, 0.5))
+    args = ["segment", str(image_path), "-o", str(output), "--model", str(model_path)]
+    options = ["--threshold", str(seed), "--merge-boundaries", str(merge)]
+    assert main([*args, *options, "--device", "cpu"]) == 0
+    expected = segment(bundle, image, threshold=seed, merge_boundaries=merge, device="cpu")
+    assert expected.min() == 1  # grown cells fill the image: the option took effect
+    np.testing.assert_array_equal(tifffile.imread(output), expected)
+
+    zarr_args = ["segment", str(image_path), "-o", str(tmp_path / "cells.zarr")]
+    capsys.readouterr()
+    assert main([*zarr_args, "--model", str(model_path), *options]) == 2
+    assert "--merge-boundaries 0" in _error_line(capsys)
+
+
 @pytest.mark.parametrize(
     ("kind", "dtype", "shape"),
     [("mask", np.uint8, (40, 36)), ("probabilities", np.float32, (2, 40, 36))],

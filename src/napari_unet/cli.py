@@ -186,6 +186,15 @@ def _add_segment_parser(subparsers: Any) -> None:
         help="grow objects until they touch, for thin-boundary models such as EM membranes "
         "(default: the model's recommendation)",
     )
+    parser.add_argument(
+        "--merge-boundaries",
+        type=float,
+        metavar="F",
+        help="for thin-boundary models such as EM membranes: seed cells above --threshold, "
+        "grow them along the predicted boundaries and merge neighbours whose shared border "
+        "has a mean boundary probability below F; 0 turns it off (default: the model's "
+        "recommendation)",
+    )
     parser.add_argument("--batch-size", type=int, default=1, metavar="N", help="tiles per pass")
     parser.add_argument(
         "--block-size",
@@ -245,6 +254,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         "min_size": args.min_size,
         "split_touching": args.split_touching,
         "fill_boundaries": args.fill_boundaries,
+        "merge_boundaries": args.merge_boundaries,
     }
     recommended = recommended_options(bundle, args.output)
     if any(_is_zarr_output(target) for target in outputs):
@@ -360,6 +370,7 @@ def _is_zarr_output(path: Path) -> bool:
 _WHOLE_PLANE_ONLY = {
     "split_touching": "splitting touching objects",
     "fill_boundaries": "filling the boundaries between objects",
+    "merge_boundaries": "merging cells across weak boundaries",
 }
 
 

@@ -10,6 +10,7 @@ from scipy import ndimage
 
 from napari_unet.core.errors import InputError
 from napari_unet.core.postprocess import (
+    grow_and_merge,
     instance_labels,
     merge_labels_across_seams,
     semantic_mask,
@@ -137,3 +138,71 @@ def test_fill_boundaries_grows_cells_over_thin_membranes():
     mask[5, 10] = 1
     assert labels.max() == instance_labels(mask, min_size=2, fill_boundaries=True).max()
     assert instance_labels(np.zeros((4, 4), np.uint8), fill_boundaries=True).max() == 0
+
+
+def _two_cells_with_a_leaky_membrane() -> np.ndarray:
+    """Foreground probability (40, 61): two cells either side of a 3 px membrane (columns
+    29-31, as thick as EM membranes are predicted), whose middle 4 rows are a gap the
+    model half believes in (probability 0.7)."""
+    foreground = np.full((40, 61), 0.95, np.float32)
+    foreground[:, 29:32] = 0.05
+    foreground[18:22, 29:32] = 0.7
+    return foreground
+
+
+def test_grow_and_merge_keeps_cells_apart_across_a_gap_in_their_membrane():
+    foreground = _two_cells_with_a_leaky_membrane()
+    # One low threshold lets the gap join the cells, and no later step could split them.
+    assert instance_labels(foreground > 0.65).max() == 1
+    regions = grow_and_merge(foreground, seed_threshold=0.9, merge_below=0.75)
+    assert regions.max() == 2
+    assert len(np.unique(regions[:, :29])) == 1 and len(np.unique(regions[:, 32:])) == 1
+    assert regions[0, 0] != regions[0, -1]
+    assert regions.min() == 1  # the membrane is shared out: every pixel has a cell
+
+
+def test_grow_and_merge_joins_a_cell_cut_by_weak_interior_structure():
+    foreground = np.full((40, 60), 0.95, np.float32)
+    foreground[:, 0] = foreground[:, -1] = 0.02  # the cell's own membrane
+    foreground[19:22, :] = 0.6  # e.g. an organelle edge: seeds at 0.9 are cut here
+    assert instance_labels(foreground > 0.9).max() == 2
+    merged = grow_and_merge(foreground, seed_threshold=0.9, merge_below=0.75)
+    assert np.unique(merged).tolist() == [1]
+    never = grow_and_merge(foreground, seed_threshold=0.9, merge_below=0.0)
+    assert never.max() == 2  # 0 never merges
+
+
+def test_grow_and_merge_merges_weakest_borders_first_with_length_weighted_means():
+    # Three seeds in a row; borders A|B mean 0.3 and B|C mean 0.6 (boundary probability).
+    foreground = np.full((20, 62), 0.95, np.float32)
+    foreground[:, 19:22] = 0.7  # boundary 0.3
+    foreground[:, 40:43] = 0.4  # boundary 0.6
+    regions = grow_and_merge(foreground, seed_threshold=0.9, merge_below=0.5)
+    assert regions.max() == 2
+    assert regions[0, 0] == regions[0, 30] != regions[0, 50]
+    # After A+B merge, their border with C is still the B|C border alone: mean 0.6.
+    assert grow_and_merge(foreground, seed_threshold=0.9, merge_below=0.61).max() == 1
+
+
+def test_grow_and_merge_drops_small_seeds_and_handles_no_seed():
+    foreground = _two_cells_with_a_leaky_membrane()
+    foreground[2:9, 2:9] = 0.5  # below the seed threshold: a 3x3 seed apart from its cell
+    foreground[4:7, 4:7] = 0.95
+    assert grow_and_merge(foreground, seed_threshold=0.9, merge_below=0.0).max() == 3
+    without = grow_and_merge(foreground, seed_threshold=0.9, merge_below=0.0, min_size=10)
+    assert without.max() == 2 and without[5, 5] == without[20, 10]  # joined its cell
+    empty = grow_and_merge(np.full((8, 8), 0.2, np.float32), seed_threshold=0.9, merge_below=0.5)
+    assert empty.dtype == np.int32 and not empty.any()
+
+
+@pytest.mark.parametrize(
+    ("foreground", "options", "message"),
+    [
+        (np.zeros((2, 8, 8)), {}, "2D probability map"),
+        (np.zeros((8, 8)), {"seed_threshold": 1.5}, "seed_threshold must be between 0 and 1"),
+        (np.zeros((8, 8)), {"merge_below": -0.1}, "merge_below must be between 0 and 1"),
+    ],
+)
+def test_grow_and_merge_rejects_bad_input(foreground, options, message):
+    with pytest.raises(InputError, match=message):
+        grow_and_merge(foreground, **{"seed_threshold": 0.9, "merge_below": 0.5, **options})

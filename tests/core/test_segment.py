@@ -11,7 +11,7 @@ from napari_unet.core.errors import InputError
 from napari_unet.core.events import PlaneDone, TileDone
 from napari_unet.core.model import UNet, UNetConfig, margin, nearest_valid_input_size
 from napari_unet.core.modelfile import ModelBundle, random_model
-from napari_unet.core.postprocess import instance_labels, semantic_mask
+from napari_unet.core.postprocess import grow_and_merge, instance_labels, semantic_mask
 from napari_unet.core.segment import SegmentOptions, get_predictor, segment, segment_iter
 
 #: margin 20, valid tile sizes 44, 48, 52, ...; tile size 60 gives a 20 px stride.
@@ -246,3 +246,31 @@ def test_recommendations_can_differ_per_output_kind():
     assert recommended_options(model, "mask") == {"threshold": 0.3}
     assert recommended_options(model, "labels") == {"threshold": 0.7, "fill_boundaries": True}
     assert recommended_options(SimpleNamespace(provenance={}), "labels") == {}
+
+
+def test_merge_boundaries_grows_and_merges_the_stitched_foreground(bundle):
+    image = np.random.default_rng(3).integers(0, 4000, (100, 90)).astype(np.uint16)
+    probabilities = segment(bundle, image, output="probabilities", tile_size=60, device="cpu")
+    seed = float(np.quantile(probabilities[1], 0.8))  # seeds: the top fifth, several blobs
+    merge = float(np.quantile(1 - probabilities[1], 0.5))
+    options = {"threshold": seed, "merge_boundaries": merge, "min_size": 3}
+    labels = segment(bundle, image, tile_size=60, device="cpu", **options)
+
+    expected = grow_and_merge(probabilities[1], seed_threshold=seed, merge_below=merge, min_size=3)
+    assert expected.max() > 1 and expected.min() == 1  # several cells filling the plane
+    np.testing.assert_array_equal(labels, expected)
+    # without merging there are more cells: the merge step is part of what was compared
+    unmerged = grow_and_merge(probabilities[1], seed_threshold=seed, merge_below=0.0, min_size=3)
+    assert unmerged.max() > expected.max()
+
+
+def test_merge_boundaries_is_recommendable_and_checked():
+    from types import SimpleNamespace
+
+    from napari_unet.core.segment import recommended_options
+
+    record = {"per_output": {"labels": {"threshold": 0.9, "merge_boundaries": 0.75}}}
+    model = SimpleNamespace(provenance={"postprocess": record})
+    assert recommended_options(model, "labels") == {"threshold": 0.9, "merge_boundaries": 0.75}
+    with pytest.raises(InputError, match="merge_boundaries must be between 0 and 1"):
+        SegmentOptions(merge_boundaries=1.5)

@@ -214,12 +214,19 @@ def test_choosing_a_model_applies_its_recommended_postprocessing(
     from napari_unet.core.modelfile import save_model
 
     bundle = load_model(tiny_model_file)
-    bundle.provenance["postprocess"] = {"threshold": 0.65, "min_size": 12, "split_touching": True}
+    bundle.provenance["postprocess"] = {
+        "threshold": 0.65,
+        "min_size": 12,
+        "split_touching": True,
+        "per_output": {"labels": {"merge_boundaries": 0.75}},
+    }
     recommended = save_model(bundle, tmp_path / "recommended.safetensors")
     widget = SegmentWidget(make_napari_viewer())
     widget.add_model_file(recommended)
     options = widget.options()
-    assert (options.threshold, options.min_size, options.split_touching) == (0.65, 12, True)
+    chosen = (options.threshold, options.min_size, options.split_touching, options.merge_boundaries)
+    assert chosen == (0.65, 12, True, 0.75)
     widget.add_model_file(tiny_model_file)  # no recommendation: back to the defaults
     options = widget.options()
-    assert (options.threshold, options.min_size, options.split_touching) == (0.5, 0, False)
+    chosen = (options.threshold, options.min_size, options.split_touching, options.merge_boundaries)
+    assert chosen == (0.5, 0, False, 0.0)

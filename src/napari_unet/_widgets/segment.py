@@ -98,8 +98,8 @@ _OUT_DTYPES = {"labels": np.int32, "mask": np.uint8, "probabilities": np.float32
 REFRESH_INTERVAL_MS = 100
 #: Status-line note when the block-wise path has to turn watershed splitting off.
 NO_SPLIT_NOTE = (
-    "splitting touching objects and filling boundaries need whole planes, which large "
-    "(block-wise) images do not allow: segmented without them"
+    "splitting touching objects, filling boundaries and merging across weak boundaries "
+    "need whole planes, which large (block-wise) images do not allow: segmented without them"
 )
 
 
@@ -252,6 +252,16 @@ class SegmentWidget(Container):
             value=False,
             tooltip="instance labels: grow objects until they touch (EM membrane models)",
         )
+        self._merge_boundaries = FloatSpinBox(
+            label="merge below",
+            value=0.0,
+            min=0.0,
+            max=1.0,
+            step=0.05,
+            tooltip="instance labels of thin-boundary models (EM membranes): cells seeded "
+            "above the threshold grow along the predicted boundaries, and neighbours whose "
+            "shared border has a mean boundary probability below this value merge; 0: off",
+        )
         self._threshold.native.setDecimals(4)
         self._device = ComboBox(label="device", choices=_common.device_choices(), value="auto")
         self._to_zarr = CheckBox(
@@ -288,6 +298,7 @@ class SegmentWidget(Container):
                 self._min_size,
                 self._split_touching,
                 self._fill_boundaries,
+                self._merge_boundaries,
                 self._device,
                 self._to_zarr,
                 self._output_store,
@@ -370,6 +381,7 @@ class SegmentWidget(Container):
         self._min_size.value = recommended.get("min_size", 0)
         self._split_touching.value = recommended.get("split_touching", False)
         self._fill_boundaries.value = recommended.get("fill_boundaries", False)
+        self._merge_boundaries.value = recommended.get("merge_boundaries", 0.0)
 
     def _on_session_changed(self, bundle: ModelBundle | None) -> None:
         previous = self._model_combo.value
@@ -420,6 +432,7 @@ class SegmentWidget(Container):
             min_size=int(self._min_size.value),
             split_touching=bool(self._split_touching.value),
             fill_boundaries=bool(self._fill_boundaries.value),
+            merge_boundaries=float(self._merge_boundaries.value),
             device=self._device.value,
         )
 
@@ -561,8 +574,13 @@ class SegmentWidget(Container):
         """Segment block by block into a zarr store; the image is never read whole."""
         data = full_resolution(image_layer.data, multiscale=image_layer.multiscale)
         note = ""
-        if options.output == "labels" and (options.split_touching or options.fill_boundaries):
-            options = replace(options, split_touching=False, fill_boundaries=False)
+        whole_plane_only = (
+            options.split_touching or options.fill_boundaries or options.merge_boundaries > 0
+        )
+        if options.output == "labels" and whole_plane_only:
+            options = replace(
+                options, split_touching=False, fill_boundaries=False, merge_boundaries=0.0
+            )
             note = NO_SPLIT_NOTE
             notify_warning(note)
         stacked = data.ndim == 3

@@ -598,6 +598,11 @@ def check_options(options: Any) -> None:
             "filling the boundaries between objects needs whole planes and is not available "
             "for block-wise (large image) segmentation; turn it off (--no-fill-boundaries)"
         )
+    if options.output == "labels" and getattr(options, "merge_boundaries", 0.0) > 0:
+        raise InputError(
+            "merging cells across weak boundaries needs whole planes and is not available "
+            "for block-wise (large image) segmentation; turn it off (--merge-boundaries 0)"
+        )
 
 
 # -------------------------------------------------------------- one block

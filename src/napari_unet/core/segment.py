@@ -25,7 +25,12 @@ from napari_unet.core.events import PlaneDone, TileDone, drain
 from napari_unet.core.io import as_planes
 from napari_unet.core.model import UNet, UNetConfig, pick_device
 from napari_unet.core.modelfile import ModelBundle
-from napari_unet.core.postprocess import instance_labels, semantic_mask
+from napari_unet.core.postprocess import (
+    foreground_probability,
+    grow_and_merge,
+    instance_labels,
+    semantic_mask,
+)
 from napari_unet.core.predictor import make_predictor
 from napari_unet.core.tiling import iter_tiles, plan_tiles
 
@@ -58,6 +63,13 @@ class SegmentOptions:
         membranes).
     split_touching : bool
         ``labels`` only: separate touching objects (watershed).
+    merge_boundaries : float
+        ``labels`` only, for thin-boundary models (EM membranes): when above 0, cells are
+        seeded where the foreground probability exceeds ``threshold``, grown along the
+        predicted boundaries to fill the image, and neighbours whose shared border has
+        a mean boundary probability below this value are merged
+        (:func:`~napari_unet.core.postprocess.grow_and_merge`). Replaces
+        ``fill_boundaries`` and ``split_touching``; ``min_size`` applies to the seeds.
     device : str
         ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
     batch_size : int
@@ -70,6 +82,7 @@ class SegmentOptions:
     min_size: int = 0
     split_touching: bool = False
     fill_boundaries: bool = False
+    merge_boundaries: float = 0.0
     device: str = "auto"
     batch_size: int = 1
 
@@ -80,6 +93,10 @@ class SegmentOptions:
             raise InputError(f"threshold must be between 0 and 1, got {self.threshold}")
         if self.min_size < 0:
             raise InputError(f"min_size must be >= 0, got {self.min_size}")
+        if not 0.0 <= self.merge_boundaries <= 1.0:
+            raise InputError(
+                f"merge_boundaries must be between 0 and 1, got {self.merge_boundaries}"
+            )
         if self.batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.tile_size is not None and self.tile_size < 1:
@@ -87,7 +104,7 @@ class SegmentOptions:
 
 
 #: Post-processing settings a model file may recommend (in ``provenance["postprocess"]``).
-_RECOMMENDABLE = ("threshold", "min_size", "split_touching", "fill_boundaries")
+_RECOMMENDABLE = ("threshold", "min_size", "split_touching", "fill_boundaries", "merge_boundaries")
 
 
 def recommended_options(model: ModelBundle | UNet, output: str | None = None) -> dict[str, Any]:
@@ -107,8 +124,8 @@ def recommended_options(model: ModelBundle | UNet, output: str | None = None) ->
     Returns
     -------
     dict
-        A subset of ``threshold``, ``min_size``, ``split_touching`` and ``fill_boundaries``,
-        ready to pass to :class:`SegmentOptions`.
+        A subset of ``threshold``, ``min_size``, ``split_touching``, ``fill_boundaries``
+        and ``merge_boundaries``, ready to pass to :class:`SegmentOptions`.
     """
     provenance = getattr(model, "provenance", None) or {}
     recommended = dict(provenance.get("postprocess") or {})
@@ -184,6 +201,8 @@ def segment_iter(
         plane = stack[p]
         stats = normalise.compute_stats(plane, spec)
         plane_mask = np.zeros((height, width), np.uint8) if options.output == "labels" else None
+        merging = plane_mask is not None and options.merge_boundaries > 0
+        plane_foreground = np.zeros((height, width), np.float32) if merging else None
         for done in iter_tiles(
             plane,
             predictor,
@@ -196,8 +215,18 @@ def segment_iter(
             out[_index(p, done.region, options.output, has_plane_axis)] = data
             if plane_mask is not None:
                 plane_mask[done.region] = data
+            if plane_foreground is not None:
+                plane_foreground[done.region] = foreground_probability(done.data)
             yield TileDone(p, done.index, done.total, done.region, data)
-        if plane_mask is not None:
+        if plane_foreground is not None:
+            result = grow_and_merge(
+                plane_foreground,
+                seed_threshold=options.threshold,
+                merge_below=options.merge_boundaries,
+                min_size=options.min_size,
+            )
+            out[_index(p, (slice(None), slice(None)), "labels", has_plane_axis)] = result
+        elif plane_mask is not None:
             result = instance_labels(
                 plane_mask,
                 min_size=options.min_size,
