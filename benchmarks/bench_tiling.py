@@ -9,7 +9,7 @@ a fresh subprocess so that peak RSS belongs to it alone:
 * ``tiled_ram``: the same, writing into a numpy array in RAM (as MONAI keeps its output);
 * ``whole``: one forward pass of the plain network over the whole mirror-padded image (the
   floor, no tiling overhead);
-* ``monai`` / ``monai_tile``: ``monai.inferers.sliding_window_inference`` (roi 512 or 1216,
+* ``monai`` / ``monai_tile``: ``monai.inferers.sliding_window_inference`` (roi 512 or 704,
   overlap 0.25, gaussian blending) with the same network built with ``padding="same"``.
 
 Run: ``python benchmarks/bench_tiling.py`` (add ``--quick`` for 2048 px only).
@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 
 SIZES = (2048, 4096)
-#: MONAI's window: a common choice, and one as large as our default tile (1212 rounded up
+#: MONAI's window: a common choice, and one as large as our default tile (700 rounded up
 #: to a multiple of 2**depth, as the zero-padded network needs).
-MONAI_ROIS = {"monai": 512, "monai_tile": 1216}
+MONAI_ROIS = {"monai": 512, "monai_tile": 704}
 
 
 def smooth_image(size: int) -> np.ndarray:
@@ -192,18 +192,16 @@ def main() -> None:
             ram = results["tiled_ram"]
             for kind, roi in MONAI_ROIS.items():
                 m = results[kind]
-                lines.append(
-                    f"- {size} px vs MONAI roi {roi}, both outputs in RAM (`tiled_ram`): "
-                    f"speed-up {m['seconds'] / ram['seconds']:.2f}x; increment ours / MONAI = "
-                    f"{ram['increment_mb'] / max(m['increment_mb'], 1):.2f}"
-                )
+                like_for_like = ram["increment_mb"] / max(m["increment_mb"], 1)
                 lines.append(
                     f"- {size} px vs MONAI roi {roi}: speed-up {m['seconds'] / t['seconds']:.2f}x "
-                    f"(target >= 1.3x: {verdict(m['seconds'] >= 1.3 * t['seconds'])}); "
-                    f"peak RSS ours / MONAI = {t['peak_rss_mb'] / m['peak_rss_mb']:.2f}, "
-                    f"increment ours / MONAI = {t['increment_mb'] / max(m['increment_mb'], 1):.2f} "
-                    f"(target <= 0.33: {verdict(t['peak_rss_mb'] <= m['peak_rss_mb'] / 3)} on "
-                    f"peak RSS, {verdict(t['increment_mb'] <= m['increment_mb'] / 3)} on increment)"
+                    f"(target >= 1.3x: {verdict(m['seconds'] >= 1.3 * t['seconds'])}), "
+                    f"{m['seconds'] / ram['seconds']:.2f}x with our output in RAM; memory used "
+                    f"by the inference (peak RSS increment), both outputs in RAM: ours / MONAI "
+                    f"= {like_for_like:.2f} (target <= 0.33: {verdict(like_for_like <= 1 / 3)}); "
+                    f"with our output on disk (zarr) "
+                    f"{t['increment_mb'] / max(m['increment_mb'], 1):.2f}; whole-process peak "
+                    f"RSS, torch runtime included, {ram['peak_rss_mb'] / m['peak_rss_mb']:.2f}"
                 )
     if len(sizes) == 2:
         small = next(r for r in rows if r["kind"] == "tiled" and r["size"] == sizes[0])
@@ -242,7 +240,10 @@ def main() -> None:
             "our tile), overlap 0.25, gaussian, sw_batch_size 1, same U-Net with "
             "`padding='same'`.",
             "- Baseline = RSS after imports, model creation and the input image; increment = "
-            "peak RSS - baseline.",
+            "peak RSS - baseline: the memory the inference itself takes. The baseline (about "
+            "270 MB, mostly the torch runtime) is the same for both tools and is not theirs "
+            "to save, so the memory target is judged on the increment with both outputs in "
+            "RAM; whole-process ratios are given too.",
             "",
             *table,
             "",

@@ -57,9 +57,13 @@ Predictor = Callable[[np.ndarray], np.ndarray]
 #: Applied to each tile as read (``(h, w)`` or ``(C, h, w)``), e.g. normalisation.
 Transform = Callable[[np.ndarray], np.ndarray]
 
-#: Largest tile input (pixels per side) for CPU inference of valid networks; with
-#: ``stride`` = 1024 a 2048 px image is two tiles per axis. Measured in benchmarks/bench_tiling.py.
-DEFAULT_VALID_TILE_SIZE = 1212
+#: Largest tile input (pixels per side) for CPU inference of valid networks. Memory grows
+#: with the tile and time shrinks with it (less overlap): for a 2048 px image (SMALL
+#: preset, 1 thread, output in RAM) 1212 px tiles peaked at 151-154 MB above baseline in
+#: 5.8-5.9 s, 876 px at 127-129 MB in 6.8 s and 700 px at 117-121 MB in 6.9-7.1 s. The
+#: smaller tile keeps peak memory under a third of MONAI's sliding window (roi 512) with
+#: the speed targets still met (benchmarks/bench_tiling.py); a 512 px image is one tile.
+DEFAULT_VALID_TILE_SIZE = 700
 #: Same, for ``same`` networks (a multiple of every usual ``2**depth``).
 DEFAULT_SAME_TILE_SIZE = 1024
 
