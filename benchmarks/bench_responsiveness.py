@@ -12,6 +12,7 @@ Run: ``python benchmarks/bench_responsiveness.py [--repeats 3] [--steps 30]``
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import shutil
 import subprocess
@@ -25,6 +26,36 @@ TARGET_MS = 100.0
 TICK_MS = 10
 #: Milliseconds spent in each button handler (checking input, creating layers, copying data).
 CLICK_MS: list[float] = []
+
+
+class GcPauses:
+    """Durations of the interpreter's cyclic garbage collections (all threads), in ms."""
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[int, float]] = []  # (generation, ms)
+        self.recording = False  # set while a StallMeter runs
+        self._started = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if not self.recording:
+            return
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses.append((info["generation"], (time.perf_counter() - self._started) * 1e3))
+
+    def summary(self) -> str:
+        full = [ms for generation, ms in self.pauses if generation == 2]
+        longest = max((ms for _, ms in self.pauses), default=0.0)
+        return (
+            f"{len(self.pauses)} collections, {len(full)} of them full (generation 2); "
+            f"longest {longest:.0f} ms"
+        )
+
+
+#: Collections during the measured runs (recorded while a StallMeter runs).
+GC_PAUSES = GcPauses()
 
 
 def ensure_display() -> subprocess.Popen | None:
@@ -69,6 +100,7 @@ class StallMeter:
     def start(self) -> None:
         if os.environ.get("STALL_PROBE"):
             _start_probe(self)
+        GC_PAUSES.recording = True
         self.gaps.clear()
         self._last = time.perf_counter()
         self._timer.start()
@@ -76,6 +108,7 @@ class StallMeter:
     def stop(self) -> None:
         self._timer.stop()
         self._tick()  # the gap up to the end counts too
+        GC_PAUSES.recording = False
 
 
 def _start_probe(meter: StallMeter) -> None:
@@ -261,6 +294,7 @@ Time spent in the button handlers themselves (checking the input, creating the o
 preview layer hidden, copying the annotations), per run:
 {", ".join(f"{c:.0f}" for c in CLICK_MS)} ms. The layer's first draw, the progress bar and
 the worker's start follow, each in an event-loop turn of its own.
+Garbage collections during the runs: {GC_PAUSES.summary()}.
 Load average (1, 5, 15 min) at the end of the run: {", ".join(f"{x:.1f}" for x in load)}
 (other processes shared the 2 cores).
 """

@@ -44,7 +44,7 @@ def warm_up() -> None:
     widgets. In a background thread: one tiny training step and segmentation
     (:func:`napari_unet.core.warmup.exercise_core`), whose lazy torch imports would
     otherwise freeze the viewer at the first click (benchmarks/bench_responsiveness.py
-    measured 300-400 ms before this; 135-179 ms after, see docs/benchmarks.md).
+    measured 300-400 ms before this, 135-179 ms after; see also :func:`in_separate_turns`).
     """
     if _WARM_UP_STARTED.is_set():
         return
@@ -74,8 +74,8 @@ def _warm_up_core() -> None:
         _LOG.debug("napari-unet: core warm-up failed", exc_info=True)
 
 
-#: Delay between the steps of :func:`in_separate_turns`: longer than one pass of the
-#: event loop's checks, so each step runs in a turn of its own.
+#: Delay between the steps of :func:`in_separate_turns`, in ms: a real timer, so the
+#: paint and input events a step causes are served before the next step; unnoticeable.
 TURN_GAP_MS = 15
 
 
