@@ -232,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         "--base",
         type=Path,
         default=None,
-        help="continue training from this model file instead of starting from scratch",
+        help="continue training from this model file instead of starting from scratch "
+        "(with --evaluate-only: the model file to evaluate)",
     )
     parser.add_argument(
         "--out-dir",
@@ -250,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     data = load_em() if args.model == "em-membranes" else load_nuclei()
     path = args.out_dir / f"{args.model}.safetensors"
     if args.evaluate_only:
-        bundle = load_model(MODELS / f"{args.model}.safetensors")
+        bundle = load_model(args.base or MODELS / f"{args.model}.safetensors")
     else:
         bundle = train_model(args, data)
         bundle.provenance["command"] = "python scripts/train_builtin.py " + " ".join(
