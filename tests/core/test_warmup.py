@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 import threading
@@ -51,6 +52,14 @@ def test_exercise_core_runs_once_without_touching_global_state(cold):
     assert warmup.is_warm()
     assert torch.equal(torch.get_rng_state(), torch_state)
     assert np.array_equal(np.random.get_state()[1], numpy_state)  # noqa: NPY002
+
+
+def test_exercise_core_ends_with_a_full_garbage_collection(cold):
+    # So that the first real run does not pay for the next full collection (see warmup).
+    full_before = gc.get_stats()[2]["collections"]
+    warmup.exercise_core()
+    assert gc.get_stats()[2]["collections"] > full_before
+    assert gc.get_count()[2] == 0  # nothing pending for the oldest generation
 
 
 FIRST_RUN = """

@@ -53,6 +53,7 @@ def test_one_click_labels_match_cli(make_napari_viewer, qtbot, tmp_path, blobs, 
     _wait_done(qtbot, widget)
 
     layer = viewer.layers["blobs labels"]
+    assert layer.visible and viewer.layers.selection.active is image  # added unselected
     expected = _cli(tmp_path, blobs, tiny_model_file, "--threshold", str(threshold))
     assert expected.max() > 1  # several objects: the comparison is not trivial
     np.testing.assert_array_equal(layer.data, expected)

@@ -1,14 +1,16 @@
-"""Heavy GUI steps run one per event-loop turn, so the viewer stays responsive between."""
+"""Heavy GUI steps run one per event-loop turn, so the viewer stays responsive between;
+our layers are added without taking the user's selection."""
 
 from __future__ import annotations
 
 import itertools
 import logging
+from types import SimpleNamespace
 
 import numpy as np
 from qtpy.QtCore import QTimer
 
-from napari_unet._widgets._common import in_separate_turns, show_layer
+from napari_unet._widgets._common import add_unselected, in_separate_turns, show_layer
 
 
 def test_steps_run_in_order_each_in_a_turn_of_its_own(qtbot):
@@ -53,3 +55,34 @@ def test_show_layer_makes_a_hidden_layer_visible(make_napari_viewer, qtbot):
     in_separate_turns(show_layer(layer))
     assert not layer.visible
     qtbot.waitUntil(lambda: layer.visible, timeout=5_000)
+
+
+def test_add_unselected_keeps_the_active_layer(make_napari_viewer):
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.zeros((8, 8), np.uint8), name="image")
+    output = add_unselected(viewer.add_labels, viewer, np.zeros((8, 8), np.uint8), name="out")
+    assert output in viewer.layers and viewer.layers.selection.active is image
+    assert viewer.layers._activate_on_insert  # napari's own behaviour is back afterwards
+    # the user's next layer is selected as usual
+    user_layer = viewer.add_image(np.zeros((8, 8)), name="next")
+    assert viewer.layers.selection.active is user_layer
+
+
+def test_add_unselected_restores_the_selection_without_napari_private_flag():
+    # A layer list without ``_activate_on_insert`` (a future napari) that selects every
+    # new layer: the previous selection comes back.
+    class LayerList(list):
+        def __init__(self, *layers: str) -> None:
+            super().__init__(layers)
+            self.selection = SimpleNamespace(active=layers[-1])
+
+        def add(self, name: str) -> str:
+            self.append(name)
+            self.selection.active = name
+            return name
+
+    layers = LayerList("image", "annotations")
+    layers.selection.active = "image"
+    added = add_unselected(layers.add, SimpleNamespace(layers=layers), "out")
+    assert added == "out" and layers == ["image", "annotations", "out"]
+    assert layers.selection.active == "image"

@@ -39,6 +39,7 @@ from napari_unet._widgets._common import (
     JobFailed,
     ModelSource,
     SessionModels,
+    add_unselected,
     ask_model_file,
     current_plane,
     free_name,
@@ -431,8 +432,8 @@ class FinetuneWidget(Container):
             self._plot.clear()
         # The preview layer is made now, hidden, not at the first preview, where napari's
         # ~80 ms for a new layer froze the viewer along with the preview's own work. Its
-        # first draw, giving the painting layer back and starting the worker then each get
-        # a turn of their own (see in_separate_turns).
+        # first draw and the worker's start then each get a turn of their own (see
+        # in_separate_turns).
         steps = self._make_preview_layer(run, preview.shape) if config.preview_every else []
         self._set_running(True)
         self._status.value = (
@@ -498,13 +499,16 @@ class FinetuneWidget(Container):
     def _make_preview_layer(
         self, run: _TrainRun, plane_shape: tuple[int, ...]
     ) -> list[Callable[[], None]]:
-        """Create "<image> preview" (hidden, empty) unless ours exists; return the steps
-        that show it and give the annotation layer back its selection."""
+        """Create "<image> preview" (hidden, empty, not selected) unless ours exists;
+        return the step that shows it."""
         placement, role = self._preview_placement(run)
         if self._preview_layer(role) is not None:
             return []
         shape = (1, *plane_shape) if run.image_layer.ndim == 3 else tuple(plane_shape)
-        layer = self._viewer.add_image(
+        # Not selected: the user keeps painting where they were painting.
+        layer = add_unselected(
+            self._viewer.add_image,
+            self._viewer,
             np.zeros(shape, np.float32),
             name=free_name(self._viewer, f"{run.image_layer.name} preview"),
             metadata=our_metadata(role),
@@ -515,8 +519,7 @@ class FinetuneWidget(Container):
             visible=False,
             **placement,
         )
-        # Keep painting where the user was painting.
-        return [show_layer(layer), lambda: self._reselect(run.annotation_layer)]
+        return [show_layer(layer)]
 
     def _show_preview(self, run: _TrainRun, foreground: np.ndarray) -> None:
         """Show ``foreground`` (H, W), the current model's foreground probability on the
@@ -529,10 +532,6 @@ class FinetuneWidget(Container):
             layer = self._preview_layer(role)
         layer.data = foreground[np.newaxis] if run.image_layer.ndim == 3 else foreground
         layer.translate = placement["translate"]
-
-    def _reselect(self, layer: Any) -> None:
-        if layer in self._viewer.layers:
-            self._viewer.layers.selection.active = layer
 
     def _on_finished(self, run: _TrainRun) -> None:
         self._worker, self._run = None, None

@@ -53,6 +53,7 @@ from napari_unet._widgets._common import (
     JobFailed,
     ModelSource,
     SessionModels,
+    add_unselected,
     ask_model_file,
     current_plane,
     find_our_layer,
@@ -543,14 +544,16 @@ class SegmentWidget(Container):
         metadata = our_metadata(role)
         placement = spatial_transform(image_layer)
         if output == "probabilities":
-            layer = self._viewer.add_image(
-                data, name=name, metadata=metadata, colormap="magma", blending="additive",
-                contrast_limits=(0.0, 1.0), opacity=0.7, visible=False, **placement,
+            layer = add_unselected(
+                self._viewer.add_image, self._viewer, data, name=name, metadata=metadata,
+                colormap="magma", blending="additive", contrast_limits=(0.0, 1.0),
+                opacity=0.7, visible=False, **placement,
             )  # fmt: skip
         else:
-            layer = self._viewer.add_labels(
-                data, name=name, metadata=metadata, visible=False, **placement
-            )
+            layer = add_unselected(
+                self._viewer.add_labels, self._viewer, data, name=name, metadata=metadata,
+                visible=False, **placement,
+            )  # fmt: skip
         return layer, True
 
     # ------------------------------------------------------- block-wise (large) runs
@@ -670,14 +673,16 @@ class SegmentWidget(Container):
         suffix = next(s for _, kind, s in OUTPUTS if kind == run.output)
         name = free_name(self._viewer, f"{image_layer.name} {suffix}")
         if run.output == "probabilities":
-            run.layer = self._viewer.add_image(
-                data, name=name, metadata=metadata, colormap="magma", blending="additive",
-                contrast_limits=(0.0, 1.0), opacity=0.7, visible=False, **placement,
+            run.layer = add_unselected(
+                self._viewer.add_image, self._viewer, data, name=name, metadata=metadata,
+                colormap="magma", blending="additive", contrast_limits=(0.0, 1.0),
+                opacity=0.7, visible=False, **placement,
             )  # fmt: skip
         else:
-            run.layer = self._viewer.add_labels(
-                data, name=name, metadata=metadata, visible=False, **placement
-            )
+            run.layer = add_unselected(
+                self._viewer.add_labels, self._viewer, data, name=name, metadata=metadata,
+                visible=False, **placement,
+            )  # fmt: skip
         in_separate_turns(show_layer(run.layer))  # its first draw in a turn of its own
 
     def _on_block_event(self, run: _SegmentRun, event: Any) -> None:

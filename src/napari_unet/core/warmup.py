@@ -11,6 +11,7 @@ so a front end can call it in the background when it opens, before the user clic
 
 from __future__ import annotations
 
+import gc
 import threading
 
 import numpy as np
@@ -78,9 +79,9 @@ def _is_norm(network: torch.nn.Module, parameter_name: str) -> bool:
 def exercise_core(device: str = "cpu") -> None:
     """Run one tiny training step (with validation and preview) and one segmentation.
 
-    Safe to call from any thread and any number of times: only the first call works,
-    later calls return at once (or wait for a first call in progress). torch's and
-    numpy's global random generators are not used.
+    Ends with a full garbage collection. Safe to call from any thread and any number of
+    times: only the first call works, later calls return at once (or wait for a first
+    call in progress). torch's and numpy's global random generators are not used.
     """
     with _LOCK:
         if _DONE.is_set():
@@ -104,6 +105,13 @@ def exercise_core(device: str = "cpu") -> None:
             pass
         with torch.inference_mode():
             segment(trainer.last_bundle(), image, options=SegmentOptions(device=device))
+        del trainer
+        # A full garbage collection now, while nothing runs. Python starts one whenever the
+        # objects that survived since the last one reach a quarter of those that exist; in
+        # a napari session the first run often tipped that balance, and the collection
+        # (150-260 ms with napari loaded) froze the viewer in the middle of it
+        # (benchmarks/bench_responsiveness.py). Collecting here resets that count.
+        gc.collect()
         _DONE.set()
 
 
