@@ -58,11 +58,13 @@ Predictor = Callable[[np.ndarray], np.ndarray]
 Transform = Callable[[np.ndarray], np.ndarray]
 
 #: Largest tile input (pixels per side) for CPU inference of valid networks. Memory grows
-#: with the tile and time shrinks with it (less overlap): for a 2048 px image (SMALL
-#: preset, 1 thread, output in RAM) 1212 px tiles peaked at 151-154 MB above baseline in
-#: 5.8-5.9 s, 876 px at 127-129 MB in 6.8 s and 700 px at 117-121 MB in 6.9-7.1 s. The
-#: smaller tile keeps peak memory under a third of MONAI's sliding window (roi 512) with
-#: the speed targets still met (benchmarks/bench_tiling.py); a 512 px image is one tile.
+#: with the tile and time shrinks with it (less overlap). Measured (SMALL preset, 2
+#: threads, output streamed to a zarr array, peak above baseline, 2048 px image): 1212 px
+#: tiles 122-132 MB in 3.6-4.9 s, 700 px tiles 90-91 MB in 4.5-5.5 s; at 4096 px 118-133
+#: MB in 14.6-15.0 s vs 91 MB in 20.4 s. 1212 px left no margin on the memory target
+#: (a third of MONAI's sliding window at roi 512: 0.33); 700 px keeps both the memory and
+#: the speed target with room (benchmarks/bench_tiling.py), streams results in finer
+#: steps, and a 512 px image is still one tile.
 DEFAULT_VALID_TILE_SIZE = 700
 #: Same, for ``same`` networks (a multiple of every usual ``2**depth``).
 DEFAULT_SAME_TILE_SIZE = 1024
