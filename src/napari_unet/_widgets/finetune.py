@@ -64,6 +64,7 @@ from napari_unet.core.events import Preview, TrainingFinished, TrainStep, Valida
 from napari_unet.core.model import SMALL
 from napari_unet.core.modelfile import ModelBundle, save_user_model, user_models_dir
 from napari_unet.core.modelfile import save_model as write_model_file
+from napari_unet.core.postprocess import foreground_probability
 from napari_unet.core.train import TrainConfig, Trainer
 
 if TYPE_CHECKING:
@@ -464,8 +465,7 @@ class FinetuneWidget(Container):
         elif isinstance(event, Validation):
             self._plot.add_validation(event.step, event.loss, event.is_best)
         elif isinstance(event, Preview):
-            # foreground = anything but background (class 0)
-            self._show_preview(run, (1.0 - event.probabilities[0]).astype(np.float32))
+            self._show_preview(run, foreground_probability(event.probabilities))
         elif isinstance(event, _TrainerReady):
             run.trainer = event.trainer
         elif isinstance(event, TrainingFinished):

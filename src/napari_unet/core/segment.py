@@ -218,21 +218,8 @@ def segment_iter(
             if plane_foreground is not None:
                 plane_foreground[done.region] = foreground_probability(done.data)
             yield TileDone(p, done.index, done.total, done.region, data)
-        if plane_foreground is not None:
-            result = grow_and_merge(
-                plane_foreground,
-                seed_threshold=options.threshold,
-                merge_below=options.merge_boundaries,
-                min_size=options.min_size,
-            )
-            out[_index(p, (slice(None), slice(None)), "labels", has_plane_axis)] = result
-        elif plane_mask is not None:
-            result = instance_labels(
-                plane_mask,
-                min_size=options.min_size,
-                split_touching=options.split_touching,
-                fill_boundaries=options.fill_boundaries,
-            )
+        if plane_mask is not None:
+            result = _plane_labels(plane_mask, plane_foreground, options)
             out[_index(p, (slice(None), slice(None)), "labels", has_plane_axis)] = result
         else:
             result = np.asarray(out[p] if has_plane_axis else out)
@@ -338,6 +325,26 @@ def _index(p: int, region: tuple[slice, slice], output: str, has_plane_axis: boo
     channels = (slice(None),) if output == "probabilities" else ()
     plane = (p,) if has_plane_axis else ()
     return (*plane, *channels, *region)
+
+
+def _plane_labels(
+    mask: np.ndarray, foreground: np.ndarray | None, options: SegmentOptions
+) -> np.ndarray:
+    """Instance labels of a whole plane: grown and merged from the ``(H, W)`` foreground
+    probability when ``merge_boundaries`` is set, else labelled from the ``(H, W)`` mask."""
+    if foreground is not None:
+        return grow_and_merge(
+            foreground,
+            seed_threshold=options.threshold,
+            merge_below=options.merge_boundaries,
+            min_size=options.min_size,
+        )
+    return instance_labels(
+        mask,
+        min_size=options.min_size,
+        split_touching=options.split_touching,
+        fill_boundaries=options.fill_boundaries,
+    )
 
 
 def _tile_result(probabilities: np.ndarray, options: SegmentOptions) -> np.ndarray:
