@@ -48,7 +48,8 @@ def test_paint_finetune_stop_then_segment_and_save(
     _tiny_settings(finetune, steps=1000)
     finetune._name.value = "blobs-tuned"
     finetune.start()
-    assert "blobs preview" in viewer.layers  # made at Start, filled by the previews
+    # Added at Start (in the turn after the click, see in_separate_turns), then filled
+    qtbot.waitUntil(lambda: "blobs preview" in viewer.layers, timeout=TIMEOUT_MS)
     qtbot.waitUntil(lambda: viewer.layers.selection.active is annotations, timeout=TIMEOUT_MS)
     qtbot.waitUntil(lambda: len(finetune.loss_plot.train) >= 3, timeout=TIMEOUT_MS)
     qtbot.waitUntil(lambda: viewer.layers["blobs preview"].data.max() > 0, timeout=TIMEOUT_MS)

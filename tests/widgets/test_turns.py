@@ -86,3 +86,30 @@ def test_add_unselected_restores_the_selection_without_napari_private_flag():
     added = add_unselected(layers.add, SimpleNamespace(layers=layers), "out")
     assert added == "out" and layers == ["image", "annotations", "out"]
     assert layers.selection.active == "image"
+
+
+def test_segment_click_adds_its_layer_in_a_later_turn_hidden_then_shown(
+    make_napari_viewer, qtbot, blobs, tiny_model_file
+):
+    from napari_unet._widgets.segment import SegmentWidget
+
+    viewer = make_napari_viewer()
+    image = viewer.add_image(blobs, name="blobs")
+    widget = SegmentWidget(viewer)
+    widget.add_model_file(tiny_model_file)
+    widget._device.value = "cpu"
+    seen: list[tuple[bool, bool]] = []  # (layer visible, worker started) when the layer came
+
+    def on_inserted(event) -> None:
+        seen.append((event.value.visible, widget._run.progress is not None))
+
+    viewer.layers.events.inserted.connect(on_inserted)
+    widget.segment_current_slice()
+    # The click only checks the input and makes the worker: napari's costly layer
+    # creation gets a turn of its own.
+    assert "blobs labels" not in viewer.layers and widget.is_running
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=60_000)
+    assert seen == [(False, False)]  # added hidden, before the worker started
+    layer = viewer.layers["blobs labels"]
+    assert layer.visible and layer.data.any()
+    assert viewer.layers.selection.active is image

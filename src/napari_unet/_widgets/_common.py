@@ -8,6 +8,7 @@ It holds models, never widgets, and it lives as long as its viewer.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import weakref
@@ -33,6 +34,8 @@ _LOG = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------------ warm-up
 _WARM_UP_STARTED = threading.Event()
+#: Longest wait at exit for an unfinished warm-up thread, in seconds.
+WARM_UP_EXIT_WAIT_S = 30.0
 
 
 def warm_up() -> None:
@@ -62,7 +65,11 @@ def warm_up() -> None:
         progress(total=0, desc="napari-unet ready").close()
     except Exception:  # a warm-up must never break a widget (e.g. a changed vispy)
         _LOG.debug("napari-unet: GUI warm-up skipped", exc_info=True)
-    threading.Thread(target=_warm_up_core, name="napari-unet warm-up", daemon=True).start()
+    thread = threading.Thread(target=_warm_up_core, name="napari-unet warm-up", daemon=True)
+    thread.start()
+    # A process ending while the thread is inside torch aborted ("terminate called without
+    # an active exception") in a short test run: let it finish (a few seconds at most).
+    atexit.register(thread.join, WARM_UP_EXIT_WAIT_S)
 
 
 def _warm_up_core() -> None:

@@ -431,9 +431,10 @@ class FinetuneWidget(Container):
         self._worker, self._run = worker, run
         if resume is None:
             self._plot.clear()
-        # The preview layer is made now, hidden, not at the first preview, where napari's
-        # ~80 ms for a new layer froze the viewer along with the preview's own work. Its
-        # first draw and the worker's start then each get a turn of their own (see
+        # The preview layer is added at the start, not at the first preview, where napari's
+        # ~80 ms for a new layer froze the viewer along with the preview's own work: added
+        # hidden in the turn after the click, shown (its first draw) in the next, and the
+        # worker started in the last, so each shares its turn with nothing else (see
         # in_separate_turns).
         steps = self._make_preview_layer(run, preview.shape) if config.preview_every else []
         self._set_running(True)
@@ -499,36 +500,43 @@ class FinetuneWidget(Container):
     def _make_preview_layer(
         self, run: _TrainRun, plane_shape: tuple[int, ...]
     ) -> list[Callable[[], None]]:
-        """Create "<image> preview" (hidden, empty, not selected) unless ours exists;
-        return the step that shows it."""
+        """Unless ours exists: the steps (for :func:`in_separate_turns`) that add
+        "<image> preview" (hidden, empty, not selected) and then show it."""
         placement, role = self._preview_placement(run)
         if self._preview_layer(role) is not None:
             return []
         shape = (1, *plane_shape) if run.image_layer.ndim == 3 else tuple(plane_shape)
-        # Not selected: the user keeps painting where they were painting.
-        layer = add_unselected(
-            self._viewer.add_image,
-            self._viewer,
-            np.zeros(shape, np.float32),
-            name=free_name(self._viewer, f"{run.image_layer.name} preview"),
-            metadata=our_metadata(role),
-            colormap="magma",
-            blending="additive",
-            contrast_limits=(0.0, 1.0),
-            opacity=0.6,
-            visible=False,
-            **placement,
-        )
-        return [show_layer(layer)]
+        added: list[Any] = []
+
+        def add() -> None:
+            # Not selected: the user keeps painting where they were painting.
+            added.append(
+                add_unselected(
+                    self._viewer.add_image,
+                    self._viewer,
+                    np.zeros(shape, np.float32),
+                    name=free_name(self._viewer, f"{run.image_layer.name} preview"),
+                    metadata=our_metadata(role),
+                    colormap="magma",
+                    blending="additive",
+                    contrast_limits=(0.0, 1.0),
+                    opacity=0.6,
+                    visible=False,
+                    **placement,
+                )
+            )
+
+        return [add, lambda: [show_layer(layer)() for layer in added]]
 
     def _show_preview(self, run: _TrainRun, foreground: np.ndarray) -> None:
         """Show ``foreground`` (H, W), the current model's foreground probability on the
         preview plane, in our preview layer (re-created if the user deleted it)."""
         placement, role = self._preview_placement(run)
         layer = self._preview_layer(role)
-        if layer is None:
-            steps = self._make_preview_layer(run, foreground.shape)
-            in_separate_turns(*steps)
+        if layer is None:  # deleted during the run: added now, shown a turn later
+            add, show = self._make_preview_layer(run, foreground.shape)
+            add()
+            in_separate_turns(show)
             layer = self._preview_layer(role)
         layer.data = foreground[np.newaxis] if run.image_layer.ndim == 3 else foreground
         layer.translate = placement["translate"]
