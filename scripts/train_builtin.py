@@ -263,6 +263,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--w0",
+        type=float,
+        default=10.0,
+        help="border-weight amplitude of paper eq. 2 (0: class-balanced cross-entropy only)",
+    )
+    parser.add_argument(
         "--minutes",
         type=float,
         default=None,
@@ -334,6 +340,7 @@ def train_model(args: argparse.Namespace, data: Dataset):
         batch_size=args.batch_size,
         patch_size=args.patch_size,
         learning_rate=args.learning_rate,
+        w0=args.w0,
         schedule="cosine",
         augment=AugmentConfig(),
         validation_every=max(args.steps // 20, 1),

@@ -98,6 +98,30 @@ def test_all_annotated_planes_of_a_stack_are_used(make_napari_viewer, qtbot, blo
     assert "finished at step 2" in widget._status.value
 
 
+@pytest.mark.slow  # trains until a preview arrives after the deletion
+def test_a_deleted_preview_layer_comes_back_at_the_next_preview(
+    make_napari_viewer, qtbot, blobs, tiny_base_file
+):
+    viewer = make_napari_viewer()
+    viewer.add_image(blobs, name="blobs")
+    widget = FinetuneWidget(viewer)
+    annotations = widget.new_annotations()
+    _paint(annotations.data, blobs)
+    widget.add_model_file(tiny_base_file)
+    _tiny_settings(widget, steps=1000)
+
+    widget.start()
+    qtbot.waitUntil(lambda: "blobs preview" in viewer.layers, timeout=TIMEOUT_MS)
+    viewer.layers.remove("blobs preview")  # the user deletes it while training runs
+    qtbot.waitUntil(lambda: "blobs preview" in viewer.layers, timeout=TIMEOUT_MS)
+    preview = viewer.layers["blobs preview"]
+    qtbot.waitUntil(lambda: preview.visible, timeout=TIMEOUT_MS)  # shown a turn later
+    widget.stop()
+    qtbot.waitUntil(lambda: not widget.is_training, timeout=TIMEOUT_MS)
+    assert preview.data.shape == blobs.shape and preview.data.max() > 0
+    assert viewer.layers.selection.active is annotations
+
+
 def test_empty_annotations_are_refused(make_napari_viewer, notifications, blobs):
     viewer = make_napari_viewer()
     viewer.add_image(blobs, name="blobs")
