@@ -526,7 +526,11 @@ class FinetuneWidget(Container):
                 )
             )
 
-        return [add, lambda: [show_layer(layer)() for layer in added]]
+        def show() -> None:  # its first draw, a turn after it was added
+            for layer in added:
+                show_layer(layer)()
+
+        return [add, show]
 
     def _show_preview(self, run: _TrainRun, foreground: np.ndarray) -> None:
         """Show ``foreground`` (H, W), the current model's foreground probability on the
