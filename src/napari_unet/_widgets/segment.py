@@ -190,6 +190,23 @@ class _SegmentRun:
     plane_count: int = 1
 
 
+def _add_output_layer(
+    viewer: Any, output: str, data: Any, name: str, metadata: dict, placement: dict
+) -> Any:
+    """Add our output layer, hidden (shown a turn later) and unselected: an Image for
+    ``probabilities``, else Labels."""
+    if output == "probabilities":
+        return add_unselected(
+            viewer.add_image, viewer, data, name=name, metadata=metadata, colormap="magma",
+            blending="additive", contrast_limits=(0.0, 1.0), opacity=0.7, visible=False,
+            **placement,
+        )  # fmt: skip
+    return add_unselected(
+        viewer.add_labels, viewer, data, name=name, metadata=metadata, visible=False,
+        **placement,
+    )  # fmt: skip
+
+
 class SegmentWidget(Container):
     """Segment the chosen image layer with a U-Net; results stream into a layer.
 
@@ -564,16 +581,7 @@ class SegmentWidget(Container):
             # Named when added, so a layer the user adds meanwhile cannot take the name.
             name = free_name(viewer, f"{image_layer.name} {suffix}")
             data = np.zeros(shape, dtype=dtype)
-            if output == "probabilities":
-                return add_unselected(
-                    viewer.add_image, viewer, data, name=name, metadata=metadata,
-                    colormap="magma", blending="additive", contrast_limits=(0.0, 1.0),
-                    opacity=0.7, visible=False, **placement,
-                )  # fmt: skip
-            return add_unselected(
-                viewer.add_labels, viewer, data, name=name, metadata=metadata,
-                visible=False, **placement,
-            )  # fmt: skip
+            return _add_output_layer(viewer, output, data, name, metadata, placement)
 
         return None, create
 
@@ -693,17 +701,7 @@ class SegmentWidget(Container):
                 return
         suffix = next(s for _, kind, s in OUTPUTS if kind == run.output)
         name = free_name(self._viewer, f"{image_layer.name} {suffix}")
-        if run.output == "probabilities":
-            run.layer = add_unselected(
-                self._viewer.add_image, self._viewer, data, name=name, metadata=metadata,
-                colormap="magma", blending="additive", contrast_limits=(0.0, 1.0),
-                opacity=0.7, visible=False, **placement,
-            )  # fmt: skip
-        else:
-            run.layer = add_unselected(
-                self._viewer.add_labels, self._viewer, data, name=name, metadata=metadata,
-                visible=False, **placement,
-            )  # fmt: skip
+        run.layer = _add_output_layer(self._viewer, run.output, data, name, metadata, placement)
         in_separate_turns(show_layer(run.layer))  # its first draw in a turn of its own
 
     def _on_block_event(self, run: _SegmentRun, event: Any) -> None:
