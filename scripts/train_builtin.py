@@ -9,7 +9,7 @@ card ``NAME.md`` with the data, split, command, steps, wall time and validation 
 Splits (fixed, so the numbers are reproducible):
 - em-membranes: ISBI 2012 slices 0-15 train, 16-17 tune the post-processing, 18-19 validation.
 - nuclei: DSB 2018 images sorted by name; the last 10 % are validation, the rest train
-  (20 of them also tune the post-processing).
+  (20 of them also choose the kept weights and tune the post-processing).
 
 ``--evaluate-only`` re-tunes the post-processing and re-scores a model already in
 ``src/napari_unet/models/`` without training it again (its training record is kept).
@@ -114,7 +114,9 @@ def load_nuclei() -> Dataset:
         [read("labels", n) for n in tune],
         "dense",
         f"Kaggle Data Science Bowl 2018 stage 1 train, fixed (BBBC038, CC0): {len(names)} "
-        f"images sorted by name, the first {len(train)} train, the last {n_val} validation.",
+        f"images sorted by name, the first {len(train)} train, the last {n_val} validation "
+        f"(never used otherwise); {len(tune)} of the training images (every "
+        f"{len(train) // 20}th) choose the kept weights and the post-processing.",
     )
 
 
@@ -301,6 +303,13 @@ def main(argv: list[str] | None = None) -> int:
         help="where the model file and its card are written (default: the package's models)",
     )
     parser.add_argument(
+        "--base-width",
+        type=int,
+        default=SMALL.base_width,
+        help="channels of the first level when training from scratch (the `small` preset: "
+        f"{SMALL.base_width}); each level doubles them",
+    )
+    parser.add_argument(
         "--em-rotation",
         type=int,
         default=0,
@@ -355,8 +364,9 @@ def train_model(args: argparse.Namespace, data: Dataset):
         seed=args.seed,
         device="cpu",
     )
+    start = replace(SMALL, base_width=args.base_width)
     trainer = Trainer(
-        load_model(args.base) if args.base is not None else SMALL,
+        load_model(args.base) if args.base is not None else start,
         data.train_images,
         data.train_labels,
         convention=data.convention,
@@ -398,6 +408,12 @@ def train_model(args: argparse.Namespace, data: Dataset):
     return bundle
 
 
+def _architecture(config) -> str:
+    if config == SMALL:
+        return "U-Net `small` preset"
+    return f"U-Net `small` preset with base width {config.base_width}"
+
+
 def write_card(name: str, bundle, data: Dataset, out_dir: Path = MODELS) -> None:
     record = bundle.provenance
     training = record.get("training_config", {})
@@ -405,7 +421,8 @@ def write_card(name: str, bundle, data: Dataset, out_dir: Path = MODELS) -> None
     lines = [
         f"# Model card: {name}",
         "",
-        f"- Architecture: U-Net `small` preset ({bundle.config.to_dict()}), valid convolutions.",
+        f"- Architecture: {_architecture(bundle.config)} ({bundle.config.to_dict()}), "
+        "valid convolutions.",
         f"- Data: {data.description}",
         f"- Annotation convention: {data.convention}",
         f"- Command: `{record.get('command')}`",
