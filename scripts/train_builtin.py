@@ -36,7 +36,7 @@ from napari_unet.core.metrics import (
     pixel_error,
 )
 from napari_unet.core.model import SMALL
-from napari_unet.core.modelfile import load_model, save_model
+from napari_unet.core.modelfile import STORAGE_DTYPES, ModelBundle, load_model, save_model
 from napari_unet.core.postprocess import grow_and_merge, instance_labels
 from napari_unet.core.segment import SegmentOptions, recommended_options, segment
 from napari_unet.core.train import TrainConfig, Trainer
@@ -310,6 +310,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{SMALL.base_width}); each level doubles them",
     )
     parser.add_argument(
+        "--weights-dtype",
+        choices=sorted(STORAGE_DTYPES),
+        default="float32",
+        help="storage type of the weights in the model file; scores are computed with the "
+        "stored (rounded) weights",
+    )
+    parser.add_argument(
         "--em-rotation",
         type=int,
         default=0,
@@ -332,15 +339,26 @@ def main(argv: list[str] | None = None) -> int:
         bundle.provenance["command"] = "python scripts/train_builtin.py " + " ".join(
             sys.argv[1:] if argv is None else argv
         )
+    bundle = as_stored(bundle, args.weights_dtype)
     bundle.provenance["data"] = data.description
     bundle.provenance["postprocess"] = tune_postprocess(args.model, bundle, data)
     scores = evaluate(args.model, bundle, data)
     bundle.provenance["validation_scores"] = scores
     print("validation scores:", scores, flush=True)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    save_model(bundle, path)
+    save_model(bundle, path, weights_dtype=args.weights_dtype)
     write_card(args.model, bundle, data, args.out_dir)
     return 0
+
+
+def as_stored(bundle: ModelBundle, weights_dtype: str) -> ModelBundle:
+    """``bundle`` with its weights rounded as the model file will store them."""
+    storage = STORAGE_DTYPES[weights_dtype]
+    weights = {
+        key: value.to(storage).to(value.dtype) if value.is_floating_point() else value
+        for key, value in bundle.state_dict.items()
+    }
+    return replace(bundle, state_dict=weights)
 
 
 def train_model(args: argparse.Namespace, data: Dataset):

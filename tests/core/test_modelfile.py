@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from napari_unet.core import modelfile
 from napari_unet.core.errors import InputError, ModelFileError, ModelNotFoundError
-from napari_unet.core.model import UNet, UNetConfig
+from napari_unet.core.model import SMALL, UNet, UNetConfig
 from napari_unet.core.modelfile import (
     ModelBundle,
     list_models,
@@ -65,6 +65,32 @@ def test_round_trip_keeps_everything(tmp_path, bundle):
     assert loaded.state_dict.keys() == bundle.state_dict.keys()
     for key, value in bundle.state_dict.items():
         assert torch.equal(loaded.state_dict[key], value), key
+
+
+def test_float16_storage_halves_the_file_and_loads_as_float32(tmp_path):
+    bundle = ModelBundle.from_network(UNet(SMALL), name="small")
+    full = save_model(bundle, tmp_path / "full.safetensors")
+    half = save_model(bundle, tmp_path / "half.safetensors", weights_dtype="float16")
+    assert half.stat().st_size < 0.55 * full.stat().st_size
+    loaded = load_model(half)
+    for key, value in bundle.state_dict.items():
+        stored = loaded.state_dict[key]
+        assert stored.dtype == (torch.float32 if value.is_floating_point() else value.dtype), key
+        # float16 keeps 11 significant bits: relative rounding error <= 2**-11.
+        assert torch.allclose(stored, value, rtol=2**-11, atol=1e-7), key
+    network = loaded.build()
+    assert all(p.dtype == torch.float32 for p in network.parameters())
+    image = torch.rand(1, 1, 188, 188)
+    with torch.no_grad():
+        expected = bundle.build()(image).softmax(1)
+        got = network(image).softmax(1)
+    assert (got - expected).abs().max() < 1e-2
+    assert not torch.equal(got, expected)  # the weights really were rounded
+
+
+def test_unknown_storage_dtype_is_refused(tmp_path, bundle):
+    with pytest.raises(InputError, match="weights_dtype"):
+        save_model(bundle, tmp_path / "x.safetensors", weights_dtype="int8")
 
 
 def test_built_network_computes_like_the_original(tmp_path):

@@ -47,6 +47,8 @@ from napari_unet.core.model import SMALL, UNet, UNetConfig
 METADATA_KEY = "napari_unet"
 #: Version of the JSON description; bumped on incompatible changes.
 FORMAT_VERSION = 1
+#: Storage types :func:`save_model` can write floating-point weights in.
+STORAGE_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16}
 #: File extension of model files.
 SUFFIX = ".safetensors"
 #: Environment variable that overrides the per-user model folder.
@@ -156,11 +158,27 @@ def random_model(config: UNetConfig = SMALL, seed: int = 0, name: str = "random"
 # --------------------------------------------------------------------------- files
 
 
-def save_model(bundle: ModelBundle, path: str | os.PathLike) -> Path:
+def save_model(
+    bundle: ModelBundle,
+    path: str | os.PathLike,
+    *,
+    weights_dtype: Literal["float32", "float16"] = "float32",
+) -> Path:
     """Write ``bundle`` to ``path`` (a ``.safetensors`` file) and return the path.
 
     ``provenance`` gets ``date`` and ``version`` filled in when absent.
+
+    Parameters
+    ----------
+    weights_dtype : {"float32", "float16"}
+        Storage type of the floating-point weights. ``"float16"`` halves the file (the
+        built-in models use it to stay a few MB); :func:`load_model` always returns
+        float32 weights, so the network still computes in float32.
     """
+    if weights_dtype not in STORAGE_DTYPES:
+        raise InputError(
+            f"weights_dtype must be one of {sorted(STORAGE_DTYPES)}, got {weights_dtype!r}"
+        )
     path = Path(path)
     if path.suffix != SUFFIX:
         raise InputError(f"model files end in {SUFFIX}, got {path.name!r}")
@@ -177,7 +195,11 @@ def save_model(bundle: ModelBundle, path: str | os.PathLike) -> Path:
         "class_names": list(bundle.class_names),
         "provenance": provenance,
     }
-    tensors = {key: value.detach().cpu().contiguous() for key, value in bundle.state_dict.items()}
+    storage = STORAGE_DTYPES[weights_dtype]
+    tensors = {
+        key: _stored(value.detach().cpu(), storage).contiguous()
+        for key, value in bundle.state_dict.items()
+    }
     metadata = {METADATA_KEY: json.dumps(description), "format_version": str(FORMAT_VERSION)}
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata=metadata)
@@ -275,10 +297,17 @@ def _check_looks_like_safetensors(path: Path) -> None:
     )
 
 
+def _stored(tensor: torch.Tensor, storage: torch.dtype) -> torch.Tensor:
+    # Only weights are narrowed; integer buffers (batch-norm counters) keep their type.
+    return tensor.to(storage) if tensor.is_floating_point() else tensor
+
+
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         with safe_open(str(path), framework="pt") as handle:
-            return {key: handle.get_tensor(key) for key in handle.keys()}
+            # Weights stored narrower (float16) come back as float32: ModelBundle.build
+            # assigns these tensors to the network, which must compute in float32.
+            return {key: _stored(handle.get_tensor(key), torch.float32) for key in handle.keys()}
     except Exception as error:
         raise ModelFileError(
             f"{path} has corrupt or truncated weights ({error}); re-download or re-save the model"
