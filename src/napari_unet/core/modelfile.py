@@ -171,9 +171,9 @@ def save_model(
     Parameters
     ----------
     weights_dtype : {"float32", "float16"}
-        Storage type of the floating-point weights. ``"float16"`` halves the file (the
-        built-in models use it to stay a few MB); :func:`load_model` always returns
-        float32 weights, so the network still computes in float32.
+        Storage type of the floating-point weights. ``"float16"`` halves the file (for
+        sharing, or a wider built-in model); :func:`load_model` always returns float32
+        weights, so the network still computes in float32.
     """
     if weights_dtype not in STORAGE_DTYPES:
         raise InputError(
