@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from napari_unet.core import normalise
+from napari_unet.core import segment as segment_module
 from napari_unet.core.errors import InputError
 from napari_unet.core.events import PlaneDone, TileDone
 from napari_unet.core.model import UNet, UNetConfig, margin, nearest_valid_input_size
@@ -197,6 +198,31 @@ def test_predictors_are_cached_per_bundle_and_device(bundle):
     first = get_predictor(bundle, "cpu")
     assert get_predictor(bundle, "cpu") is first
     assert get_predictor(random_model(TINY), "cpu") is not first
+
+
+def test_one_small_tile_computes_whole_maps_and_several_tiles_stream(bundle, monkeypatch):
+    """Whole feature maps are faster for one small tile; strips bound the memory otherwise."""
+    built = []
+    real = segment_module.make_predictor
+
+    def recording(*args, **kwargs):
+        built.append(kwargs["strip_rows"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(segment_module, "make_predictor", recording)
+    model = random_model(TINY, seed=1)  # a fresh bundle: nothing cached yet
+    image = np.random.default_rng(0).integers(0, 4000, (100, 90)).astype(np.uint16)
+    expected = _whole_image_probabilities(model, image)
+    whole = segment(model, image, output="probabilities", device="cpu")
+    tiled = segment(model, image, output="probabilities", tile_size=60, device="cpu")
+    assert built == [None, "auto"]
+    np.testing.assert_allclose(whole, expected, atol=1e-5)
+    np.testing.assert_allclose(tiled, expected, atol=1e-5)
+    # one tile larger than WHOLE_MAP_MAX_PIXELS streams too
+    monkeypatch.setattr(segment_module, "WHOLE_MAP_MAX_PIXELS", 50 * 50)
+    segment(random_model(TINY, seed=1), image, output="probabilities", device="cpu")
+    assert built[-1] == "auto"
+    assert get_predictor(model, "cpu", whole_maps=True) is not get_predictor(model, "cpu")
 
 
 def test_bad_input_is_refused_before_any_work(bundle):

@@ -51,6 +51,11 @@ Predictor = Callable[[np.ndarray], np.ndarray]
 DEFAULT_STRIP_PIXELS = 32 * 1216
 #: Fewest output rows per strip of the "auto" rule.
 MIN_STRIP_ROWS = 32
+#: Largest tile input (pixels, batch included) worth computing one whole feature map at a
+#: time when a plane is a single tile: a 700 px tile (a 512 px image) took 184-190 ms that
+#: way and 262-265 ms in strips (SMALL preset, 2 threads), for about 140 MB of feature maps
+#: (410 MB at 1212 px). Strips pay off where they bound the memory of large or many tiles.
+WHOLE_MAP_MAX_PIXELS = 720 * 720
 #: Fewest rows per piece when a tall request (the first strip) is split, so that deep,
 #: narrow levels do not pay the per-call overhead of many tiny convolutions.
 MIN_LEVEL_ROWS = 8
@@ -383,6 +388,7 @@ def make_predictor(
     *,
     channels_last: bool = True,
     amp: bool | None = None,
+    strip_rows: int | Literal["auto"] | None = "auto",
 ) -> Predictor:
     """A numpy predictor running ``network`` in eval mode with :class:`LeanForward`.
 
@@ -396,6 +402,9 @@ def make_predictor(
         Use the NHWC memory format (faster with oneDNN on CPU and with tensor cores).
     amp : bool, optional
         Mixed precision (float16 autocast); default on for CUDA only, never on CPU.
+    strip_rows : int, "auto" or None
+        How :class:`LeanForward` computes: in row strips (bounded memory) or, with
+        ``None``, one whole feature map at a time (faster for one small tile).
 
     Returns
     -------
@@ -406,7 +415,7 @@ def make_predictor(
     network.eval().to(device)
     use_amp = device.type == "cuda" if amp is None else bool(amp) and device.type == "cuda"
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    forward = LeanForward(network).to(device, memory_format)
+    forward = LeanForward(network, strip_rows=strip_rows).to(device, memory_format)
 
     def predict(batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(device)

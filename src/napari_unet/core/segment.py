@@ -31,8 +31,8 @@ from napari_unet.core.postprocess import (
     instance_labels,
     semantic_mask,
 )
-from napari_unet.core.predictor import make_predictor
-from napari_unet.core.tiling import iter_tiles, plan_tiles
+from napari_unet.core.predictor import WHOLE_MAP_MAX_PIXELS, make_predictor
+from napari_unet.core.tiling import TileGrid, iter_tiles, plan_tiles
 
 Output = Literal["labels", "mask", "probabilities"]
 #: ``(B, C, h, w)`` float32 -> ``(B, K, h', w')`` float32 probabilities.
@@ -187,7 +187,7 @@ def segment_iter(
     selected = _check_planes(planes, len(stack))
     grid = plan_tiles(plane_shape, config, tile_size=options.tile_size)
     if predictor is None:
-        predictor = get_predictor(model, options.device)
+        predictor = get_predictor(model, options.device, whole_maps=_one_small_tile(grid))
     spec = _normalisation_of(model)
     full_shape = _result_shape(options.output, len(stack), config, (height, width))
     if out is None:
@@ -260,8 +260,14 @@ _PREDICTORS: weakref.WeakKeyDictionary[ModelBundle, dict[str, Predictor]] = (
 )
 
 
-def get_predictor(model: ModelBundle | UNet, device: str = "auto") -> Predictor:
+def get_predictor(
+    model: ModelBundle | UNet, device: str = "auto", *, whole_maps: bool = False
+) -> Predictor:
     """A predictor for ``model`` on ``device``, cached per model bundle and device.
+
+    ``whole_maps`` computes one whole feature map at a time instead of row strips: faster
+    for a single small tile (see :data:`~napari_unet.core.predictor.WHOLE_MAP_MAX_PIXELS`),
+    unbounded memory for large ones.
 
     Raises
     ------
@@ -272,18 +278,27 @@ def get_predictor(model: ModelBundle | UNet, device: str = "auto") -> Predictor:
         torch_device = pick_device(device)
     except ValueError as error:
         raise InputError(str(error)) from error
+    strip_rows = None if whole_maps else "auto"
     if isinstance(model, UNet):
         # make_predictor puts the network in eval mode; a caller's network may be
         # training, so give it its mode back (the predictor has its own weight snapshot).
         was_training = model.training
-        predictor = make_predictor(model, torch_device)
+        predictor = make_predictor(model, torch_device, strip_rows=strip_rows)
         model.train(was_training)
         return predictor
     per_device = _PREDICTORS.setdefault(model, {})
-    key = str(torch_device)
+    key = f"{torch_device}, whole maps" if whole_maps else str(torch_device)
     if key not in per_device:
-        per_device[key] = make_predictor(model.build(torch_device), torch_device)
+        per_device[key] = make_predictor(
+            model.build(torch_device), torch_device, strip_rows=strip_rows
+        )
     return per_device[key]
+
+
+def _one_small_tile(grid: TileGrid) -> bool:
+    """Whether the plane is one tile small enough to compute whole feature maps."""
+    height, width = grid.input_shape
+    return grid.total == 1 and height * width <= WHOLE_MAP_MAX_PIXELS
 
 
 def _normalisation_of(model: ModelBundle | UNet) -> dict[str, Any]:
