@@ -277,17 +277,19 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     )
     with contextlib.ExitStack() as resources:
         client = _dask_client(args, resources) if large else None
+        # Built (and cached) now so that a bad --device fails before any input is read;
+        # in-memory runs let segment_iter pick whole maps or strips by the tile plan.
         predictor = None if large else get_predictor(bundle, options.device)
         for source, target in zip(inputs, outputs, strict=True):
             if _is_zarr_output(target):
                 _segment_to_zarr(bundle, source, target, options, args, client, predictor)
             else:
-                _segment_to_tiff(bundle, source, target, options, predictor)
+                _segment_to_tiff(bundle, source, target, options)
             print(f"{source} -> {target}", file=sys.stderr)
     return 0
 
 
-def _segment_to_tiff(bundle, source: Path, target: Path, options, predictor) -> None:
+def _segment_to_tiff(bundle, source: Path, target: Path, options) -> None:
     from napari_unet.core.io import read_image, write_image
     from napari_unet.core.segment import segment_iter
 
@@ -296,7 +298,7 @@ def _segment_to_tiff(bundle, source: Path, target: Path, options, predictor) -> 
         source.suffix.lower() in (".tif", ".tiff") and source.stat().st_size > LAZY_TIFF_BYTES
     )
     image = read_image(source, lazy=lazy)
-    generator = segment_iter(bundle, image, options=options, predictor=predictor)
+    generator = segment_iter(bundle, image, options=options)
     planes = image.shape[0] if image.ndim == 3 else 1
     result = drain_with_progress(
         generator,
