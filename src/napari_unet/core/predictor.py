@@ -51,10 +51,11 @@ Predictor = Callable[[np.ndarray], np.ndarray]
 DEFAULT_STRIP_PIXELS = 32 * 1216
 #: Fewest output rows per strip of the "auto" rule.
 MIN_STRIP_ROWS = 32
-#: Largest tile input (pixels, batch included) worth computing one whole feature map at a
-#: time when a plane is a single tile: a 700 px tile (a 512 px image) took 184-190 ms that
-#: way and 262-265 ms in strips (SMALL preset, 2 threads), for about 140 MB of feature maps
-#: (410 MB at 1212 px). Strips pay off where they bound the memory of large or many tiles.
+#: Largest tile input (pixels) worth computing one whole feature map at a time when a
+#: plane is a single tile: a 700 px tile (a 512 px image) took 184-190 ms that way and
+#: 262-265 ms in strips (SMALL preset, 2 threads); segmenting that image peaked 142 MB
+#: above the process's resident memory, 42 MB in strips. Strips pay off where they bound
+#: the memory of large or many tiles (410 MB with whole maps for 1212 px tiles, above).
 WHOLE_MAP_MAX_PIXELS = 720 * 720
 #: Fewest rows per piece when a tall request (the first strip) is split, so that deep,
 #: narrow levels do not pay the per-call overhead of many tiny convolutions.
