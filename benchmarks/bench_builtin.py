@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,8 +85,14 @@ class HeldOutSet:
     def split(self) -> tuple[list[str], list[str]]:
         """``(tune, rest)``: the first :data:`TUNE_COUNT` images by name (not chosen by
         score) and the others."""
-        group = [n for n in held_out_split() if read("images", n).shape == self.shape]
+        group = [n for n, shape in held_out_shapes().items() if shape == self.shape]
         return group[:TUNE_COUNT], group[TUNE_COUNT:]
+
+
+@functools.cache
+def held_out_shapes() -> dict[str, tuple[int, ...]]:
+    """Image shape of every held-out image by name (read once: splits ask again and again)."""
+    return {name: read("images", name).shape for name in held_out_split()}
 
 
 def scores(bundle, names: list[str], options: SegmentOptions, zoom: float = 1.0):
