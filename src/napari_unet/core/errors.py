@@ -20,3 +20,11 @@ class ModelNotFoundError(UNetError, LookupError):
 
 class AnnotationError(UNetError, ValueError):
     """Annotations cannot be trained on (wrong shape, nothing painted, ...)."""
+
+
+class OutputError(UNetError):
+    """An output cannot be written as asked: it exists, it is an input, or it is not ours."""
+
+
+class NonFiniteWarning(UserWarning):
+    """NaN or infinite pixels were replaced before they reached the network."""
