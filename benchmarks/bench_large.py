@@ -71,7 +71,9 @@ def model_file(workdir: Path) -> tuple[Path, str]:
     try:
         return resolve_model("nuclei"), "built-in nuclei model"
     except Exception:  # not installed yet
-        path = save_model(random_model(SMALL, seed=0, name="small"), workdir / "small.safetensors")
+        path = save_model(  # the work folder is kept between runs
+            random_model(SMALL, seed=0, name="small"), workdir / "small.safetensors", overwrite=True
+        )
         return path, "SMALL preset, random weights"
 
 

@@ -256,7 +256,7 @@ def main() -> None:
             segment_widget.add_model_file(builtin[0].path)
         else:
             path = Path(os.environ.get("TMPDIR", "/tmp")) / "bench_responsiveness_small.safetensors"
-            save_model(random_model(name="small-random"), path)
+            save_model(random_model(name="small-random"), path, overwrite=True)  # re-runs
             model_note = "random-weight SMALL U-Net (no built-in model installed)"
             segment_widget.add_model_file(path)
 

@@ -385,7 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     bundle.provenance["validation_scores"] = scores
     print("validation scores:", scores, flush=True)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    save_model(bundle, path, weights_dtype=args.weights_dtype)
+    # Replacing the previous model (by default the shipped one) is this script's purpose.
+    save_model(bundle, path, weights_dtype=args.weights_dtype, overwrite=True)
     write_card(args.model, bundle, data, args.out_dir)
     return 0
 
@@ -452,7 +453,7 @@ def train_model(args: argparse.Namespace, data: Dataset):
             if args.snapshot_dir is not None:
                 args.snapshot_dir.mkdir(parents=True, exist_ok=True)
                 path = args.snapshot_dir / f"step{event.step:05d}.safetensors"
-                save_model(trainer.last_bundle(), path)
+                save_model(trainer.last_bundle(), path, overwrite=True)  # a re-run's snapshots
     bundle = trainer.best_bundle()
     bundle.provenance.update(
         {

@@ -19,6 +19,7 @@ from napari_unet.core.tiling import (
     read_region,
     reflect_indices,
     round_tile_size,
+    smallest_tile_size,
 )
 
 TINY_VALID = UNetConfig(depth=2, base_width=4, padding="valid", norm="batch")
@@ -194,11 +195,18 @@ def test_round_tile_size():
     size, message = round_tile_size(SMALL, 1000)
     assert size == 1004 and is_valid_input_size(SMALL, 1004)
     assert "tile size 1000 is not valid" in message and "using 1004" in message
-    assert round_tile_size(SMALL, 10)[0] == 188
+    # Below the smallest usable tile, one message: the planner's own, never "using 188"
+    # followed by "188 too small".
+    with pytest.raises(InputError, match=r"tile size 10 is too small .* use at least 204$"):
+        round_tile_size(SMALL, 10)
+    assert smallest_tile_size(SMALL) == 204
+    assert plan_tiles((500, 500), SMALL, tile_size=204).rows.input_size == 204
+    with pytest.raises(InputError, match=r"tile size 203 is too small .* use at least 204$"):
+        plan_tiles((500, 500), SMALL, tile_size=203)
     assert round_tile_size(SMALL.with_(padding="same"), 1000) == (
         992,
         "tile size 1000 is not valid for this same U-Net of depth 4 (it must be a multiple "
-        "of 2**depth, at least 16); using 992",
+        "of 2**depth, at least 144); using 992",
     )
 
 

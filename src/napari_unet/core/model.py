@@ -18,14 +18,60 @@ every size before a pooling must be even: see :func:`is_valid_input_size`.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
-from typing import Literal
+import numbers
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from napari_unet.core.errors import InputError
+
 Padding = Literal["valid", "same"]
 Norm = Literal["none", "batch", "group"]
+
+
+#: Inclusive bounds of the integer fields of :class:`UNetConfig`. They keep a model file
+#: from describing a network that cannot be built in reasonable time or memory (depth
+#: 10**6, 50,000 classes), and 255 classes is what a uint8 mask holds.
+CONFIG_BOUNDS: dict[str, tuple[int, int]] = {
+    "in_channels": (1, 8),
+    "num_classes": (2, 255),
+    "depth": (1, 8),
+    "base_width": (1, 1024),
+}
+#: Allowed values of the text fields of :class:`UNetConfig`.
+CONFIG_CHOICES: dict[str, tuple[str, ...]] = {
+    "padding": ("valid", "same"),
+    "norm": ("none", "batch", "group"),
+}
+
+
+def config_field_problem(name: str, value: Any) -> str | None:
+    """What is wrong with ``value`` as the :class:`UNetConfig` field ``name``, if anything.
+
+    Integers must be real integers (``4.0``, ``True`` and ``"4"`` are not), within
+    :data:`CONFIG_BOUNDS`; ``dropout`` a finite number in [0, 1).
+
+    Returns
+    -------
+    str or None
+        The requirement, e.g. ``"must be an integer from 1 to 8"``; ``None`` when valid.
+    """
+    if name in CONFIG_BOUNDS:
+        low, high = CONFIG_BOUNDS[name]
+        is_int = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        if not is_int or not low <= value <= high:
+            return f"must be an integer from {low} to {high}"
+    elif name in CONFIG_CHOICES:
+        choices = CONFIG_CHOICES[name]
+        if not isinstance(value, str) or value not in choices:
+            return "must be one of " + ", ".join(f'"{choice}"' for choice in choices)
+    elif name == "dropout":
+        is_number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        if not is_number or not (math.isfinite(value) and 0.0 <= value < 1.0):
+            return "must be a number from 0 to less than 1"
+    return None
 
 
 @dataclass(frozen=True)
@@ -49,6 +95,12 @@ class UNetConfig:
         Normalisation after each convolution (the paper uses none).
     dropout : float
         Dropout probability at the end of the contracting path (the paper: 0.5).
+
+    Raises
+    ------
+    InputError
+        (a ``ValueError``) If a field has the wrong type or is out of bounds
+        (:data:`CONFIG_BOUNDS`, :data:`CONFIG_CHOICES`), naming the field.
     """
 
     in_channels: int = 1
@@ -60,16 +112,16 @@ class UNetConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.depth < 1:
-            raise ValueError(f"depth must be >= 1, got {self.depth}")
-        if self.base_width < 1 or self.in_channels < 1 or self.num_classes < 1:
-            raise ValueError("in_channels, num_classes and base_width must be >= 1")
-        if self.padding not in ("valid", "same"):
-            raise ValueError(f"padding must be 'valid' or 'same', got {self.padding!r}")
-        if self.norm not in ("none", "batch", "group"):
-            raise ValueError(f"norm must be 'none', 'batch' or 'group', got {self.norm!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        for name in (item.name for item in fields(self)):
+            value = getattr(self, name)
+            problem = config_field_problem(name, value)
+            if problem is not None:
+                raise InputError(f"U-Net {name} {problem}, got {value!r}")
+            # numpy integers and the like become plain Python numbers, so to_dict stays JSON.
+            if name in CONFIG_BOUNDS:
+                object.__setattr__(self, name, int(value))
+            elif name == "dropout":
+                object.__setattr__(self, name, float(value))
 
     def to_dict(self) -> dict:
         """Plain JSON-serialisable form, stored in model files."""
@@ -77,11 +129,23 @@ class UNetConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> UNetConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error, not silently dropped."""
+        """Inverse of :meth:`to_dict`; unknown keys are an error, not silently dropped.
+
+        Raises
+        ------
+        InputError
+            (a ``ValueError``) If ``values`` is not a mapping, has unknown keys, or a
+            field has the wrong type or is out of bounds (see :func:`config_field_problem`).
+        """
+        if not isinstance(values, dict):
+            raise InputError(f"a U-Net config is a mapping of settings, got {values!r}")
         known = set(cls.__dataclass_fields__)
         unknown = set(values) - known
         if unknown:
-            raise ValueError(f"unknown U-Net config keys: {sorted(unknown)}")
+            raise InputError(
+                f"unknown U-Net config keys: {sorted(map(str, unknown))}; known keys: "
+                f"{', '.join(sorted(known))}"
+            )
         return cls(**values)
 
     def with_(self, **changes) -> UNetConfig:
@@ -310,12 +374,15 @@ def pick_device(requested: str = "auto") -> torch.device:
 
 
 __all__ = [
+    "CONFIG_BOUNDS",
+    "CONFIG_CHOICES",
     "PAPER",
     "PRESETS",
     "SMALL",
     "UNet",
     "UNetConfig",
     "check_input_size",
+    "config_field_problem",
     "count_convolutions",
     "count_parameters",
     "is_valid_input_size",

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from napari_unet.core.device import amp_context
 from napari_unet.core.model import TwoConv, UNet, center_crop, check_input_size
 
 #: ``(B, C, h, w)`` float32 -> ``(B, K, h', w')`` float32 class probabilities.
@@ -421,7 +422,7 @@ def make_predictor(
     def predict(batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(device)
         x = x.contiguous(memory_format=memory_format)
-        with torch.inference_mode(), torch.autocast(device.type, enabled=use_amp):
+        with torch.inference_mode(), amp_context(device, use_amp):
             probabilities = forward(x, softmax=True)
         return probabilities.contiguous().cpu().numpy()
 

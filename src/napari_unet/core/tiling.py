@@ -48,7 +48,6 @@ from napari_unet.core.model import (
     UNetConfig,
     is_valid_input_size,
     margin,
-    min_input_size,
     nearest_valid_input_size,
 )
 
@@ -183,10 +182,19 @@ def round_tile_size(config: UNetConfig, requested: int) -> tuple[int, str | None
     Returns
     -------
     size : int
-        The nearest valid input size (never below :func:`min_input_size`).
+        The nearest valid input size (never below :func:`smallest_tile_size`).
     message : str or None
         Why the size changed, for the user; ``None`` when ``requested`` was valid.
+
+    Raises
+    ------
+    InputError
+        When ``requested`` is below the smallest tile that holds the network's context:
+        the same message the tile planner gives, so the user reads one rule, not two.
     """
+    smallest = smallest_tile_size(config)
+    if requested < smallest:
+        raise InputError(_too_small_message(requested, config, _context(config, None)))
     if is_valid_input_size(config, requested):
         return requested, None
     size = nearest_valid_input_size(config, requested)
@@ -197,7 +205,31 @@ def round_tile_size(config: UNetConfig, requested: int) -> tuple[int, str | None
     )
     return size, (
         f"tile size {requested} is not valid for this {config.padding} U-Net of depth "
-        f"{config.depth} (it must be {rule}, at least {min_input_size(config)}); using {size}"
+        f"{config.depth} (it must be {rule}, at least {smallest}); using {size}"
+    )
+
+
+def smallest_tile_size(config: UNetConfig, halo: int | None = None) -> int:
+    """The smallest tile input size that holds one output step plus the context per side."""
+    return _input_size_for(2**config.depth, _context(config, halo), config)
+
+
+def _context(config: UNetConfig, halo: int | None) -> int:
+    """Pixels of context kept per tile side: the margin (valid) or the rounded halo (same)."""
+    if config.padding == "valid":
+        return margin(config)
+    step = 2**config.depth
+    context = default_halo(config) if halo is None else halo
+    if context < 0:
+        raise InputError(f"halo must be >= 0, got {halo}")
+    return math.ceil(context / step) * step
+
+
+def _too_small_message(size: int, config: UNetConfig, context: int) -> str:
+    smallest = _input_size_for(2**config.depth, context, config)
+    return (
+        f"tile size {size} is too small for this {config.padding} U-Net of depth "
+        f"{config.depth} (context {context} px per side); use at least {smallest}"
     )
 
 
@@ -239,14 +271,7 @@ def plan_tiles(
     sizes = (tile_size, tile_size) if isinstance(tile_size, int) else tuple(tile_size)
     if len(sizes) != 2:
         raise InputError(f"tile_size must be an int or a pair (rows, cols), got {tile_size!r}")
-    step = 2**config.depth
-    if config.padding == "valid":
-        context = margin(config)
-    else:
-        context = default_halo(config) if halo is None else halo
-        if context < 0:
-            raise InputError(f"halo must be >= 0, got {halo}")
-        context = math.ceil(context / step) * step
+    context = _context(config, halo)
     return TileGrid(
         rows=_plan_axis(height, sizes[0], context, config),
         cols=_plan_axis(width, sizes[1], context, config),
@@ -288,11 +313,7 @@ def _plan_axis(size: int, max_input: int, context: int, config: UNetConfig) -> A
     while max_stride >= step and _input_size_for(max_stride, context, config) > max_input:
         max_stride -= step
     if max_stride < step:
-        smallest = _input_size_for(step, context, config)
-        raise InputError(
-            f"tile size {max_input} is too small for this {config.padding} U-Net of depth "
-            f"{config.depth} (context {context} px per side); use at least {smallest}"
-        )
+        raise InputError(_too_small_message(max_input, config, context))
     count = math.ceil(size / max_stride)
     stride = math.ceil(math.ceil(size / count) / step) * step
     input_size = _input_size_for(stride, context, config)
@@ -464,4 +485,5 @@ __all__ = [
     "read_region",
     "reflect_indices",
     "round_tile_size",
+    "smallest_tile_size",
 ]
