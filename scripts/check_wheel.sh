@@ -7,6 +7,21 @@ rm -rf dist
 .venv/bin/python -m build --wheel --outdir dist . >/dev/null
 wheel=$(ls dist/napari_unet-*.whl)
 echo "built $wheel"
+# The licence travels with the wheel (PyPI and the napari hub show it): LICENSE in the
+# dist-info and named by the metadata.
+.venv/bin/python - "$wheel" <<'PY'
+import sys
+import zipfile
+
+with zipfile.ZipFile(sys.argv[1]) as wheel:
+    names = wheel.namelist()
+    licences = [n for n in names if ".dist-info/" in n and n.endswith("/LICENSE")]
+    assert licences, "LICENSE missing from the wheel's dist-info"
+    metadata = wheel.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+for line in ("License-Expression: BSD-3-Clause", "License-File: LICENSE"):
+    assert line in metadata.splitlines(), f"wheel metadata lacks {line!r}"
+print("licence in the wheel:", ", ".join(licences))
+PY
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 python3 -m venv "$tmp/venv"

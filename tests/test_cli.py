@@ -15,7 +15,7 @@ from skimage import io as skio
 
 from napari_unet import __version__
 from napari_unet.cli import main
-from napari_unet.core import modelfile
+from napari_unet.core import modelfile, registry
 from napari_unet.core.model import UNetConfig
 from napari_unet.core.modelfile import load_model, random_model, save_model
 from napari_unet.core.segment import segment
@@ -27,7 +27,7 @@ TINY = UNetConfig(depth=2, base_width=4, padding="valid", norm="batch")
 def model_dirs(tmp_path, monkeypatch) -> tuple[Path, Path]:
     builtin, user = tmp_path / "builtin", tmp_path / "user"
     builtin.mkdir()
-    monkeypatch.setattr(modelfile, "BUILTIN_MODELS_DIR", builtin)
+    monkeypatch.setattr(registry, "BUILTIN_MODELS_DIR", builtin)
     monkeypatch.setenv(modelfile.MODELS_DIR_ENV, str(user))
     return builtin, user
 
@@ -66,7 +66,7 @@ def test_segment_one_image_writes_the_same_labels_as_segment(tmp_path, model_pat
 
 
 def test_merge_boundaries_option_reaches_the_core(tmp_path, model_path, image_path, capsys):
-    output = tmp_path / "cells.tif"
+    output = tmp_path / "cells_labels.tif"
     bundle, image = load_model(model_path), tifffile.imread(image_path)
     foreground = segment(bundle, image, output="probabilities")[1]
     seed, merge = float(np.quantile(foreground, 0.8)), float(np.quantile(1 - foreground, 0.5))
@@ -235,7 +235,7 @@ def test_as_a_subprocess(tmp_path, model_path, image_path):
     expected = segment(load_model(model_path), tifffile.imread(image_path), device="cpu")
     np.testing.assert_array_equal(tifffile.imread(output), expected)
     failed = subprocess.run(
-        [*command, "-o", str(output), "--model", "no-such-model"],
+        [*command, "-o", str(tmp_path / "other.tif"), "--model", "no-such-model"],
         capture_output=True,
         text=True,
         env=env,

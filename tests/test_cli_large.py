@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from napari_unet import cli
 from napari_unet.cli import main
-from napari_unet.core import largeimage, modelfile
+from napari_unet.core import largeimage, modelfile, registry
 from napari_unet.core.largeimage import BlockStore, open_image
 from napari_unet.core.model import UNetConfig
 from napari_unet.core.modelfile import random_model, save_model
@@ -27,7 +27,7 @@ BLOCKS = ["--tile-size", "124", "--block-size", "160"]
 
 @pytest.fixture
 def model_path(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setattr(modelfile, "BUILTIN_MODELS_DIR", tmp_path / "builtin")
+    monkeypatch.setattr(registry, "BUILTIN_MODELS_DIR", tmp_path / "builtin")
     monkeypatch.setenv(modelfile.MODELS_DIR_ENV, str(tmp_path / "user"))
     return save_model(random_model(TINY, seed=1, name="tiny"), tmp_path / "tiny.safetensors")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import tifffile
@@ -82,3 +84,22 @@ def test_a_three_plane_stack_is_written_and_read_back_as_a_stack(tmp_path):
     stack = np.arange(3 * 20 * 30, dtype=np.uint8).reshape(3, 20, 30)
     write_image(tmp_path / "stack.tif", stack)
     np.testing.assert_array_equal(read_image(tmp_path / "stack.tif"), stack)
+
+
+def test_a_diverging_training_keeps_the_last_good_weights_and_fails(
+    tmp_path, annotated_pair, capsys
+):
+    image, labels = annotated_pair
+    output = tmp_path / "diverged.safetensors"
+    status = main(
+        ["train", "--images", str(image), "--labels", str(labels), "--annotation", "dense",
+         "--base", "scratch", "--steps", "20", "--batch-size", "1", "--learning-rate", "1e30",
+         "--device", "cpu", "-o", str(output)]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert status == 1, err
+    reason = re.search(r"training stopped: the (loss|weights|update) became .* at step (\d+)", err)
+    assert reason, err
+    saved = load_model(output)  # refuses non-finite weights, so loading proves they are finite
+    assert saved.provenance["steps"] == int(reason.group(2)) - 1
+    assert "Traceback" not in err

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
+import os
 import sys
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
@@ -18,10 +20,13 @@ from typing import Any
 from napari_unet import __version__
 from napari_unet.core.errors import InputError, UNetError
 from napari_unet.core.events import PlaneDone, TileDone
+from napari_unet.core.safety import check_output
 
 PROG = "napari-unet"
 #: Exit status for bad input (as argparse uses for bad arguments).
 EXIT_BAD_INPUT = 2
+#: Exit status when a run ended without reaching its goal (e.g. training diverged).
+EXIT_FAILED = 1
 #: Exit status after Ctrl+C (128 + SIGINT).
 EXIT_INTERRUPTED = 130
 
@@ -204,10 +209,17 @@ def _add_segment_parser(subparsers: Any) -> None:
         help="block edge in pixels for .zarr outputs, rounded to whole tiles: one block is "
         "one output chunk and one dask task (default: 2048)",
     )
-    parser.add_argument(
+    existing = parser.add_mutually_exclusive_group()
+    existing.add_argument(
         "--resume",
         action="store_true",
         help="continue an interrupted run into the same .zarr OUTPUT, skipping finished blocks",
+    )
+    existing.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace results that already exist (never an input, never a folder that is not "
+        "a napari-unet result)",
     )
     cluster = parser.add_mutually_exclusive_group()
     cluster.add_argument(
@@ -229,26 +241,99 @@ LAZY_TIFF_BYTES = 256 * 2**20
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
-    from napari_unet.core.largeimage import is_zarr_path
-    from napari_unet.core.modelfile import load_model
-    from napari_unet.core.segment import SegmentOptions, get_predictor, recommended_options
-    from napari_unet.core.tiling import round_tile_size
-
     inputs = [Path(p) for p in args.inputs]
-    for path in inputs:
-        if not (path.is_file() or (is_zarr_path(path) and path.is_dir())):
-            raise InputError(f"input file not found: {path}")
     large = args.workers is not None or args.scheduler is not None
-    outputs = _output_paths(inputs, Path(args.output_path), args.output, large=large)
+    outputs = _output_paths(inputs, args.output_path, args.output, large=large)
     if (large or args.resume) and not all(_is_zarr_output(target) for target in outputs):
         flag = "--resume" if args.resume and not large else "--workers/--scheduler"
         raise InputError(f"{flag} needs a zarr store: use an OUTPUT ending in .zarr")
+    # Before any model or image is read: nothing the user has may be lost, and a folder
+    # that cannot be written fails now rather than after the computation.
+    for target in outputs:
+        _check_target(target, inputs, args)
+    if len(inputs) == 1:
+        _check_input(inputs[0])
+    # torch and the model code load only now: argument errors above answer at once.
+    from napari_unet.core.modelfile import load_model
+    from napari_unet.core.segment import SegmentOptions, get_predictor
+
     bundle = load_model(_model_path(args.model))
-    tile_size = args.tile_size
-    if tile_size is not None:
-        tile_size, note = round_tile_size(bundle.config, tile_size)
-        if note:
-            print(f"{PROG}: note: {note}", file=sys.stderr)
+    options = SegmentOptions(
+        **_postprocess_options(args, bundle, zarr=any(map(_is_zarr_output, outputs))),
+        output=args.output,
+        tile_size=_tile_size(args.tile_size, bundle),
+        device=args.device,
+        batch_size=args.batch_size,
+    )
+    failed: list[tuple[Path, str]] = []
+    with contextlib.ExitStack() as resources:
+        client = _dask_client(args, resources) if large else None
+        # Built (and cached) now so that a bad --device fails before any input is read;
+        # in-memory runs let segment_iter pick whole maps or strips by the tile plan.
+        predictor = None if large else get_predictor(bundle, options.device)
+        for source, target in zip(inputs, outputs, strict=True):
+            try:
+                _check_input(source)
+                if _is_zarr_output(target):
+                    _segment_to_zarr(bundle, source, target, options, args, client, predictor)
+                else:
+                    _segment_to_tiff(bundle, source, target, options, overwrite=args.overwrite)
+            except (UNetError, OSError, MemoryError) as error:
+                if len(inputs) == 1:
+                    raise
+                # One bad input must not cost the user the results of the others.
+                failed.append((source, _error_message(error)))
+                print(f"{PROG}: error: {source}: {failed[-1][1]}", file=sys.stderr)
+                continue
+            print(f"{source} -> {target}", file=sys.stderr)
+    return _summary(failed, len(inputs))
+
+
+def _check_target(target: Path, inputs: list[Path], args: argparse.Namespace) -> None:
+    """Refuse an output that would lose data; stores are checked by the block-wise core."""
+    if not _is_zarr_output(target):
+        check_output(target, inputs=inputs, overwrite=args.overwrite)
+        return
+    from napari_unet.core.largeimage import check_store_output
+
+    check_store_output(target, inputs=inputs, overwrite=args.overwrite, resume=args.resume)
+
+
+def _check_input(path: Path) -> None:
+    from napari_unet.core.largeimage import is_zarr_path
+
+    if not (path.is_file() or (is_zarr_path(path) and path.is_dir())):
+        raise InputError(f"input file not found: {path}")
+
+
+def _summary(failed: list[tuple[Path, str]], total: int) -> int:
+    """Exit status of a several-input run; lists the inputs that failed."""
+    if not failed:
+        return 0
+    names = ", ".join(str(source) for source, _ in failed)
+    print(
+        f"{PROG}: error: {len(failed)} of {total} inputs failed ({names}); the others were "
+        "segmented",
+        file=sys.stderr,
+    )
+    return EXIT_BAD_INPUT
+
+
+def _tile_size(requested: int | None, bundle: Any) -> int | None:
+    from napari_unet.core.tiling import round_tile_size
+
+    if requested is None:
+        return None
+    size, note = round_tile_size(bundle.config, requested)
+    if note:
+        print(f"{PROG}: note: {note}", file=sys.stderr)
+    return size
+
+
+def _postprocess_options(args: argparse.Namespace, bundle: Any, *, zarr: bool) -> dict:
+    """The user's post-processing choices over the model's recommendations."""
+    from napari_unet.core.segment import recommended_options
+
     chosen = {
         "threshold": args.threshold,
         "min_size": args.min_size,
@@ -257,7 +342,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         "merge_boundaries": args.merge_boundaries,
     }
     recommended = recommended_options(bundle, args.output)
-    if any(_is_zarr_output(target) for target in outputs):
+    if zarr:
         for key, what in _WHOLE_PLANE_ONLY.items():
             if chosen[key] is None and recommended.pop(key, False):
                 print(
@@ -265,31 +350,10 @@ def _cmd_segment(args: argparse.Namespace) -> int:
                     "outputs cannot do; skipped",
                     file=sys.stderr,
                 )
-    options = SegmentOptions(
-        **{
-            **recommended,
-            **{key: value for key, value in chosen.items() if value is not None},
-        },
-        output=args.output,
-        tile_size=tile_size,
-        device=args.device,
-        batch_size=args.batch_size,
-    )
-    with contextlib.ExitStack() as resources:
-        client = _dask_client(args, resources) if large else None
-        # Built (and cached) now so that a bad --device fails before any input is read;
-        # in-memory runs let segment_iter pick whole maps or strips by the tile plan.
-        predictor = None if large else get_predictor(bundle, options.device)
-        for source, target in zip(inputs, outputs, strict=True):
-            if _is_zarr_output(target):
-                _segment_to_zarr(bundle, source, target, options, args, client, predictor)
-            else:
-                _segment_to_tiff(bundle, source, target, options)
-            print(f"{source} -> {target}", file=sys.stderr)
-    return 0
+    return {**recommended, **{key: value for key, value in chosen.items() if value is not None}}
 
 
-def _segment_to_tiff(bundle, source: Path, target: Path, options) -> None:
+def _segment_to_tiff(bundle, source: Path, target: Path, options, *, overwrite: bool) -> None:
     from napari_unet.core.io import read_image, write_image
     from napari_unet.core.segment import segment_iter
 
@@ -305,7 +369,7 @@ def _segment_to_tiff(bundle, source: Path, target: Path, options) -> None:
         description=source.name,
         total_of=lambda event, planes=planes: getattr(event, "total", 0) * planes or None,
     )
-    write_image(target, result)
+    write_image(target, result, overwrite=overwrite)
 
 
 def _segment_to_zarr(bundle, source: Path, target: Path, options, args, client, predictor):
@@ -322,6 +386,8 @@ def _segment_to_zarr(bundle, source: Path, target: Path, options, args, client, 
             options=options,
             block_size=args.block_size,
             resume=args.resume,
+            overwrite=args.overwrite,
+            inputs=[source],
         )
     else:
         generator = segment_blocks_iter(
@@ -332,6 +398,8 @@ def _segment_to_zarr(bundle, source: Path, target: Path, options, args, client, 
             block_size=args.block_size,
             resume=args.resume,
             predictor=predictor,
+            overwrite=args.overwrite,
+            inputs=[source],
         )
     drain_with_progress(_blocks_only(generator), description=source.name, unit="block")
 
@@ -377,7 +445,7 @@ _WHOLE_PLANE_ONLY = {
 
 
 def _model_path(name_or_path: str | None) -> Path:
-    from napari_unet.core.modelfile import default_model_name, resolve_model
+    from napari_unet.core.registry import default_model_name, resolve_model
 
     if name_or_path is None:
         name_or_path = default_model_name()
@@ -390,14 +458,17 @@ def _model_path(name_or_path: str | None) -> Path:
 
 
 def _output_paths(
-    inputs: list[Path], output: Path, kind: str, *, large: bool = False
+    inputs: list[Path], output_arg: str, kind: str, *, large: bool = False
 ) -> list[Path]:
-    """One result path per input; a folder when several inputs or ``output`` is a folder.
+    """One result path per input; a folder when several inputs or ``output_arg`` is a folder.
 
-    In a folder, results are ``.zarr`` for zarr inputs or ``large`` (cluster) runs,
-    else ``.tif``.
+    ``output_arg`` is the text the user typed: a trailing ``/`` asks for a folder even for
+    one input and even when it does not exist yet (``Path`` would drop that slash). In a
+    folder, results are ``.zarr`` for zarr inputs or ``large`` (cluster) runs, else ``.tif``.
+    The folder itself is created later, once every check has passed.
     """
-    as_folder = len(inputs) > 1 or str(output).endswith(("/", "\\"))
+    output = Path(output_arg)
+    as_folder = len(inputs) > 1 or output_arg.endswith(("/", "\\", os.sep))
     as_folder = as_folder or (output.is_dir() and not _is_zarr_output(output))
     if not as_folder:
         if output.suffix.lower() not in (".tif", ".tiff", ".zarr"):
@@ -407,7 +478,10 @@ def _output_paths(
             )
         return [output]
     if output.exists() and not output.is_dir():
-        raise InputError(f"with several inputs OUTPUT must be a folder, but {output} is a file")
+        raise InputError(
+            f"OUTPUT {output} is a file, but a folder is needed (several inputs or a trailing "
+            "'/'); give a folder name"
+        )
     targets = [
         output / f"{path.stem.removesuffix('.ome')}_{kind}{_result_suffix(path, large)}"
         for path in inputs
@@ -420,7 +494,6 @@ def _output_paths(
                 "segment them into different folders"
             )
         seen[target] = source
-    output.mkdir(parents=True, exist_ok=True)
     return targets
 
 
@@ -481,15 +554,12 @@ def _add_train_parser(subparsers: Any) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     parser.add_argument("--name", help="model name stored in the file (default: file stem)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace MODEL_FILE if it already exists"
+    )
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from napari_unet.core.augment import AugmentConfig
-    from napari_unet.core.io import read_image
-    from napari_unet.core.model import SMALL
-    from napari_unet.core.modelfile import load_model, save_model
-    from napari_unet.core.train import TrainConfig, Trainer
-
     if len(args.images) != len(args.labels):
         raise InputError(
             f"{len(args.images)} --images but {len(args.labels)} --labels: give one --labels "
@@ -501,6 +571,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
     for path in [*args.images, *args.labels]:
         if not Path(path).is_file():
             raise InputError(f"file not found: {path}")
+    # Before training: a model the user has is never replaced unasked, and an output
+    # that cannot be written fails now, not after the steps.
+    check_output(
+        output, inputs=[*args.images, *args.labels], overwrite=args.overwrite, what="model"
+    )
+    # torch and the model code load only now: argument errors above answer at once.
+    from napari_unet.core.augment import AugmentConfig
+    from napari_unet.core.io import read_image
+    from napari_unet.core.model import SMALL
+    from napari_unet.core.modelfile import load_model
+    from napari_unet.core.train import TrainConfig, Trainer
+
     base = SMALL if args.base == "scratch" else load_model(_model_path(args.base))
     config = TrainConfig(
         steps=args.steps,
@@ -519,28 +601,73 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config=config,
         name=args.name or output.name.removesuffix(".safetensors"),
     )
+    return _train_and_save(trainer, output, overwrite=args.overwrite)
+
+
+def _train_and_save(trainer: Any, output: Path, *, overwrite: bool) -> int:
+    """Run ``trainer`` with a progress bar; save its best weights once a step has completed.
+
+    Ctrl+C keeps what was learnt so far, like Stop in the GUI. Nothing is written before
+    the first completed step, and a failing save never hides why training stopped.
+    """
+    from napari_unet.core.events import TrainingFinished
+
     last_loss: list[float] = []
-    events = _with_loss(trainer.run(), last_loss)
+    finished: list[TrainingFinished] = []
+    events = _with_loss(trainer.run(), last_loss, finished)
     try:
         drain_with_progress(events, description="training", unit="step")
-    finally:
-        # Ctrl+C keeps what was learnt so far, like Stop in the GUI.
-        bundle = trainer.best_bundle()
-        save_model(bundle, output)
-        loss = f", last loss {last_loss[-1]:.4f}" if last_loss else ""
-        print(f"{PROG}: saved {output} (step {trainer.step}{loss})", file=sys.stderr)
+    except BaseException as error:
+        if trainer.has_progress:
+            _save_after_interruption(trainer, output, overwrite=overwrite, cause=error)
+        raise
+    reason = finished[-1].reason if finished else "no step completed"
+    if not trainer.has_progress:
+        raise InputError(f"training stopped before its first step ({reason}); nothing was saved")
+    _save(trainer, output, overwrite=overwrite, last_loss=last_loss)
+    if trainer.diverged is not None:
+        print(f"{PROG}: error: training stopped: {trainer.diverged}", file=sys.stderr)
+        return EXIT_FAILED
     return 0
 
 
-def _with_loss(events: Generator[Any, None, Any], losses: list[float]):
-    """Pass events through, recording losses and turning steps into progress counts."""
-    from napari_unet.core.events import Progress, TrainStep
+def _save(trainer: Any, output: Path, *, overwrite: bool, last_loss: list[float]) -> None:
+    from napari_unet.core.modelfile import save_model
+
+    bundle = trainer.best_bundle()
+    save_model(bundle, output, overwrite=overwrite)
+    loss = f", last loss {last_loss[-1]:.4f}" if last_loss else ""
+    kept = f"weights of step {bundle.provenance.get('steps', trainer.step)}"
+    print(f"{PROG}: saved {output} ({kept}, {trainer.step} steps run{loss})", file=sys.stderr)
+
+
+def _save_after_interruption(
+    trainer: Any, output: Path, *, overwrite: bool, cause: BaseException
+) -> None:
+    """Save the best weights after ``cause`` stopped training; report a failing save only."""
+    try:
+        _save(trainer, output, overwrite=overwrite, last_loss=[])
+    except Exception as error:  # the original error is re-raised by the caller
+        print(
+            f"{PROG}: error: could not save the weights learnt so far: {_error_message(error)}",
+            file=sys.stderr,
+        )
+    else:
+        if isinstance(cause, KeyboardInterrupt):
+            print(f"{PROG}: training interrupted at step {trainer.step}", file=sys.stderr)
+
+
+def _with_loss(events: Generator[Any, None, Any], losses: list[float], finished: list):
+    """Pass events through, recording losses and the end, turning steps into progress."""
+    from napari_unet.core.events import Progress, TrainingFinished, TrainStep
 
     for event in events:
         if isinstance(event, TrainStep):
             losses.append(event.loss)
             yield Progress(event.step, event.total_steps, f"loss {event.loss:.4f}")
         else:
+            if isinstance(event, TrainingFinished):
+                finished.append(event)
             yield event
 
 
@@ -558,7 +685,7 @@ def _add_models_parser(subparsers: Any) -> None:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from napari_unet.core.modelfile import builtin_models_dir, list_models, user_models_dir
+    from napari_unet.core.registry import builtin_models_dir, list_models, user_models_dir
 
     entries = list_models()
     if not entries:
@@ -589,14 +716,18 @@ def _add_sample_parser(subparsers: Any) -> None:
     )
     parser.add_argument("name", choices=sorted(_SAMPLES))
     parser.add_argument("-o", "--output-path", dest="output_path", required=True, metavar="TIFF")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace TIFF if it already exists"
+    )
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
     from napari_unet import _sample_data
     from napari_unet.core.io import write_image
 
+    check_output(args.output_path, overwrite=args.overwrite)
     image = getattr(_sample_data, _SAMPLES[args.name])()
-    path = write_image(Path(args.output_path), image)
+    path = write_image(Path(args.output_path), image, overwrite=args.overwrite)
     print(f"{PROG}: wrote the {args.name} sample {image.shape} to {path}", file=sys.stderr)
     return 0
 
@@ -637,10 +768,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = build_parser().parse_args(argv)
+    # tifffile logs what it repairs or skips in a damaged file; our one-line error (or
+    # the result) says what matters, so its log lines would only read as noise.
+    logging.getLogger("tifffile").setLevel(logging.ERROR)
     try:
-        return COMMANDS[args.command](args)
-    except (UNetError, OSError) as error:
-        print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
+        with _warnings_as_notes():
+            return COMMANDS[args.command](args)
+    except (UNetError, OSError, MemoryError) as error:
+        print(f"{PROG}: error: {_error_message(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(
@@ -651,7 +786,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
-def _one_line(error: BaseException) -> str:
+def _error_message(error: BaseException) -> str:
+    """One line for the user: the message of our errors, what went wrong for the others."""
+    if isinstance(error, MemoryError):
+        return (
+            "out of memory; segment into a .zarr OUTPUT (read and written block by block) "
+            "or use a smaller --tile-size"
+        )
+    if isinstance(error, OSError) and not isinstance(error, UNetError) and error.strerror:
+        where = f": {error.filename}" if error.filename else ""
+        return f"{error.strerror}{where}"
+    return _one_line(error)
+
+
+@contextlib.contextmanager
+def _warnings_as_notes():
+    """Show our warnings (e.g. replaced NaN pixels) as one ``note:`` line each."""
+    import warnings
+
+    from napari_unet.core.errors import NonFiniteWarning
+
+    def show(message, category, *_args, **_kwargs) -> None:
+        print(f"{PROG}: note: {_one_line(message)}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", NonFiniteWarning)
+        previous, warnings.showwarning = warnings.showwarning, show
+        try:
+            yield
+        finally:
+            warnings.showwarning = previous
+
+
+def _one_line(error: BaseException | Warning | str) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 

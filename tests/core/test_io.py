@@ -1,6 +1,8 @@
-"""Image reading/writing and the checks that decide what can be segmented."""
+"""Image reading/writing, the checks that decide what can be segmented, and bad files."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import dask.array as da
 import numpy as np
@@ -9,8 +11,16 @@ import tifffile
 import zarr
 from skimage import io as skio
 
-from napari_unet.core.errors import InputError
-from napari_unet.core.io import as_planes, read_image, write_image
+from napari_unet.core import io as io_module
+from napari_unet.core.errors import InputError, OutputError
+from napari_unet.core.io import (
+    as_planes,
+    available_memory,
+    check_fits_in_memory,
+    format_bytes,
+    read_image,
+    write_image,
+)
 
 # ------------------------------------------------------------------ read/write
 
@@ -179,3 +189,118 @@ def test_real_em_stack_and_nuclei_image_read_as_planes(shared_data):
     nucleus = next(iter(sorted((shared_data / "nuclei-dsb2018" / "images").glob("*.tif"))))
     image = read_image(nucleus)
     assert image.ndim == 2 and image.dtype == np.uint8
+
+
+# ------------------------------------------------------------------ valid files pass the checks
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"compression": "zlib", "predictor": True},
+        {"tile": (16, 16)},
+        {"tile": (16, 16), "compression": "zlib"},
+        {"rowsperstrip": 7},
+        {"bigtiff": True},
+        {"imagej": True},
+        {"ome": True},
+        {"contiguous": True},
+    ],
+)
+def test_the_checks_accept_every_layout_tifffile_writes(tmp_path, options):
+    stack = np.random.default_rng(0).integers(0, 4000, (3, 37, 45)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "x.tif", stack, photometric="minisblack", **options)
+    np.testing.assert_array_equal(read_image(tmp_path / "x.tif"), stack)
+
+
+@pytest.mark.parametrize("compression", [None, "packbits", "tiff_adobe_deflate"])
+def test_the_checks_accept_tiffs_written_by_pillow(tmp_path, compression):
+    from PIL import Image
+
+    image = np.random.default_rng(0).integers(0, 255, (37, 45), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "x.tif", compression=compression)
+    np.testing.assert_array_equal(read_image(tmp_path / "x.tif"), image)
+    Image.fromarray(image > 100).save(tmp_path / "bits.tif")  # 1 bit per pixel
+    np.testing.assert_array_equal(read_image(tmp_path / "bits.tif"), image > 100)
+
+
+# ------------------------------------------------------------------ memory
+
+
+def test_available_memory_is_a_positive_number_of_bytes():
+    memory = available_memory()
+    assert isinstance(memory, int) and memory > 0
+
+
+@pytest.mark.parametrize(
+    ("nbytes", "text"),
+    [(0, "0 bytes"), (1023, "1023 bytes"), (1536, "1.5 KB"), (2 * 10**10, "18.6 GB")],
+)
+def test_format_bytes(nbytes, text):
+    assert format_bytes(nbytes) == text
+
+
+def test_check_fits_in_memory_names_what_and_what_to_do(monkeypatch):
+    monkeypatch.setattr(io_module, "available_memory", lambda: 3 * 2**30)
+    check_fits_in_memory(3 * 2**30, "the result")  # exactly what is available: fine
+    with pytest.raises(InputError) as caught:
+        check_fits_in_memory(2 * 10**10, "the result")
+    assert str(caught.value) == (
+        "the result needs 18.6 GB, more than the memory available (3.0 GB); segment into a "
+        ".zarr output (-o result.zarr), which works tile by tile"
+    )
+    with pytest.raises(InputError, match=r"\(3\.0 GB\); use fewer planes$"):
+        check_fits_in_memory(2**40, "training", hint="use fewer planes")
+
+
+# ------------------------------------------------------------------ writing safely
+
+
+def test_an_existing_file_is_not_replaced_without_overwrite(tmp_path):
+    target = tmp_path / "result.tif"
+    target.write_bytes(b"the user's precious file")
+    with pytest.raises(OutputError) as caught:
+        write_image(target, np.zeros((4, 4), np.uint8))
+    assert str(caught.value) == (
+        f"{target} already exists; pass --overwrite to replace it, or choose another output"
+    )
+    assert target.read_bytes() == b"the user's precious file"
+    write_image(target, np.ones((4, 4), np.uint8), overwrite=True)
+    np.testing.assert_array_equal(read_image(target), np.ones((4, 4)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["result.tif"]
+
+
+def test_a_folder_is_never_replaced_by_a_result(tmp_path):
+    (tmp_path / "x.tif").mkdir()
+    with pytest.raises(OutputError, match=r"x.tif is a folder, not a TIFF file; choose another"):
+        write_image(tmp_path / "x.tif", np.zeros((4, 4)), overwrite=True)
+
+
+def _interrupted_imwrite(written: list):
+    def imwrite(path, *args, **kwargs):
+        written.append(Path(path))
+        Path(path).write_bytes(b"II*\x00 half a TIFF")
+        raise KeyboardInterrupt
+
+    return imwrite
+
+
+def test_an_interrupted_write_leaves_the_old_file_and_no_partial_file(tmp_path, monkeypatch):
+    target = write_image(tmp_path / "result.tif", np.arange(16, dtype=np.uint8).reshape(4, 4))
+    before = target.read_bytes()
+    written: list = []
+    monkeypatch.setattr(tifffile, "imwrite", _interrupted_imwrite(written))
+    with pytest.raises(KeyboardInterrupt):
+        write_image(target, np.zeros((4, 4), np.uint8), overwrite=True)
+    # the partial data went to a temporary file beside the target, never the target
+    assert written and written[0].parent == tmp_path and written[0] != target
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["result.tif"]
+
+
+def test_an_interrupted_first_write_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(tifffile, "imwrite", _interrupted_imwrite([]))
+    with pytest.raises(KeyboardInterrupt):
+        write_image(tmp_path / "new" / "result.tif", np.zeros((4, 4), np.uint8))
+    assert list((tmp_path / "new").iterdir()) == []

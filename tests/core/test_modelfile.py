@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from napari_unet.core import modelfile
+from napari_unet.core import modelfile, registry
 from napari_unet.core.errors import InputError, ModelFileError, ModelNotFoundError, OutputError
 from napari_unet.core.model import SMALL, UNet, UNetConfig
 from napari_unet.core.modelfile import (
@@ -37,7 +37,7 @@ def model_dirs(tmp_path, monkeypatch) -> tuple[Path, Path]:
     """Empty built-in and user model folders, in place of the real ones."""
     builtin, user = tmp_path / "builtin", tmp_path / "user"
     builtin.mkdir()
-    monkeypatch.setattr(modelfile, "BUILTIN_MODELS_DIR", builtin)
+    monkeypatch.setattr(registry, "BUILTIN_MODELS_DIR", builtin)
     monkeypatch.setenv(modelfile.MODELS_DIR_ENV, str(user))
     return builtin, user
 

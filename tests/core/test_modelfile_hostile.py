@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
-from napari_unet.core import modelfile, segment
+from napari_unet.core import description, modelfile, registry, segment
 from napari_unet.core.errors import InputError, ModelFileError, OutputError, UNetError
 from napari_unet.core.model import UNetConfig
 from napari_unet.core.modelfile import (
@@ -263,7 +263,7 @@ def test_a_bad_recommended_threshold_is_blamed_on_the_file_not_the_user(tmp_path
 
 
 def test_an_unreadable_description_is_listed_with_the_field(tmp_path, tiny, monkeypatch):
-    monkeypatch.setattr(modelfile, "BUILTIN_MODELS_DIR", tmp_path / "none")
+    monkeypatch.setattr(registry, "BUILTIN_MODELS_DIR", tmp_path / "none")
     monkeypatch.setenv(modelfile.MODELS_DIR_ENV, str(tmp_path))
     _write(
         tmp_path / "odd.safetensors",
@@ -326,7 +326,7 @@ def test_unreadable_metadata_is_one_line(tmp_path, tiny, text, reason):
 
 
 def test_the_recommendation_checks_cover_what_segment_reads():
-    assert set(modelfile._RECOMMENDATION_CHECKS) == set(segment._RECOMMENDABLE)
+    assert set(description._RECOMMENDATION_CHECKS) == set(segment._RECOMMENDABLE)
 
 
 def test_shipped_builtin_descriptions_pass_the_checks():
@@ -649,7 +649,7 @@ def test_an_interrupted_save_leaves_the_old_file_and_no_partial_file(
 
 
 def test_a_leftover_partial_file_is_not_listed(tmp_path, tiny, monkeypatch):
-    monkeypatch.setattr(modelfile, "BUILTIN_MODELS_DIR", tmp_path / "none")
+    monkeypatch.setattr(registry, "BUILTIN_MODELS_DIR", tmp_path / "none")
     monkeypatch.setenv(modelfile.MODELS_DIR_ENV, str(tmp_path))
     save_model(tiny, tmp_path / "m.safetensors")
     (tmp_path / f"{TEMP_PREFIX}m-abc.safetensors").write_bytes(b"half a model")  # kill -9

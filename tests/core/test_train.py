@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from napari_unet.core.augment import AugmentConfig
-from napari_unet.core.errors import AnnotationError, InputError
+from napari_unet.core.errors import AnnotationError, InputError, ModelFileError
 from napari_unet.core.events import Preview, TrainingFinished, TrainStep, Validation
 from napari_unet.core.model import UNetConfig
 from napari_unet.core.modelfile import load_model, random_model, save_model
@@ -176,8 +176,9 @@ def test_bad_annotations_are_explained():
         Trainer(TINY, image, only_background, convention="sparse", config=quick())
     with pytest.raises(InputError, match=r"2D .* or a 3D stack"):
         Trainer(TINY, image[None, None], labels[None, None], convention="dense", config=quick())
-    with pytest.raises(InputError, match="learning rate must be positive"):
-        TrainConfig(learning_rate=0)
+    for rate in (0, float("nan"), float("inf"), 1e39):
+        with pytest.raises(InputError, match=r"learning rate must be positive and at most 3\.4"):
+            TrainConfig(learning_rate=rate)
 
 
 def test_a_plane_with_only_background_strokes_still_trains():
@@ -212,3 +213,111 @@ def test_batchnorm_statistics_learn_unless_frozen():
 
     assert running_stats_changed(quick())
     assert not running_stats_changed(quick(freeze_norm=True))
+
+
+def _state(trainer: Trainer) -> tuple[dict, list]:
+    """Copies of the network's state and of the optimiser's state tensors."""
+    network = {k: v.detach().clone() for k, v in trainer.network.state_dict().items()}
+    optimizer = [
+        value.detach().clone()
+        for state in trainer.optimizer.state_dict()["state"].values()
+        for value in state.values()
+        if torch.is_tensor(value)
+    ]
+    return network, optimizer
+
+
+def _all_finite(state: dict) -> bool:
+    return all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_a_diverging_loss_stops_and_restores_the_last_good_weights(optimizer):
+    image, labels = disks()
+    config = quick(steps=20, learning_rate=1e30, optimizer=optimizer)
+    trainer = Trainer(TINY, image, labels, convention="dense", config=config)
+    assert not trainer.has_progress
+    after_step: dict[int, tuple[dict, list]] = {}
+    events = []
+    for event in trainer.run():
+        events.append(event)
+        if isinstance(event, TrainStep):
+            after_step[trainer.step] = _state(trainer)
+
+    finished = events[-1]
+    assert isinstance(finished, TrainingFinished)
+    last_good = max(after_step)
+    assert last_good == trainer.step < 20  # ended early
+    assert (
+        finished.reason
+        == trainer.diverged
+        == (
+            f"the loss became NaN at step {last_good + 1} (learning rate too high?); "
+            f"weights of step {last_good} restored"
+        )
+    )
+    assert not any(isinstance(e, TrainStep) and not np.isfinite(e.loss) for e in events)
+    assert trainer.has_progress
+    network, optimizer_state = _state(trainer)
+    expected_network, expected_optimizer = after_step[last_good]
+    for key, value in expected_network.items():
+        assert torch.equal(network[key], value), key
+    assert len(optimizer_state) == len(expected_optimizer) > 0
+    assert all(torch.equal(a, b) for a, b in zip(optimizer_state, expected_optimizer, strict=True))
+    for bundle in (trainer.last_bundle(), trainer.best_bundle()):
+        assert _all_finite(bundle.state_dict)
+        assert bundle.provenance["steps"] == last_good
+        for key, value in expected_network.items():
+            assert torch.equal(bundle.state_dict[key], value.cpu()), key
+
+
+def test_an_update_that_overflows_at_the_first_step_keeps_the_starting_weights():
+    image, labels = disks()
+    base = random_model(TINY, name="base")
+    config = quick(learning_rate=1e38)  # Adam's first update overflows float32
+    trainer = Trainer(base, image, labels, convention="dense", config=config)
+    events = list(trainer.run())
+
+    assert [type(e) for e in events] == [TrainingFinished]
+    assert events[0].reason == (
+        "the update became infinite at step 1 (learning rate too high?); "
+        "weights of step 0 (the starting weights) restored"
+    )
+    assert trainer.step == 0 and not trainer.has_progress
+    assert trainer.optimizer.state_dict()["state"] == {}  # as fresh as before the step
+    last = trainer.last_bundle()
+    for key, value in base.state_dict.items():
+        assert torch.equal(last.state_dict[key], value), key
+
+
+def test_has_progress_after_the_first_completed_step():
+    image, labels = disks()
+    trainer = Trainer(TINY, image, labels, convention="dense", config=quick())
+    run = trainer.run()
+    assert not trainer.has_progress  # a run that has not stepped yet
+    first = next(run)
+    assert isinstance(first, TrainStep) and trainer.has_progress
+    run.close()
+    assert trainer.has_progress and trainer.diverged is None
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_float_annotations_with_non_finite_values_are_refused_in_one_line(bad):
+    image, labels = disks()
+    annotation = labels.astype(np.float32)
+    annotation[5, 5] = bad
+    annotation[6, 6] = bad
+    with pytest.raises(AnnotationError) as caught:
+        Trainer(TINY, image, annotation, convention="dense", config=quick())
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("The annotation holds 2 NaN or infinite values")
+
+
+def test_a_base_model_with_non_finite_weights_is_refused():
+    base = random_model(TINY, name="broken")
+    key = next(k for k, v in base.state_dict.items() if v.is_floating_point())
+    base.state_dict[key][...] = float("nan")
+    image, labels = disks()
+    with pytest.raises(ModelFileError, match="'broken' has NaN or infinite weights"):
+        Trainer(base, image, labels, convention="dense", config=quick())

@@ -9,10 +9,12 @@ It holds models, never widgets, and it lives as long as its viewer.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import threading
+import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +23,7 @@ import numpy as np
 from napari.utils.notifications import show_error, show_info, show_warning
 from psygnal import Signal
 
-from napari_unet.core.errors import InputError, UNetError
+from napari_unet.core.errors import InputError, NonFiniteWarning, UNetError
 from napari_unet.core.io import as_planes
 from napari_unet.core.model import SMALL
 from napari_unet.core.modelfile import ModelBundle, list_models, load_model
@@ -312,19 +314,208 @@ class JobFailed:
     error: UNetError
 
 
+@dataclass(frozen=True)
+class JobWarning:
+    """Yielded by a worker generator for a warning meant for the user (e.g. replaced NaN
+    pixels); the widget shows ``message`` as a napari warning, on the main thread."""
+
+    message: str
+
+
+#: What a worker that ran out of memory tells the user (one line, with what to try).
+OUT_OF_MEMORY = (
+    "out of memory; tick 'write to zarr store' to segment block by block, or use a "
+    "smaller tile size (segmenting) or batch and patch size (fine-tuning)"
+)
+
+
+def os_error_message(error: OSError) -> str:
+    """One line for a failed file operation: what the system said, and on which file."""
+    reason = error.strerror or str(error) or type(error).__name__
+    where = f": {error.filename}" if error.filename else ""
+    return f"{reason}{where}"
+
+
 def reporting_errors(generator_function: Callable) -> Callable:
-    """Wrap a generator function so a :class:`UNetError` ends it with a :class:`JobFailed`."""
+    """Wrap a worker generator function so the user gets one line, never a traceback.
+
+    A :class:`UNetError` (or ``MemoryError``, or an ``OSError`` such as a full disk)
+    ends the generator with a :class:`JobFailed`; a
+    :class:`~napari_unet.core.errors.NonFiniteWarning` raised while it runs is yielded
+    as a :class:`JobWarning` (other warnings go on to napari's usual relay). Closing the
+    wrapper closes the wrapped generator.
+    """
 
     def wrapped(*args: Any, **kwargs: Any):
+        generator = generator_function(*args, **kwargs)
         try:
-            return (yield from generator_function(*args, **kwargs))
+            while True:
+                with _user_warnings() as warned:
+                    try:
+                        event, finished = next(generator), None
+                    except StopIteration as stop:
+                        event, finished = None, stop
+                yield from warned
+                if finished is not None:
+                    return finished.value
+                yield event
         except UNetError as error:
             yield JobFailed(error)
-            return None
+        except MemoryError:
+            yield JobFailed(InputError(OUT_OF_MEMORY))
+        except OSError as error:  # a file that vanished, a full disk, no permission...
+            yield JobFailed(InputError(os_error_message(error)))
+        finally:
+            generator.close()
+        return None
 
     wrapped.__name__ = generator_function.__name__
     wrapped.__doc__ = generator_function.__doc__
     return wrapped
+
+
+#: Per thread: where the worker step running in it collects its NonFiniteWarnings.
+_COLLECTING = threading.local()
+
+
+class _WarningRouter:
+    """A ``warnings.showwarning`` that hands NonFiniteWarnings to the step collecting
+    them in the calling thread, and everything else to the display it replaced.
+
+    Python's warning display is one for the whole process, and napari's workers replace
+    it too (to relay warnings): the router decides by thread, not by the order in which
+    workers install and restore it, so two workers at once never take each other's
+    warnings, and a router left installed only passes warnings on.
+    """
+
+    def __init__(self, previous: Callable[..., Any]) -> None:
+        self.previous = previous
+
+    def __call__(self, message: Any, category: type, *args: Any, **kwargs: Any) -> None:
+        collected = getattr(_COLLECTING, "events", None)
+        if collected is not None and issubclass(category, NonFiniteWarning):
+            collected.append(JobWarning(str(message)))
+        else:
+            self.previous(message, category, *args, **kwargs)
+
+
+@contextlib.contextmanager
+def _user_warnings() -> Iterator[list[JobWarning]]:
+    """Collect the NonFiniteWarnings of one step of a worker as JobWarning events.
+
+    Only around one ``next()``, so nothing stays changed while the worker waits;
+    other warnings go on to the display in place (napari relays a worker's warnings).
+    """
+    events: list[JobWarning] = []
+    installed = None
+    if not isinstance(warnings.showwarning, _WarningRouter):
+        installed = warnings.showwarning = _WarningRouter(warnings.showwarning)
+    _COLLECTING.events = events
+    try:
+        yield events
+    finally:
+        _COLLECTING.events = None
+        if installed is not None and warnings.showwarning is installed:
+            warnings.showwarning = installed.previous
+
+
+# ------------------------------------------------------------------------- dock lifetime
+class DockLifetime:
+    """Knows when a dock widget's panel is gone, and then ends what depends on it.
+
+    napari closes a dock widget two ways: the panel's close button unparents it (and
+    never shows it again), and closing the viewer deletes it with the window. After
+    either, a worker that finishes later must not touch the widget: its Qt objects may
+    be deleted ("wrapped C/C++ object of type QLabel has been deleted"). So ``on_close``
+    runs once (to quit the worker), the viewer and session signals connected with
+    :meth:`connect` are disconnected, and the worker's handlers check :attr:`closed`.
+
+    Parameters
+    ----------
+    native : QWidget
+        The widget put in the dock.
+    on_close : callable
+        Called once when the panel is gone; it must not touch Qt objects (they may be
+        being deleted).
+    """
+
+    def __init__(self, native: Any, on_close: Callable[[], None]) -> None:
+        self.closed = False
+        self._on_close = on_close
+        self._connections: list[tuple[Any, Callable]] = []
+        self._watcher = _make_parent_watcher(native, self.close)
+        native.destroyed.connect(self._destroyed)
+
+    def connect(self, emitter: Any, callback: Callable) -> None:
+        """``emitter.connect(callback)``, disconnected again when the panel is gone."""
+        emitter.connect(callback)
+        self._connections.append((emitter, callback))
+
+    def unless_closed(self, step: Callable[[], None]) -> Callable[[], None]:
+        """``step``, skipped when the panel is gone by the time it runs."""
+
+        def guarded() -> None:
+            if not self.closed:
+                step()
+
+        return guarded
+
+    def close(self) -> None:
+        """The panel is gone: disconnect, then tell the widget (once)."""
+        if self.closed:
+            return
+        self.closed = True
+        for emitter, callback in self._connections:
+            with contextlib.suppress(Exception):  # already gone with its viewer
+                emitter.disconnect(callback)
+        self._connections.clear()
+        self._on_close()
+
+    def _destroyed(self, *_args: Any) -> None:
+        self._watcher = None  # deleted with the widget
+        self.close()
+
+
+def _make_parent_watcher(native: Any, on_unparented: Callable[[], None]) -> Any:
+    """An event filter on ``native`` calling ``on_unparented`` when a docked widget
+    loses its parent (napari's ``remove_dock_widget``: the panel was closed)."""
+    from qtpy.QtCore import QEvent, QObject
+
+    class ParentWatcher(QObject):
+        def __init__(self) -> None:
+            super().__init__(native)  # deleted with the widget
+            self.docked = native.parent() is not None
+
+        def eventFilter(self, watched: Any, event: Any) -> bool:
+            if event.type() == QEvent.Type.ParentChange:
+                if watched.parent() is not None:
+                    self.docked = True
+                elif self.docked:
+                    self.docked = False
+                    try:
+                        on_unparented()
+                    except Exception:  # never let an event filter raise into Qt
+                        _LOG.exception("napari-unet: closing a widget's run failed")
+            return False
+
+    watcher = ParentWatcher()
+    native.installEventFilter(watcher)
+    return watcher
+
+
+def ask_replace(parent: Any, path: Path) -> bool:
+    """Ask whether the napari-unet result store ``path`` may be replaced."""
+    from qtpy.QtWidgets import QMessageBox
+
+    buttons = QMessageBox.StandardButton
+    answer = QMessageBox.question(
+        parent,
+        "Replace the result store?",
+        f"{path} already holds a napari-unet result. Replace it with this run's result?",
+        buttons.Yes | buttons.No,
+        buttons.No,
+    )
+    return answer == buttons.Yes
 
 
 # ---------------------------------------------------------------------- layers and arrays

@@ -4,7 +4,14 @@ Training runs in a ``thread_worker`` draining :meth:`~napari_unet.core.train.Tra
 the dock draws the loss curve live and a preview layer shows the current model's
 prediction on the plane in view. **Stop** (``worker.quit()``) keeps the best weights.
 When a run ends, its best model joins the session's models, so the Segment widget
-offers it at once; **Save model...** writes it to a file.
+offers it at once; **Save model...** writes it to a file (atomically; it is enabled only
+once a step has completed). A loss that becomes NaN or infinite ends the run with the
+last good weights, and the dock says so.
+
+Closing the panel or the viewer during a run stops it: nothing is saved and nothing
+touches the closed widget (see :class:`~napari_unet._widgets._common.DockLifetime`).
+Errors reach the user as one-line notifications, replaced NaN/infinite pixels as a
+warning.
 
 Callable without clicking: :meth:`FinetuneWidget.new_annotations`,
 :meth:`FinetuneWidget.start`, :meth:`FinetuneWidget.stop`,
@@ -36,7 +43,9 @@ from napari_unet._widgets import _common
 from napari_unet._widgets._common import (
     BROWSE,
     SCRATCH,
+    DockLifetime,
     JobFailed,
+    JobWarning,
     ModelSource,
     SessionModels,
     add_unselected,
@@ -50,6 +59,7 @@ from napari_unet._widgets._common import (
     model_sources,
     notify_error,
     notify_info,
+    notify_warning,
     our_metadata,
     reporting_errors,
     session_for,
@@ -156,6 +166,7 @@ class FinetuneWidget(Container):
         self._previous: _TrainRun | None = None
         self._bundle: ModelBundle | None = None
         self._last_base: Any = None
+        self._lifetime = DockLifetime(self.native, self._on_closed)
 
         self._image_combo = ComboBox(label="image", choices=self._image_choices, nullable=True)
         self._new_button = PushButton(text="New annotations")
@@ -245,10 +256,11 @@ class FinetuneWidget(Container):
         self._advanced_toggle.changed.connect(self._toggle_advanced)
         self._base_combo.changed.connect(self._on_base_chosen)
         self._image_combo.changed.connect(self._suggest_name)
-        self._session.changed.connect(self._on_session_changed)
-        viewer.layers.events.inserted.connect(self._refresh_layers)
-        viewer.layers.events.removed.connect(self._refresh_layers)
-        viewer.layers.selection.events.active.connect(self._follow_active_layer)
+        connect = self._lifetime.connect  # disconnected when the panel is gone
+        connect(self._session.changed, self._on_session_changed)
+        connect(viewer.layers.events.inserted, self._refresh_layers)
+        connect(viewer.layers.events.removed, self._refresh_layers)
+        connect(viewer.layers.selection.events.active, self._follow_active_layer)
         self._follow_active_layer()
         self._suggest_name()
 
@@ -371,6 +383,8 @@ class FinetuneWidget(Container):
     # ------------------------------------------------------------------ training
     def start(self) -> Any:
         """Start (or resume) training on the chosen image and annotations; return the worker."""
+        if self.is_closed:
+            return None
         if self._worker is not None:
             notify_info("training is already running: stop it first")
             return None
@@ -385,6 +399,18 @@ class FinetuneWidget(Container):
         if self._worker is not None and self._run is not None:
             self._run.stopped = True
             self._status.value = "stopping..."
+            self._worker.quit()
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether the panel was closed (or the viewer): the widget is not used again."""
+        return self._lifetime.closed
+
+    def _on_closed(self) -> None:
+        """The panel or the viewer was closed: stop training without touching Qt."""
+        if self._run is not None:
+            self._run.stopped = True
+        if self._worker is not None:
             self._worker.quit()
 
     def _start_worker(self) -> Any:
@@ -441,8 +467,19 @@ class FinetuneWidget(Container):
         self._status.value = (
             f"resuming at step {resume.step}..." if resume else "preparing the annotations..."
         )
-        in_separate_turns(*steps, worker.start)
+        in_separate_turns(*map(self._lifetime.unless_closed, steps), self._begin(worker))
         return worker
+
+    def _begin(self, worker: Any) -> Callable[[], None]:
+        """A step starting ``worker``; when the panel was closed first, the run just ends."""
+
+        def begin() -> None:
+            if not self.is_closed:
+                worker.start()
+            elif self._worker is worker:
+                self._worker, self._run = None, None
+
+        return begin
 
     def _resumable(self, image_layer: Any, annotation_layer: Any, source: ModelSource) -> Any:
         """The previous run's trainer, if this run continues it (same layers and base)."""
@@ -457,6 +494,8 @@ class FinetuneWidget(Container):
         return previous.trainer if same else None
 
     def _on_event(self, run: _TrainRun, event: Any) -> None:
+        if self.is_closed:
+            return
         if isinstance(event, TrainStep):
             self._plot.add_step(run.trainer.step if run.trainer else event.step, event.loss)
             self._status.value = (
@@ -471,6 +510,8 @@ class FinetuneWidget(Container):
             run.trainer = event.trainer
         elif isinstance(event, TrainingFinished):
             run.finished_event = event
+        elif isinstance(event, JobWarning):
+            notify_warning(event.message)
         elif isinstance(event, JobFailed):
             run.failed = True
             notify_error(event.error)
@@ -540,31 +581,44 @@ class FinetuneWidget(Container):
         if layer is None:  # deleted during the run: added now, shown a turn later
             add, show = self._make_preview_layer(run, foreground.shape)
             add()
-            in_separate_turns(show)
+            in_separate_turns(self._lifetime.unless_closed(show))
             layer = self._preview_layer(role)
         layer.data = foreground[np.newaxis] if run.image_layer.ndim == 3 else foreground
         layer.translate = placement["translate"]
 
     def _on_finished(self, run: _TrainRun) -> None:
         self._worker, self._run = None, None
+        if self.is_closed:  # stopped with its panel: nothing is kept, no widget touched
+            return
         self._set_running(False)
         if run.trainer is None:
             self._status.value = "failed (see the notification)" if run.failed else "stopped"
             return
-        self._previous = run
         trainer = run.trainer
-        if trainer.step == 0:
-            self._status.value = "stopped before the first step: no model"
+        diverged = trainer.diverged
+        # A diverged run is not resumed: Start begins anew, with the settings changed.
+        self._previous = None if diverged else run
+        if diverged:
+            notify_warning(f"training stopped: {diverged}")
+        if not trainer.has_progress:
+            self._status.value = (
+                f"stopped: {diverged}; no model" if diverged
+                else "stopped before the first step: no model"
+            )  # fmt: skip
             return
         self._bundle = trainer.best_bundle()
         self._session.add(self._bundle)
         self._save_button.enabled = True
         best = f"best step {trainer.best_step}" if trainer.best_step else "last weights"
         verb = "stopped" if run.stopped else ("failed" if run.failed else "finished")
-        self._status.value = (
-            f"{verb} at step {trainer.step} ({best}): model '{self._bundle.name}' is in "
-            "the Segment widget"
-        )
+        kept = f"model '{self._bundle.name}' is in the Segment widget"
+        if diverged:
+            self._status.value = (
+                f"stopped at step {trainer.step}: {diverged} ({best}); {kept}; lower the "
+                "learning rate and Start again"
+            )
+        else:
+            self._status.value = f"{verb} at step {trainer.step} ({best}): {kept}"
 
     def _set_running(self, running: bool) -> None:
         self._start_button.enabled = not running
@@ -572,17 +626,31 @@ class FinetuneWidget(Container):
         self._new_button.enabled = not running
 
     # ------------------------------------------------------------------ saving
-    def save_model(self, path: str | Path | None = None) -> Path | None:
-        """Write the trained model to ``path`` (asks with a file dialog when omitted)."""
+    def save_model(self, path: str | Path | None = None, *, overwrite: bool = False) -> Path | None:
+        """Write the trained model to ``path`` (asks with a file dialog when omitted).
+
+        The file is written atomically (an interrupted save leaves no partial file and
+        an existing file intact). An existing ``path`` is replaced only with
+        ``overwrite``, or after the file dialog, which asked the user already. Nothing
+        is written before a training step has completed.
+        """
         if self._bundle is None:
             notify_error("no trained model yet: start a training run first")
             return None
         if path is None:
-            path = self._ask_save_path()
-            if path is None:
+            chosen = self._ask_save_path()
+            if chosen is None:
                 return None
+            path, overwrite = chosen
+        path = Path(path)
+        if not overwrite and (path.exists() or path.is_symlink()):
+            notify_error(
+                f"{path} already exists; choose another file name (Save model... asks "
+                "before replacing a file)"
+            )
+            return None
         try:
-            saved = write_model_file(self._bundle, Path(path))
+            saved = write_model_file(self._bundle, path, overwrite=overwrite)
         except (UNetError, OSError) as error:
             notify_error(error)
             return None
@@ -606,7 +674,9 @@ class FinetuneWidget(Container):
         self._status.value = f"saved {saved}"
         return saved
 
-    def _ask_save_path(self) -> Path | None:
+    def _ask_save_path(self) -> tuple[Path, bool] | None:
+        """The file chosen in a save dialog and whether the dialog confirmed replacing it
+        (not when ``.safetensors`` had to be added to the name); ``None`` when cancelled."""
         from qtpy.QtWidgets import QFileDialog
 
         folder = user_models_dir()
@@ -620,7 +690,9 @@ class FinetuneWidget(Container):
         if not path:
             return None
         path = Path(path)
-        return path if path.suffix == ".safetensors" else path.with_suffix(".safetensors")
+        if path.suffix == ".safetensors":
+            return path, True
+        return path.with_name(f"{path.name}.safetensors"), False
 
 
 __all__ = ["FinetuneWidget"]

@@ -13,9 +13,18 @@ into an OME-Zarr store on disk (the "output store", by default
 ``<tempdir>/napari-unet/<image>.zarr``). The output layer is a lazy view of that store:
 it shows each block as soon as it is written, and the merged labels at the end.
 Cancel keeps the finished blocks; "resume" continues an interrupted run into the same
-store. "Segment current slice" on a lazy stack segments that plane alone into its own
-store (``<store>-plane<k>.zarr``), shown at its plane of the stack. Splitting touching
-objects needs whole planes, so it is turned off for this path (the status line says so).
+store. A store is never replaced unless it is this widget's own earlier result for the
+same image, or the user agreed: when the default store exists, a free name
+(``<image>-2.zarr``...) is used; a chosen one that holds a napari-unet result is replaced
+only after asking; anything else is refused with one line. "Segment current slice" on
+a lazy stack segments that plane alone into its own store (``<store>-plane<k>.zarr``),
+shown at its plane of the stack. Splitting touching objects needs whole planes, so it is
+turned off for this path (the status line says so).
+
+Closing the panel or the viewer during a run cancels it: the worker stops after its
+tile in progress and nothing touches the closed widget (see
+:class:`~napari_unet._widgets._common.DockLifetime`). Errors reach the user as one-line
+notifications, and replaced NaN/infinite pixels as a warning.
 
 The logic is callable without clicking: :meth:`SegmentWidget.segment_current_slice`,
 :meth:`SegmentWidget.segment_stack`, :meth:`SegmentWidget.cancel`,
@@ -24,7 +33,9 @@ The logic is callable without clicking: :meth:`SegmentWidget.segment_current_sli
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -50,7 +61,9 @@ from qtpy.QtCore import QTimer
 from napari_unet._widgets import _common
 from napari_unet._widgets._common import (
     BROWSE,
+    DockLifetime,
     JobFailed,
+    JobWarning,
     ModelSource,
     SessionModels,
     add_unselected,
@@ -82,6 +95,7 @@ from napari_unet.core.largeimage import (
     segment_blocks_iter,
 )
 from napari_unet.core.modelfile import ModelBundle, default_model_name, read_description
+from napari_unet.core.safety import free_path, is_our_store
 from napari_unet.core.segment import SegmentOptions, recommended_options, segment_iter
 from napari_unet.core.tiling import round_tile_size
 
@@ -107,6 +121,13 @@ NO_SPLIT_NOTE = (
 def default_store_path(image_name: str) -> Path:
     """Where a block-wise run writes when no output store is chosen."""
     return Path(tempfile.gettempdir()) / "napari-unet" / f"{image_name}.zarr"
+
+
+def _source_paths(layer: Any) -> tuple[Path, ...]:
+    """The file or store ``layer`` was opened from, if napari knows it (an output may
+    never replace it)."""
+    path = getattr(getattr(layer, "source", None), "path", None)
+    return (Path(path),) if path else ()
 
 
 def is_lazy(layer: Any) -> bool:
@@ -141,18 +162,30 @@ def _segment_blocks_job(
     options: SegmentOptions,
     block_size: int,
     resume: bool,
+    overwrite: bool,
+    inputs: tuple[Path, ...],
 ):
-    """Worker generator: load the model, then segment ``image`` block-wise into ``path``."""
+    """Worker generator: load the model, then segment ``image`` block-wise into ``path``.
+
+    ``overwrite`` only when the user agreed or the store is this widget's own earlier
+    result; the core checks the output (and the ``inputs``) before any work.
+    """
     bundle = source.load(cache)
     if options.tile_size:
         size, note = round_tile_size(bundle.config, options.tile_size)
         options = replace(options, tile_size=size)
         if note:
             yield _Note(note)
-    path.parent.mkdir(parents=True, exist_ok=True)
     return (
         yield from segment_blocks_iter(
-            bundle, image, path, options=options, block_size=block_size, resume=resume
+            bundle,
+            image,
+            path,
+            options=options,
+            block_size=block_size,
+            resume=resume,
+            overwrite=overwrite,
+            inputs=inputs,
         )
     )
 
@@ -183,6 +216,8 @@ class _SegmentRun:
     #: Block-wise runs: the store, the image layer, (blocks done, total), a note for the
     #: user, and for a single plane of a stack its index and the stack's plane count.
     store: Path | None = None
+    #: The store the widget's settings name (``store`` may be a free name beside it).
+    requested_store: Path | None = None
     image_layer: Any = None
     blocks: tuple[int, int] = (0, 0)
     note: str = ""
@@ -230,6 +265,9 @@ class SegmentWidget(Container):
         self._run: _SegmentRun | None = None
         self._refresh_pending = False
         self._last_model: Any = None
+        #: Stores this widget wrote: requested path -> (actual path, image layer).
+        self._own_stores: dict[Path, tuple[Path, weakref.ref]] = {}
+        self._lifetime = DockLifetime(self.native, self._on_closed)
 
         self._image_combo = ComboBox(label="image", choices=self._image_choices, nullable=True)
         self._model_combo = ComboBox(label="model", choices=self._model_choices)
@@ -347,10 +385,11 @@ class SegmentWidget(Container):
         self._slice_button.clicked.connect(self.segment_current_slice)
         self._stack_button.clicked.connect(self.segment_stack)
         self._cancel_button.clicked.connect(self.cancel)
-        self._session.changed.connect(self._on_session_changed)
-        viewer.layers.events.inserted.connect(self._refresh_layers)
-        viewer.layers.events.removed.connect(self._refresh_layers)
-        viewer.layers.selection.events.active.connect(self._follow_active_layer)
+        connect = self._lifetime.connect  # disconnected when the panel is gone
+        connect(self._session.changed, self._on_session_changed)
+        connect(viewer.layers.events.inserted, self._refresh_layers)
+        connect(viewer.layers.events.removed, self._refresh_layers)
+        connect(viewer.layers.selection.events.active, self._follow_active_layer)
         self._follow_active_layer()
 
     # ------------------------------------------------------------------ choices
@@ -477,7 +516,21 @@ class SegmentWidget(Container):
             self._status.value = "cancelling..."
             self._worker.quit()
 
+    @property
+    def is_closed(self) -> bool:
+        """Whether the panel was closed (or the viewer): the widget is not used again."""
+        return self._lifetime.closed
+
+    def _on_closed(self) -> None:
+        """The panel or the viewer was closed: stop the run without touching Qt."""
+        if self._run is not None:
+            self._run.cancelled = True
+        if self._worker is not None:
+            self._worker.quit()
+
     def _start(self, planes: list[int] | None) -> Any:
+        if self.is_closed:
+            return None
         if self._worker is not None:
             notify_info("a segmentation is already running: cancel it first")
             return None
@@ -522,6 +575,7 @@ class SegmentWidget(Container):
         # in the last: napari's ~70-90 ms for a new layer then shares its turn with
         # nothing else (see in_separate_turns).
         make = [] if create is None else [self._create_step(run, create), self._show_step(run)]
+        make = [self._lifetime.unless_closed(step) for step in make]
         in_separate_turns(*make, self._begin(run, worker, f"Segmenting {image_layer.name}"))
         return worker
 
@@ -539,20 +593,24 @@ class SegmentWidget(Container):
         """A step showing the run's output layer, added hidden a turn before."""
         return lambda: show_layer(run.layer)()
 
-    @staticmethod
-    def _begin(run: _SegmentRun, worker: Any, description: str) -> Callable[[], None]:
+    def _begin(self, run: _SegmentRun, worker: Any, description: str) -> Callable[[], None]:
         """A step creating the progress bar and starting ``worker``.
 
         Not in the click's turn, which may build the output layer (see
         ``in_separate_turns``). Worker events only arrive after the start, so they always
-        find the bar.
+        find the bar. Skipped when the panel was closed in between: the run then ends
+        here, never started.
         """
 
         def begin() -> None:
             run.progress = progress(total=0, desc=description)
             worker.start()
 
-        return begin
+        def never_started() -> None:
+            if self._worker is worker:
+                self._worker, self._run = None, None
+
+        return lambda: never_started() if self.is_closed else begin()
 
     def _output_layer(
         self, image_layer: Image, shape: tuple, output: str, planes: list[int], stacked: bool
@@ -617,9 +675,13 @@ class SegmentWidget(Container):
             notify_warning(note)
         stacked = data.ndim == 3
         plane_index = planes[0] if stacked and planes is not None else None
+        target = self._store_target(image_layer, plane_index)
+        if target is None:
+            self._status.value = "not started: the output store was kept"
+            return None
+        requested, path, overwrite = target
         # One plane of a stack: segment a lazy view of it (the core segments whole images).
         image = data if plane_index is None else plane_of(data, plane_index, 2)
-        path = self.store_path(image_layer, plane_index)
         run = _SegmentRun(
             layer=None,
             output=options.output,
@@ -627,6 +689,7 @@ class SegmentWidget(Container):
             planes=list(range(data.shape[0])) if plane_index is None and stacked else [0],
             progress=None,
             store=path,
+            requested_store=requested,
             image_layer=image_layer,
             note=note,
             plane_index=plane_index,
@@ -640,6 +703,8 @@ class SegmentWidget(Container):
             options,
             int(self._block_size.value),
             bool(self._resume.value),
+            overwrite,
+            _source_paths(image_layer),
         )
         worker.yielded.connect(lambda event: self._on_block_event(run, event))
         worker.errored.connect(lambda error: self._on_error(run, error))
@@ -652,6 +717,32 @@ class SegmentWidget(Container):
         )
         in_separate_turns(self._begin(run, worker, f"Segmenting {image_layer.name}"))
         return worker
+
+    def _store_target(
+        self, image_layer: Image, plane: int | None
+    ) -> tuple[Path, Path, bool] | None:
+        """``(requested, store, overwrite)`` of a block-wise run, or ``None`` when the user
+        declined to replace the chosen store.
+
+        A store is replaced (``overwrite``) only when it is this widget's own earlier
+        result for this image, or the user agreed. An existing default store becomes a
+        free name beside it; a chosen one holding a napari-unet result is asked about;
+        anything else goes to the core as is, which refuses it in one line.
+        """
+        requested = self.store_path(image_layer, plane)
+        resume = bool(self._resume.value)
+        own_path, own_layer = self._own_stores.get(requested, (None, None))
+        if own_path is not None and own_layer() is image_layer:
+            return requested, own_path, not resume
+        if resume or not (requested.exists() or requested.is_symlink()):
+            return requested, requested, False
+        if not self._output_store.value:  # our default place: never replace, pick a name
+            return requested, free_path(requested), False
+        if not is_our_store(requested):
+            return requested, requested, False
+        if _common.ask_replace(self.native, requested):
+            return requested, requested, True
+        return None
 
     @staticmethod
     def _with_note(run: _SegmentRun, message: str) -> str:
@@ -689,6 +780,8 @@ class SegmentWidget(Container):
         metadata = our_metadata(role, store=str(run.store))
         layer_type = Image if run.output == "probabilities" else Labels
         placement = spatial_transform(image_layer)
+        if run.requested_store is not None:  # this store is ours to replace from now on
+            self._own_stores[run.requested_store] = (run.store, weakref.ref(image_layer))
         for layer in self._viewer.layers:
             marker = getattr(layer, "metadata", {}).get(_common.METADATA_KEY)
             if (
@@ -702,9 +795,12 @@ class SegmentWidget(Container):
         suffix = next(s for _, kind, s in OUTPUTS if kind == run.output)
         name = free_name(self._viewer, f"{image_layer.name} {suffix}")
         run.layer = _add_output_layer(self._viewer, run.output, data, name, metadata, placement)
-        in_separate_turns(show_layer(run.layer))  # its first draw in a turn of its own
+        # Its first draw in a turn of its own.
+        in_separate_turns(self._lifetime.unless_closed(show_layer(run.layer)))
 
     def _on_block_event(self, run: _SegmentRun, event: Any) -> None:
+        if self.is_closed:
+            return
         if run.finished and isinstance(event, (TileDone, Progress)):
             self._schedule_refresh(run.layer)  # arrived after the end: keep the final status
             return
@@ -739,6 +835,9 @@ class SegmentWidget(Container):
 
     def _on_block_finished(self, run: _SegmentRun) -> None:
         run.finished = True
+        if self.is_closed:
+            self._end_closed(run)
+            return
         run.progress.close()
         if not run.failed:
             self._attach_store_layer(run)
@@ -760,6 +859,8 @@ class SegmentWidget(Container):
 
     # ------------------------------------------------------------ worker events
     def _on_event(self, run: _SegmentRun, event: Any) -> None:
+        if self.is_closed:
+            return
         if isinstance(event, TileDone):
             if run.tiles_done == 0:
                 run.progress.total = event.total * len(run.planes)
@@ -778,6 +879,8 @@ class SegmentWidget(Container):
             run.planes_done.add(event.plane)
         elif isinstance(event, _Note):
             notify_info(event.message)
+        elif isinstance(event, JobWarning):
+            notify_warning(event.message)
         elif isinstance(event, JobFailed):
             run.failed = True
             notify_error(event.error)
@@ -797,7 +900,7 @@ class SegmentWidget(Container):
 
         def refresh() -> None:
             self._refresh_pending = False
-            if layer in self._viewer.layers:
+            if not self.is_closed and layer in self._viewer.layers:
                 layer.refresh()
 
         QTimer.singleShot(REFRESH_INTERVAL_MS, refresh)
@@ -808,6 +911,9 @@ class SegmentWidget(Container):
 
     def _on_finished(self, run: _SegmentRun) -> None:
         run.finished = True
+        if self.is_closed:
+            self._end_closed(run)
+            return
         run.progress.close()
         if run.layer in self._viewer.layers:
             run.layer.refresh()
@@ -821,6 +927,13 @@ class SegmentWidget(Container):
             self._status.value = f"done: {run.layer.name}"
         self._worker, self._run = None, None
         self._set_running(False)
+
+    def _end_closed(self, run: _SegmentRun) -> None:
+        """The worker of a closed panel finished: forget it, touching no widget."""
+        if run.progress is not None:
+            with contextlib.suppress(RuntimeError):  # its viewer's activity dock is gone
+                run.progress.close()
+        self._worker, self._run = None, None
 
     def _set_running(self, running: bool) -> None:
         self._slice_button.enabled = not running

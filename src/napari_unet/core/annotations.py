@@ -134,8 +134,9 @@ def targets_from_annotation(
     Raises
     ------
     AnnotationError
-        For float, negative or non-2D/3D labels, an unknown convention, nothing
-        annotated, no cell annotated, or (sparse) no background annotated.
+        For float (NaN and infinity named as such), negative or non-2D/3D labels, an
+        unknown convention, nothing annotated, no cell annotated, or (sparse) no
+        background annotated.
     """
     labels = _validated_labels(annotation)
     if convention not in CONVENTIONS:
@@ -196,6 +197,15 @@ _NOTHING_ANNOTATED = (
 def _validated_labels(annotation: np.ndarray) -> np.ndarray:
     """Check dtype, values and dimensions; return the annotation as an ndarray (no copy)."""
     labels = np.asarray(annotation)
+    if np.issubdtype(labels.dtype, np.inexact) and labels.size:
+        # Said first: converting NaN or infinity to integers would invent labels.
+        bad = int(np.count_nonzero(~np.isfinite(labels)))
+        if bad:
+            raise AnnotationError(
+                f"The annotation holds {bad} NaN or infinite values; labels must be whole "
+                "numbers (0 = not annotated, 1 = background, 2 or higher = cells): repaint "
+                "or fix those pixels and save the labels as integers."
+            )
     if labels.dtype != bool and not np.issubdtype(labels.dtype, np.integer):
         raise AnnotationError(
             f"Annotation labels must be integers, got dtype {labels.dtype}. Use a labels "

@@ -17,8 +17,8 @@ Public API
 - :func:`local_client` ``(workers, *, processes=True) -> Client`` (context manager)
 - :func:`connect` ``(scheduler) -> Client``
 - :func:`segment_distributed_iter` ``(model, source, path, *, client, options=None,
-  block_size=..., resume=False, torch_threads=1)``: generator of Progress, returns the
-  result ``zarr.Array``.
+  block_size=..., resume=False, overwrite=False, inputs=(), torch_threads=1)``:
+  generator of Progress, returns the result ``zarr.Array``.
 
 ``distributed`` is an optional dependency, imported only when these functions run.
 """
@@ -29,7 +29,7 @@ import contextlib
 import functools
 import logging
 import os
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +146,8 @@ def segment_distributed_iter(
     options: Any | None = None,
     block_size: int = DEFAULT_BLOCK_SIZE,
     resume: bool = False,
+    overwrite: bool = False,
+    inputs: Iterable[str | os.PathLike] = (),
     torch_threads: int = 1,
 ) -> Generator[Progress, None, Any]:
     """Segment a large image on a dask cluster, block by block, into a zarr store.
@@ -164,7 +166,14 @@ def segment_distributed_iter(
     block_size : int
         Block edge in pixels (rounded to whole tiles); one task and one chunk per block.
     resume : bool
-        Skip the blocks an interrupted run with the same settings finished.
+        Skip the blocks an interrupted run with the same settings finished; a damaged
+        store is refused (``OutputError``), never silently started again.
+    overwrite : bool
+        Replace an existing napari-unet store at ``path`` (never anything else: see
+        :func:`~napari_unet.core.largeimage.segment_blocks_iter`).
+    inputs : iterable of path-like
+        Further files the run reads, which the output may not overwrite; a path
+        ``source`` is always checked.
     torch_threads : int
         Torch threads per task (one per worker thread is right for CPU workers).
 
@@ -177,6 +186,12 @@ def segment_distributed_iter(
     -------
     zarr.Array
         The result array of the store.
+
+    Raises
+    ------
+    OutputError
+        Before any task is sent, when the output may not be written or a store to
+        resume is damaged.
     """
     as_completed = _import_distributed().as_completed
 
@@ -184,7 +199,17 @@ def segment_distributed_iter(
 
     options = options or SegmentOptions()
     source = ImageSource(source)
-    prepared = prepare(model, source.open(), path, options, block_size=block_size, resume=resume)
+    sources = [*inputs, *([source.path] if source.path is not None else [])]
+    prepared = prepare(
+        model,
+        source.open(),
+        path,
+        options,
+        block_size=block_size,
+        resume=resume,
+        overwrite=overwrite,
+        inputs=sources,
+    )
     plan, store = prepared.plan, prepared.store
     if isinstance(model, UNet):
         model = ModelBundle.from_network(

@@ -114,7 +114,13 @@ class Preview:
 
 @dataclass(frozen=True)
 class TrainingFinished:
-    """The run ended: ``reason`` is "completed" or "stopped"; best/last steps for the record."""
+    """The run ended; best/last steps for the record.
+
+    ``reason`` is "completed", "stopped" (closed early), or, when a step produced NaN
+    or infinite numbers and was undone, one line saying so, e.g. "the loss became NaN
+    at step 12 (learning rate too high?); weights of step 11 restored" (the same text
+    as :attr:`napari_unet.core.train.Trainer.diverged`).
+    """
 
     step: int
     best_step: int

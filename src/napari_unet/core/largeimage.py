@@ -18,7 +18,8 @@ idempotent and can be rerun after an interruption.
 
 Store layout (OME-NGFF 0.4, zarr format 2)::
 
-    labels.zarr/            group; attrs: multiscales (one level), napari_unet (run record)
+    labels.zarr/            group; attrs: multiscales (one level), napari_unet (run record,
+                            written with the group: it marks the store as ours)
       0/                    the result, chunks = blocks
       _napari_unet/         group: block records p<P>_r<I>_c<J>.json, raw/ (labels scratch)
 
@@ -27,21 +28,37 @@ Public API
 - :func:`full_resolution` ``(data, *, multiscale=None) -> array-like``
 - :func:`open_image` ``(path) -> array-like`` (lazy for zarr/OME-Zarr/TIFF)
 - :func:`is_zarr_path` ``(path) -> bool``
-- :func:`open_output_store` ``(path, shape, dtype, chunks, *, axes=None) -> zarr.Array``
+- :func:`open_output_store` ``(path, shape, dtype, chunks, *, axes=None, overwrite=False)
+  -> zarr.Array``
+- :func:`check_store_output` ``(path, *, inputs=(), overwrite=False, resume=False) -> bool``
 - :func:`plan_blocks` ``(image_shape, config, *, tile_size=None, block_size=...) -> BlockPlan``
 - :func:`segment_blocks_iter` ``(model, image, path, *, options=None, block_size=...,
-  resume=False, predictor=None)``: generator of events, returns the result ``zarr.Array``.
+  resume=False, overwrite=False, inputs=(), predictor=None)``: generator of events,
+  returns the result ``zarr.Array``.
 - :func:`segment_to_zarr` drains it.
+
+Your data is safe
+-----------------
+A store output never replaces what is not a napari-unet result: before anything is
+read or computed, :func:`check_store_output` refuses an output that is, contains or
+lies inside an input; a file or a folder that is not a napari-unet store (every store
+we create carries the ``"napari_unet"`` attribute from its first write); a store of
+ours holding other files; and an existing store unless ``overwrite`` (replace it) or
+``resume`` (continue it) is given. ``resume`` on a damaged store says what is damaged
+instead of starting again.
 
 zarr (and dask, when given dask arrays) are imported lazily: they are optional.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import os
-from collections.abc import Generator, Iterator
+import shutil
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,12 +66,13 @@ from typing import Any
 import numpy as np
 
 from napari_unet.core import normalise
-from napari_unet.core.errors import InputError
+from napari_unet.core.errors import InputError, OutputError, UNetError
 from napari_unet.core.events import Progress, TileDone, drain
 from napari_unet.core.io import READ_SUFFIXES, as_planes, read_image
 from napari_unet.core.model import UNet, UNetConfig
 from napari_unet.core.modelfile import ModelBundle
 from napari_unet.core.postprocess import instance_labels, semantic_mask
+from napari_unet.core.safety import STORE_MARK, check_writable, is_our_store, overlaps
 from napari_unet.core.tiling import TileGrid, plan_tiles, read_region
 
 #: Default block edge in pixels (rounded to whole tiles); one block = one output chunk.
@@ -96,14 +114,18 @@ def full_resolution(data: Any, *, multiscale: bool | None = None) -> Any:
     return data[0]
 
 
+#: Files that make a folder a zarr store (format 2 group, format 2 array, format 3).
+_ZARR_METADATA = (".zgroup", ".zarray", "zarr.json")
+#: What to give instead, appended to every "not a usable zarr image" message.
+_ZARR_HINT = "give an OME-Zarr image or a zarr array"
+
+
 def is_zarr_path(path: str | os.PathLike) -> bool:
     """Whether ``path`` names a zarr store (a ``.zarr`` path or a folder with zarr metadata)."""
     path = Path(path)
     if path.suffix.lower() == ".zarr":
         return True
-    return path.is_dir() and any(
-        (path / name).exists() for name in (".zarray", ".zgroup", "zarr.json")
-    )
+    return path.is_dir() and any((path / name).exists() for name in _ZARR_METADATA)
 
 
 def open_image(path: str | os.PathLike) -> Any:
@@ -125,7 +147,9 @@ def open_image(path: str | os.PathLike) -> Any:
     Raises
     ------
     InputError
-        For a missing path, an unknown format, or a zarr group without an image array.
+        In one line, for a missing path, an unknown format, a folder that is not a zarr
+        store (or is empty), damaged zarr metadata, a zarr group without an image array,
+        malformed OME-Zarr multiscales, and an empty, non-TIFF or truncated TIFF.
     """
     path = Path(path)
     if not path.exists():
@@ -146,15 +170,24 @@ def open_image(path: str | os.PathLike) -> Any:
 def _open_zarr_image(path: Path) -> Any:
     import zarr
 
+    _check_zarr_folder(path)
     try:
         node = zarr.open(str(path), mode="r")
-    except Exception as error:  # zarr raises several types for "not a store"
-        raise InputError(f"cannot open {path} as zarr: {error}") from error
+    except Exception as error:  # zarr raises many types for damaged metadata
+        raise InputError(
+            f"cannot open {path} as zarr: its metadata is damaged ({_one_line(error)}); "
+            f"{_ZARR_HINT}"
+        ) from error
     if isinstance(node, zarr.Array):
         return node
-    level = _first_level_name(dict(node.attrs))
+    level = _level_name(path, dict(node.attrs))
     if level is None:
-        names = sorted(name for name, _ in node.arrays())
+        try:
+            names = sorted(name for name, _ in node.arrays())
+        except Exception as error:  # a member with damaged metadata
+            raise InputError(
+                f"cannot open {path} as zarr: an array in it is damaged ({_one_line(error)})"
+            ) from error
         if not names:
             raise InputError(
                 f"{path} is a zarr group without image arrays: give the path of an array "
@@ -165,34 +198,139 @@ def _open_zarr_image(path: Path) -> Any:
         array = node[level]
     except KeyError:
         raise InputError(
-            f"{path}: its multiscales metadata names a missing level {level!r}"
+            f"{path}: its multiscales metadata names a missing level {level!r}; fix the "
+            f"metadata or give the path of one of its arrays"
         ) from None
+    except Exception as error:  # damaged metadata of that level
+        raise InputError(
+            f"cannot open {path / level} as zarr: its metadata is damaged ({_one_line(error)})"
+        ) from error
     if not isinstance(array, zarr.Array):
-        raise InputError(f"{path}/{level} is not an array")
+        raise InputError(f"{path / level} is a zarr group, not an image array; {_ZARR_HINT}")
     return array
+
+
+def _check_zarr_folder(path: Path) -> None:
+    """Refuse, before zarr sees it, a ``.zarr`` path that cannot hold a zarr store."""
+    if not path.is_dir():
+        raise InputError(f"{path} is a file, not a zarr store (a zarr store is a folder)")
+    if not any(path.iterdir()):
+        raise InputError(f"{path} is an empty folder, not a zarr store; {_ZARR_HINT}")
+    if not any((path / name).is_file() for name in _ZARR_METADATA):
+        raise InputError(
+            f"{path} is not a zarr store (it has no {', '.join(_ZARR_METADATA)}); {_ZARR_HINT}"
+        )
+
+
+def _level_name(path: Path, attrs: dict[str, Any]) -> str | None:
+    """The full-resolution dataset of an OME-Zarr group, ``None`` for a plain group.
+
+    Raises
+    ------
+    InputError
+        When the group has OME-Zarr multiscales metadata that names no usable level.
+    """
+    if "multiscales" not in attrs:
+        ome = attrs.get("ome", {})  # NGFF 0.5 nests the metadata
+        if not isinstance(ome, dict):
+            raise _malformed(path, "'ome' is not an object")
+        if "multiscales" not in ome:
+            return None  # a plain zarr group
+    level = _first_level_name(attrs)
+    if level is None:
+        raise _malformed(path, "no dataset path for level 0")
+    if not level or any(part in ("", ".", "..") for part in level.split("/")):
+        raise _malformed(path, f"invalid dataset path {level!r}")
+    return level
+
+
+def _malformed(path: Path, why: str) -> InputError:
+    return InputError(
+        f"{path}: its OME-Zarr multiscales metadata is malformed ({why}); fix it or give the "
+        f"path of one of its arrays (e.g. {path / '0'})"
+    )
 
 
 def _first_level_name(attrs: dict[str, Any]) -> str | None:
     """Path of the full-resolution dataset in OME-NGFF 0.4 (top-level) or 0.5 (``ome``)."""
-    multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
+    ome = attrs.get("ome")
+    multiscales = attrs.get("multiscales") or (
+        ome.get("multiscales") if isinstance(ome, dict) else None
+    )
     try:
-        return str(multiscales[0]["datasets"][0]["path"])
+        level = multiscales[0]["datasets"][0]["path"]
     except (TypeError, LookupError):
         return None
+    return level if isinstance(level, str) else None
 
 
 def _open_tiff_lazily(path: Path) -> Any:
     import tifffile
     import zarr
 
+    if path.stat().st_size == 0:
+        raise InputError(f"cannot read {path.name}: the file is empty (0 bytes)")
     try:
-        store = tifffile.imread(path, aszarr=True)
-    except (tifffile.TiffFileError, ValueError) as error:
-        raise InputError(f"cannot read {path.name} as TIFF: {error}") from error
-    node = zarr.open(store, mode="r")
-    if not isinstance(node, zarr.Array):  # a pyramid: level 0 is the full resolution
-        node = node[_first_level_name(dict(node.attrs)) or "0"]
+        with _quiet_logger("tifffile"), tifffile.TiffFile(path) as tiff:
+            _check_tiff_data(tiff, path)
+            store = tiff.aszarr()
+        node = zarr.open(store, mode="r")
+        if not isinstance(node, zarr.Array):  # a pyramid: level 0 is the full resolution
+            node = node[_first_level_name(dict(node.attrs)) or "0"]
+    except (UNetError, MemoryError):
+        raise
+    except Exception as error:  # tifffile and zarr raise many types for broken files
+        raise InputError(f"cannot read {path.name} as TIFF: {_one_line(error)}") from error
     return node
+
+
+def _check_tiff_data(tiff: Any, path: Path) -> None:
+    """Refuse a TIFF whose pixel data lies (partly) beyond its end: truncated, or a header
+    claiming more pixels than the file holds. Reads offsets only, never pixels."""
+    if not tiff.series:
+        raise InputError(
+            f"cannot read {path.name} as TIFF: it holds no image (the file may be truncated)"
+        )
+    series, size = tiff.series[0], tiff.filehandle.size
+    if series.dataoffset is not None:  # contiguous, uncompressed
+        end = series.dataoffset + series.nbytes
+    else:
+        end, claimed, stored = 0, 0, 0
+        for page in series.pages:
+            if page is None:
+                continue
+            offsets, counts = page.dataoffsets, page.databytecounts
+            end = max([end, *(o + c for o, c in zip(offsets, counts, strict=False) if c)])
+            if page.keyframe.compression == 1 and all(counts):  # uncompressed, not sparse
+                claimed, stored = claimed + page.keyframe.nbytes, stored + sum(counts)
+        if stored < claimed:
+            raise InputError(
+                f"cannot read {path.name} as TIFF: its header claims {claimed} bytes of pixels "
+                f"but it stores {stored}; the file is damaged or truncated"
+            )
+    if end > size:
+        raise InputError(
+            f"cannot read {path.name} as TIFF: its pixels need {end} bytes but the file has "
+            f"{size} (it is truncated, or its header is damaged); copy it again"
+        )
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    """Silence a library's warnings while its errors become one-line InputErrors."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _one_line(error: BaseException, limit: int = 200) -> str:
+    """``error``'s message on one line (whitespace collapsed), at most ``limit`` characters."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class _SyncDask:
@@ -233,11 +371,59 @@ class _PlaneView:
         return np.asarray(self[...], dtype=dtype)
 
 
+class _GuardedReads:
+    """An image whose failing reads (a damaged chunk, a truncated strip) raise one
+    :class:`~napari_unet.core.errors.InputError` naming the source, not a reader's traceback.
+    """
+
+    def __init__(self, array: Any, name: str) -> None:
+        self.array, self.name = array, name
+        self.shape = tuple(array.shape)
+        self.dtype = array.dtype
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        try:
+            return np.asarray(self.array[key])
+        except (UNetError, MemoryError):
+            raise
+        except Exception as error:  # zarr, tifffile, dask, codecs: many types
+            raise InputError(
+                f"cannot read the pixels of {self.name} ({_one_line(error)}); the file may be "
+                "damaged or truncated"
+            ) from error
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return np.asarray(self[...], dtype=dtype)
+
+
 def readable(image: Any) -> Any:
-    """``image`` wrapped so slices come back as numpy without a cluster round trip."""
+    """``image`` wrapped so slices come back as numpy without a cluster round trip, and a
+    failing read is one :class:`~napari_unet.core.errors.InputError`."""
+    if isinstance(image, (np.ndarray, _GuardedReads)):
+        return image
+    sources = source_paths(image)
+    name = str(sources[0]) if sources else "the input image"
     if type(image).__module__.startswith("dask"):
-        return _SyncDask(image)
-    return image
+        image = _SyncDask(image)
+    return _GuardedReads(image, name)
+
+
+def source_paths(image: Any) -> list[Path]:
+    """The store or file ``image`` reads from, when it can tell; else ``[]``.
+
+    Knows zarr arrays opened from a folder (the store's root) and TIFFs opened by
+    :func:`open_image`; dask arrays and in-memory data give ``[]`` (pass the source
+    explicitly).
+    """
+    store = getattr(getattr(image, "store_path", None), "store", None)
+    root = getattr(store, "root", None)  # zarr.storage.LocalStore
+    if root is not None:
+        return [Path(root)]
+    try:  # tifffile's ZarrTiffStore: the series' file (private, so best effort)
+        return [Path(store._data[0].parent.filehandle.path)]
+    except (AttributeError, LookupError, TypeError):
+        return []
 
 
 def plane_of(image: Any, index: int, plane_ndim: int) -> Any:
@@ -258,8 +444,13 @@ def open_output_store(
     *,
     axes: list[dict[str, str]] | None = None,
     name: str = "labels",
+    overwrite: bool = False,
 ) -> Any:
-    """Create (overwriting) a single-level OME-Zarr (NGFF 0.4) image and return its array.
+    """Create a single-level OME-Zarr (NGFF 0.4) image, marked as ours, and return its array.
+
+    The store carries the ``"napari_unet"`` attribute from the moment it exists (see
+    :func:`~napari_unet.core.safety.is_our_store`), so an interrupted creation can
+    still be replaced with ``overwrite``.
 
     Parameters
     ----------
@@ -272,33 +463,170 @@ def open_output_store(
         dimensions (``y, x``; ``z, y, x``; ``c, y, x`` is not guessed).
     name : str
         The multiscale's name.
+    overwrite : bool
+        Replace an existing napari-unet store at ``path``. Nothing else is ever
+        replaced: not a file, a folder that is not our store, or a store of ours
+        holding files we did not write.
 
     Returns
     -------
     zarr.Array
         Writable; write chunk-aligned regions so that concurrent writers never share a chunk.
+
+    Raises
+    ------
+    OutputError
+        When ``path`` exists and may not be replaced (see ``overwrite``).
     """
     import zarr
 
-    root = zarr.open_group(str(path), mode="w", zarr_format=2)
-    array = root.create_array(
+    path = Path(path)
+    _clear_for_new_store(path, overwrite=overwrite)
+    axes = axes or default_axes(len(shape))
+    multiscale = {
+        "version": "0.4",
+        "name": name,
+        "axes": axes,
+        "datasets": [
+            {
+                "path": "0",
+                "coordinateTransformations": [{"type": "scale", "scale": [1.0] * len(shape)}],
+            }
+        ],
+    }
+    # The mark is written with the group itself, never after.
+    attributes = {STORE_MARK: {"format": STORE_FORMAT, "complete": False}}
+    root = zarr.open_group(
+        str(path),
+        mode="w",
+        zarr_format=2,
+        attributes={**attributes, "multiscales": [multiscale]},
+    )
+    return root.create_array(
         "0", shape=tuple(shape), dtype=np.dtype(dtype), chunks=tuple(chunks), fill_value=0
     )
-    axes = axes or default_axes(len(shape))
-    root.attrs["multiscales"] = [
-        {
-            "version": "0.4",
-            "name": name,
-            "axes": axes,
-            "datasets": [
-                {
-                    "path": "0",
-                    "coordinateTransformations": [{"type": "scale", "scale": [1.0] * len(shape)}],
-                }
-            ],
-        }
-    ]
-    return array
+
+
+#: Top-level entries of a store napari-unet writes (and files operating systems add to
+#: any folder): a store holding anything else holds someone else's files.
+_STORE_ENTRIES = frozenset({".zgroup", ".zattrs", "0", WORK_GROUP})
+_SYSTEM_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+
+
+def _foreign_entries(path: Path) -> list[str]:
+    """Names at the top of the store folder ``path`` that napari-unet did not write."""
+    return sorted(
+        entry.name
+        for entry in path.iterdir()
+        if entry.name not in _STORE_ENTRIES | _SYSTEM_FILES or entry.is_symlink()
+    )
+
+
+def _recognisably_ours(path: Path) -> bool:
+    """Whether the folder ``path`` is a store of ours, even with a damaged run record.
+
+    Marked stores are; an unmarked one only if it has our work group and nothing we
+    would not write (a damaged ``.zattrs`` must not make our own result undeletable).
+    """
+    if is_our_store(path):
+        return True
+    return (path / WORK_GROUP).is_dir() and not _foreign_entries(path)
+
+
+def _refuse_replacing(path: Path, *, overwrite: bool) -> None:
+    """Raise unless the existing ``path`` is a store of ours that ``overwrite`` may replace."""
+    if path.is_symlink() or not path.is_dir():
+        raise OutputError(
+            f"{path} exists and is not a napari-unet result store (a store is a folder); "
+            "it is never replaced: choose another output"
+        )
+    if not _recognisably_ours(path):
+        raise OutputError(
+            f"{path} is a folder that is not a napari-unet result store; it is never "
+            "deleted: choose another output"
+        )
+    if not overwrite:
+        raise OutputError(
+            f"{path} already exists; pass --overwrite or --resume to replace it, or choose "
+            "another output"
+        )
+    foreign = _foreign_entries(path)
+    if foreign:
+        raise OutputError(
+            f"{path} holds files napari-unet did not write ({', '.join(foreign[:3])}); it is "
+            "never deleted: move them or choose another output"
+        )
+
+
+def _clear_for_new_store(path: Path, *, overwrite: bool) -> None:
+    """Empty an existing store of ours before it is recreated; refuse anything else.
+
+    Everything but ``.zattrs``/``.zgroup`` goes first, so an interrupted clear still
+    leaves a folder marked as ours.
+    """
+    if not (path.exists() or path.is_symlink()):
+        return
+    _refuse_replacing(path, overwrite=overwrite)
+    for entry in path.iterdir():
+        if entry.name in (".zattrs", ".zgroup"):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def check_store_output(
+    path: str | os.PathLike,
+    *,
+    inputs: Iterable[str | os.PathLike] = (),
+    overwrite: bool = False,
+    resume: bool = False,
+) -> bool:
+    """Refuse, before any work, a store output that would lose data or cannot be written.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.zarr`` store to write.
+    inputs : iterable of path-like
+        Files and stores the run reads: the store may not be, contain or lie in one.
+    overwrite : bool
+        Whether an existing store of ours may be replaced.
+    resume : bool
+        Whether an existing store of ours is continued.
+
+    Returns
+    -------
+    bool
+        Whether an existing store is to be resumed (``False``: a new store is created).
+
+    Raises
+    ------
+    OutputError
+        In one line: an input would be overwritten; ``path`` is a file, a folder that is
+        not a napari-unet store, or holds other files; it exists and neither
+        ``overwrite`` nor ``resume`` is given; a store to resume is damaged; or the
+        place cannot be written.
+    """
+    path = Path(path)
+    inputs = [Path(source) for source in inputs]
+    for source in inputs:
+        if overlaps(source, path):
+            raise OutputError(
+                f"the output {path} would overwrite the input {source}; choose another output"
+            )
+    exists = path.exists() or path.is_symlink()
+    if exists and resume:
+        BlockStore(path).check_record()
+        for folder in (path, path / "0", path / WORK_GROUP):
+            if folder.is_dir():
+                check_writable(folder)
+        return True
+    if exists:
+        _refuse_replacing(path, overwrite=overwrite)
+    check_writable(path.parent)
+    return False
 
 
 def default_axes(ndim: int, *, channels: bool = False) -> list[dict[str, str]]:
@@ -471,8 +799,17 @@ class BlockStore:
         """Folder of the per-block JSON records."""
         return self.path / WORK_GROUP
 
-    def create(self, shape: tuple[int, ...], dtype: Any, chunks: tuple[int, ...], run: dict):
-        """Create a fresh store (overwriting ``path``) for ``run``; return the result array."""
+    def create(
+        self,
+        shape: tuple[int, ...],
+        dtype: Any,
+        chunks: tuple[int, ...],
+        run: dict,
+        *,
+        overwrite: bool = False,
+    ):
+        """Create a fresh store for ``run`` (replacing a store of ours only with
+        ``overwrite``, see :func:`open_output_store`); return the result array."""
         import zarr
 
         channels = run["output"] == "probabilities"
@@ -483,12 +820,13 @@ class BlockStore:
             chunks,
             axes=default_axes(len(shape), channels=channels),
             name=run["output"],
+            overwrite=overwrite,
         )
         root = zarr.open_group(str(self.path), mode="r+", zarr_format=2)
         work = root.create_group(WORK_GROUP)
         if run["output"] == "labels":
             work.create_array("raw", shape=shape, dtype="int32", chunks=chunks, fill_value=0)
-        root.attrs["napari_unet"] = {**run, "complete": False}
+        root.attrs[STORE_MARK] = {**run, "complete": False}
         return array
 
     def run_record(self) -> dict[str, Any] | None:
@@ -501,14 +839,128 @@ class BlockStore:
             root = zarr.open_group(str(self.path), mode="r")
         except Exception:  # not a zarr group: nothing to resume
             return None
-        return dict(root.attrs).get("napari_unet")
+        return dict(root.attrs).get(STORE_MARK)
+
+    def check_record(self) -> dict[str, Any]:
+        """The run record of a store to resume, checked for damage (no image or plan needed).
+
+        Returns
+        -------
+        dict
+            The record (``format``, ``output``... and ``complete``).
+
+        Raises
+        ------
+        OutputError
+            ``"cannot resume PATH: ...; <what to do>"`` when ``path`` is not a folder,
+            not a napari-unet store, or its ``.zattrs`` or ``.zgroup`` is missing or damaged.
+        """
+        path = self.path
+        if path.is_symlink() or not path.is_dir():
+            raise OutputError(
+                f"cannot resume {path}: it is a file (or a link), not a napari-unet result store; "
+                "choose another output"
+            )
+        if not _recognisably_ours(path):
+            raise OutputError(
+                f"cannot resume {path}: it is not a napari-unet result store (it is never "
+                "deleted); choose another output"
+            )
+        try:
+            attrs = json.loads((path / ".zattrs").read_text())
+        except FileNotFoundError:
+            raise _damaged(path, "its run record (.zattrs) is missing") from None
+        except (OSError, ValueError) as error:
+            raise _damaged(
+                path, f"its run record (.zattrs) is damaged (not valid JSON: {error})"
+            ) from None
+        record = attrs.get(STORE_MARK) if isinstance(attrs, dict) else None
+        if not isinstance(record, dict):
+            raise _damaged(path, "its run record (.zattrs) has no napari-unet entry")
+        missing = [key for key in _RECORD_KEYS if key not in record]
+        if missing:
+            raise _damaged(path, f"its run record is damaged (no {', '.join(missing[:3])})")
+        if record["format"] != STORE_FORMAT:
+            raise _damaged(
+                path, f"it was written by another napari-unet version (format {record['format']})"
+            )
+        try:
+            json.loads((path / ".zgroup").read_text())
+        except (OSError, ValueError):
+            raise _damaged(path, "its zarr metadata (.zgroup) is missing or damaged") from None
+        return record
+
+    def check_resumable(
+        self, plan: BlockPlan, run: dict[str, Any], result_shape: tuple[int, ...]
+    ) -> None:
+        """Check a store passed :meth:`check_record` can continue ``run``, before any work.
+
+        Parameters
+        ----------
+        plan : BlockPlan
+        run : dict
+            This run's record; ``stats`` (known only after reading the image) is
+            compared later, by :func:`prepare_store`.
+        result_shape : tuple of int
+            Of the result array ``"0"``.
+
+        Raises
+        ------
+        InputError
+            When the store was written with other settings (a different run, not damage).
+        OutputError
+            When its result array, labels scratch or a block record is missing or damaged.
+        """
+        import zarr
+
+        record = self.check_record()
+        _refuse_other_settings(self.path, record, run, ignore=("stats",))
+        output = run["output"]
+        try:
+            result = zarr.open_array(str(self.path / "0"), mode="r", zarr_format=2)
+        except Exception:  # missing or damaged .zarray: zarr raises many types
+            raise _damaged(self.path, "its result array (0) is missing or damaged") from None
+        if result.shape != result_shape or result.dtype != np.dtype(_OUT_DTYPES[output]):
+            raise _damaged(
+                self.path,
+                f"its result array (0) is {result.shape} {result.dtype}, not "
+                f"{result_shape} {_OUT_DTYPES[output]}",
+            )
+        if output == "labels" and not record["complete"]:
+            try:
+                raw = zarr.open_array(str(self.records / "raw"), mode="r", zarr_format=2)
+            except Exception:
+                raw = None
+            if raw is None or raw.shape != result_shape:
+                raise _damaged(
+                    self.path,
+                    f"its labels scratch ({WORK_GROUP}/raw) is gone while the run is unfinished",
+                )
+        blocks = {block.key: block for block in plan.blocks}
+        done = set()
+        for path in sorted(self.records.glob("*.json")) if self.records.is_dir() else ():
+            try:
+                block_record = json.loads(path.read_text())
+            except (OSError, ValueError):
+                raise _damaged(
+                    self.path, f"its block record {path.name} is damaged (not JSON)"
+                ) from None
+            why = _block_record_problem(blocks.get(path.stem), block_record, output)
+            if why:
+                raise _damaged(self.path, f"its block record {path.name} is damaged ({why})")
+            done.add(path.stem)
+        if record["complete"] and len(done) < len(blocks):
+            raise _damaged(
+                self.path,
+                f"it is marked complete but {len(blocks) - len(done)} block records are missing",
+            )
 
     def set_complete(self, complete: bool) -> None:
         """Record whether every step (blocks, label merge) has finished."""
         import zarr
 
         root = zarr.open_group(str(self.path), mode="r+", zarr_format=2)
-        root.attrs["napari_unet"] = {**dict(root.attrs)["napari_unet"], "complete": complete}
+        root.attrs[STORE_MARK] = {**dict(root.attrs)[STORE_MARK], "complete": complete}
 
     def result(self, mode: str = "r+") -> Any:
         """The result array ``"0"``."""
@@ -545,31 +997,110 @@ def prepare_store(
     result_shape: tuple[int, ...],
     *,
     resume: bool,
+    overwrite: bool = False,
 ) -> BlockStore:
     """Create the store for ``run``, or with ``resume`` reopen a matching one.
+
+    Call :func:`check_store_output` (and, to resume, :meth:`BlockStore.check_resumable`)
+    first: this only compares the records and creates.
 
     Raises
     ------
     InputError
         When resuming a store written for a different image, model or settings.
+    OutputError
+        When creating over something :func:`open_output_store` may not replace.
     """
     store = BlockStore(path)
     existing = store.run_record() if resume else None
     if existing is not None:
-        previous = {key: value for key, value in existing.items() if key != "complete"}
-        if previous != run:
-            changed = sorted(k for k in set(run) | set(previous) if run.get(k) != previous.get(k))
-            raise InputError(
-                f"cannot resume {path}: it was written with different {', '.join(changed)}; "
-                "rerun without --resume to start again"
-            )
+        _refuse_other_settings(store.path, existing, run)
         return store
     channels = result_shape[-3] if run["output"] == "probabilities" else None
     chunks = (1,) * (len(result_shape) - 2 - (channels is not None))
     if channels is not None:
         chunks += (channels,)
-    store.create(result_shape, _OUT_DTYPES[run["output"]], (*chunks, *plan.block_shape), run)
+    store.create(
+        result_shape,
+        _OUT_DTYPES[run["output"]],
+        (*chunks, *plan.block_shape),
+        run,
+        overwrite=overwrite,
+    )
     return store
+
+
+#: Keys every run record has (see :func:`run_record`).
+_RECORD_KEYS = (
+    "format",
+    "model",
+    "config",
+    "output",
+    "threshold",
+    "min_size",
+    "stats",
+    "planes",
+    "plane_shape",
+    "tile_input",
+    "tile_stride",
+    "tiles_per_block",
+    "complete",
+)
+#: How the run record's keys are named in "written with a different ..." messages.
+_SETTING_NAMES = {
+    "config": "network",
+    "stats": "image (its intensities differ)",
+    "planes": "number of planes",
+    "plane_shape": "image size",
+    "tile_input": "tile size",
+    "tile_stride": "tile size",
+    "tiles_per_block": "block size",
+    "format": "store format",
+}
+
+
+def _refuse_other_settings(
+    path: Path, record: dict[str, Any], run: dict[str, Any], *, ignore: tuple[str, ...] = ()
+) -> None:
+    """Raise when the store's ``record`` was written by another run than ``run``."""
+    skip = {"complete", *ignore}
+    keys = (set(run) | set(record)) - skip
+    changed = sorted({_SETTING_NAMES.get(k, k) for k in keys if run.get(k) != record.get(k)})
+    if changed:
+        raise InputError(
+            f"cannot resume {path}: it was written with a different {', '.join(changed)}; "
+            "rerun with --overwrite instead of --resume to start again"
+        )
+
+
+def _damaged(path: Path, what: str) -> OutputError:
+    return OutputError(f"cannot resume {path}: {what}; rerun with --overwrite to start again")
+
+
+def _block_record_problem(block: Block | None, record: Any, output: str) -> str | None:
+    """What is wrong with a finished block's record, or ``None`` (cheap shape checks)."""
+    if block is None:
+        return "no such block in this run"
+    if not isinstance(record, dict) or record.get("rows") != [block.rows.start, block.rows.stop]:
+        return "wrong rows"
+    if output != "labels":
+        return None
+    count = record.get("count")
+    if not isinstance(count, int) or count < 0:
+        return "no object count"
+    for key in ("classes", "first", "sizes"):
+        values = record.get(key)
+        if not isinstance(values, list) or len(values) != count:
+            return f"{key} does not list {count} objects"
+    edges = record.get("edges")
+    height, width = block.rows.stop - block.rows.start, block.cols.stop - block.cols.start
+    lengths = {"top": width, "bottom": width, "left": height, "right": height}
+    if not isinstance(edges, dict) or any(
+        not isinstance(edges.get(side), list) or len(edges[side]) != length
+        for side, length in lengths.items()
+    ):
+        return "wrong edges"
+    return None
 
 
 def run_record(model: ModelBundle | UNet, plan: BlockPlan, options: Any, stats: list) -> dict:
@@ -848,12 +1379,25 @@ def prepare(
     *,
     block_size: int,
     resume: bool,
+    overwrite: bool = False,
+    inputs: Iterable[str | os.PathLike] = (),
 ) -> Prepared:
-    """Check the image and options, plan blocks, compute global stats, open the store."""
+    """Check the image, options and output, plan blocks, compute global stats, open the store.
+
+    Every check that can refuse the run (including the output: see
+    :func:`check_store_output`) comes before the image is read.
+
+    Parameters
+    ----------
+    inputs : iterable of path-like
+        Files and stores the run reads, which the output may not overwrite; the store
+        or TIFF a zarr ``image`` was opened from is added (see :func:`source_paths`).
+    """
     from napari_unet.core.segment import _normalisation_of
 
     check_options(options)
     config = model.config
+    sources = [*inputs, *source_paths(image)]
     image = readable(image)
     shape = tuple(int(s) for s in image.shape)
     as_planes(_ShapeOnly(shape, image.dtype), in_channels=config.in_channels)  # checks only
@@ -863,9 +1407,6 @@ def prepare(
     plan = plan_blocks(
         plane_shape, config, planes=planes, tile_size=options.tile_size, block_size=block_size
     )
-    spec = _normalisation_of(model)
-    # Normalisation is global: each block of a plane uses the whole plane's stats.
-    stats = [normalise.compute_stats(plane_of(image, p, plane_ndim), spec) for p in range(planes)]
     height, width = plane_shape[-2:]
     result_shape: tuple[int, ...] = (height, width)
     if options.output == "probabilities":
@@ -873,8 +1414,14 @@ def prepare(
     has_plane_axis = planes > 1 or len(shape) > plane_ndim
     if has_plane_axis:
         result_shape = (planes, *result_shape)
+    resuming = check_store_output(path, inputs=sources, overwrite=overwrite, resume=resume)
+    if resuming:
+        BlockStore(path).check_resumable(plan, run_record(model, plan, options, []), result_shape)
+    spec = _normalisation_of(model)
+    # Normalisation is global: each block of a plane uses the whole plane's stats.
+    stats = [normalise.compute_stats(plane_of(image, p, plane_ndim), spec) for p in range(planes)]
     run = run_record(model, plan, options, stats)
-    store = prepare_store(path, plan, run, result_shape, resume=resume)
+    store = prepare_store(path, plan, run, result_shape, resume=resuming, overwrite=overwrite)
     return Prepared(image, plane_ndim, plan, stats, store, has_plane_axis)
 
 
@@ -899,6 +1446,8 @@ def segment_blocks_iter(
     options: Any | None = None,
     block_size: int = DEFAULT_BLOCK_SIZE,
     resume: bool = False,
+    overwrite: bool = False,
+    inputs: Iterable[str | os.PathLike] = (),
     predictor: Any | None = None,
 ) -> Generator[TileDone | Progress, None, Any]:
     """Segment a large image block by block into a zarr store, in this process.
@@ -917,7 +1466,16 @@ def segment_blocks_iter(
         Block (and chunk) edge in pixels, rounded to whole tiles.
     resume : bool
         Continue a store written by an interrupted run with the same settings: its
-        finished blocks are kept and skipped.
+        finished blocks are kept and skipped. A damaged store is refused (``OutputError``),
+        never silently started again; a missing one is created.
+    overwrite : bool
+        Replace an existing napari-unet store at ``path``. Without it (or ``resume``) an
+        existing store is refused; a file, a folder that is not a napari-unet store, or
+        a store holding other files is never replaced.
+    inputs : iterable of path-like
+        Files and stores the run reads (the output may not be, contain or lie in one);
+        the store or TIFF ``image`` was opened from is found by itself when it is a
+        zarr array (:func:`source_paths`).
     predictor : callable, optional
         Prebuilt predictor for ``model``.
 
@@ -932,11 +1490,28 @@ def segment_blocks_iter(
     -------
     zarr.Array
         The result array ``"0"`` of the store, ``(H, W)`` or with plane/class axes.
+
+    Raises
+    ------
+    OutputError
+        Before any block runs, when the output may not be written (see
+        :func:`check_store_output`) or a store to resume is damaged.
+    InputError
+        For an image, options or a store to resume that do not fit.
     """
     from napari_unet.core.segment import SegmentOptions, get_predictor
 
     options = options or SegmentOptions()
-    prepared = prepare(model, image, path, options, block_size=block_size, resume=resume)
+    prepared = prepare(
+        model,
+        image,
+        path,
+        options,
+        block_size=block_size,
+        resume=resume,
+        overwrite=overwrite,
+        inputs=inputs,
+    )
     predictor = predictor or get_predictor(model, options.device)
     plan, store = prepared.plan, prepared.store
     finished = set(store.done())
@@ -971,7 +1546,8 @@ def finish(store: BlockStore, plan: BlockPlan, options: Any) -> Iterator[Progres
 
 
 def segment_to_zarr(model: ModelBundle | UNet, image: Any, path: str | os.PathLike, **kwargs):
-    """Drain :func:`segment_blocks_iter`; return the result ``zarr.Array``."""
+    """Drain :func:`segment_blocks_iter` (same keywords: ``overwrite``, ``resume``,
+    ``inputs``...); return the result ``zarr.Array``."""
     generator = segment_blocks_iter(model, image, path, **kwargs)
     return drain(generator)
 
@@ -981,6 +1557,7 @@ __all__ = [
     "Block",
     "BlockPlan",
     "BlockStore",
+    "check_store_output",
     "default_axes",
     "finish_labels",
     "full_resolution",
@@ -989,6 +1566,8 @@ __all__ = [
     "open_image",
     "open_output_store",
     "plan_blocks",
+    "readable",
     "segment_blocks_iter",
     "segment_to_zarr",
+    "source_paths",
 ]

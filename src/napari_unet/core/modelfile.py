@@ -36,52 +36,55 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import functools
 import json
-import math
 import os
 import re
-import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import platformdirs
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from napari_unet import __version__
 from napari_unet.core import normalise
+from napari_unet.core.description import (
+    FORMAT_VERSION,
+    METADATA_KEY,
+    SUFFIX,
+    FieldProblem,
+    checked_description,
+    clipped,
+    default_class_names,
+    one_line,
+    parse_description,
+    read_description,
+    short_description,
+)
 from napari_unet.core.errors import (
     InputError,
     ModelFileError,
-    ModelNotFoundError,
     OutputError,
     UNetError,
 )
-from napari_unet.core.model import SMALL, UNet, UNetConfig, config_field_problem
-from napari_unet.core.safety import TEMP_PREFIX, atomic_write, check_output
+from napari_unet.core.model import SMALL, UNet, UNetConfig
+from napari_unet.core.registry import (
+    MODELS_DIR_ENV,
+    ModelEntry,
+    builtin_models_dir,
+    default_model_name,
+    list_models,
+    resolve_model,
+    user_models_dir,
+)
+from napari_unet.core.safety import atomic_write, check_output
 
-#: Key of the JSON description in the safetensors header metadata.
-METADATA_KEY = "napari_unet"
-#: Version of the JSON description; bumped on incompatible changes.
-FORMAT_VERSION = 1
 #: Storage types :func:`save_model` can write floating-point weights in.
 STORAGE_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16}
-#: File extension of model files.
-SUFFIX = ".safetensors"
-#: Environment variable that overrides the per-user model folder.
-MODELS_DIR_ENV = "NAPARI_UNET_MODELS_DIR"
-#: Preferred default built-in model (the first built-in alphabetically otherwise).
-DEFAULT_MODEL_NAME = "nuclei"
-#: Folder of the built-in models; a module attribute so tests can point it elsewhere.
-BUILTIN_MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-# A safetensors file starts with the 8-byte little-endian length of its JSON header.
-_MAX_HEADER_BYTES = 100_000_000
 
 
 @dataclass(eq=False)
@@ -142,7 +145,7 @@ class ModelBundle:
     @property
     def description(self) -> str:
         """One line for listings: the provenance's description or notes."""
-        return _short_description(self.provenance)
+        return short_description(self.provenance)
 
     def build(self, device: str | torch.device = "cpu") -> UNet:
         """A :class:`UNet` with (a copy of) these weights on ``device``, in eval mode.
@@ -157,13 +160,6 @@ class ModelBundle:
         weights = {name: tensor.detach().clone() for name, tensor in self.state_dict.items()}
         network.load_state_dict(weights, assign=True)
         return network.to(device).eval()
-
-
-def default_class_names(num_classes: int) -> list[str]:
-    """``["background", "foreground"]`` for 2 classes, ``background, class_1, ...`` otherwise."""
-    if num_classes == 2:
-        return ["background", "foreground"]
-    return ["background"] + [f"class_{i}" for i in range(1, num_classes)]
 
 
 def random_model(config: UNetConfig = SMALL, seed: int = 0, name: str = "random") -> ModelBundle:
@@ -263,15 +259,15 @@ def _description_json(bundle: ModelBundle, path: Path) -> str:
         "provenance": provenance,
     }
     try:
-        parsed = _parse_description(description)
+        parsed = parse_description(description)
         description["normalisation"] = parsed.normalisation
         return json.dumps(description)
-    except _FieldProblem as problem:
+    except FieldProblem as problem:
         raise InputError(f"cannot save {path}: {problem}; nothing was saved") from None
     except (TypeError, ValueError, RecursionError) as error:
         raise InputError(
             f"cannot save {path}: the provenance must hold only JSON values (text, numbers, "
-            f"true/false, null, lists and mappings with text keys) ({_one_line(error)}); "
+            f"true/false, null, lists and mappings with text keys) ({one_line(error)}); "
             "nothing was saved"
         ) from None
 
@@ -315,7 +311,7 @@ def load_model(path: str | os.PathLike) -> ModelBundle:
         not match its architecture, or NaN or infinite weights (naming the tensor).
     """
     path = Path(path)
-    parsed = _parse_file_description(path, _read_json_description(path))
+    parsed = checked_description(path)
     _check_header(path, parsed.config)
     state_dict = _read_tensors(path)
     return ModelBundle(
@@ -325,83 +321,6 @@ def load_model(path: str | os.PathLike) -> ModelBundle:
         normalisation=parsed.normalisation,
         class_names=parsed.class_names,
         provenance=parsed.provenance,
-    )
-
-
-def read_description(path: str | os.PathLike) -> dict[str, Any]:
-    """The JSON description of a model file, checked, without reading its weights.
-
-    Raises
-    ------
-    ModelFileError
-        As :func:`load_model`, except for problems with the weights themselves.
-    """
-    path = Path(path)
-    description = _read_json_description(path)
-    _parse_file_description(path, description)
-    return description
-
-
-def _read_json_description(path: Path) -> dict[str, Any]:
-    """The description as stored, with a known format version (fields not yet checked)."""
-    _check_looks_like_safetensors(path)
-    with _opened(path, "is corrupt or truncated") as handle:
-        metadata = handle.metadata() or {}
-    if METADATA_KEY not in metadata:
-        raise ModelFileError(
-            f"{path} is a safetensors file but not a napari-unet model (no {METADATA_KEY!r} "
-            "metadata); save models with napari-unet"
-        )
-    try:
-        description = json.loads(metadata[METADATA_KEY])
-    except (ValueError, RecursionError) as error:  # JSONDecodeError is a ValueError
-        raise ModelFileError(
-            f"{path} has unreadable model metadata ({_one_line(error)}); re-download or "
-            "re-save the model"
-        ) from None
-    if not isinstance(description, dict):
-        raise ModelFileError(
-            f"{path} has unreadable model metadata (not a JSON object); re-download or "
-            "re-save the model"
-        )
-    version = description.get("format_version")
-    if type(version) is not int or version != FORMAT_VERSION:
-        raise ModelFileError(
-            f"{path} has model format version {_shown(version)}, this napari-unet reads "
-            f"version {FORMAT_VERSION}; update napari-unet or re-save the model with this "
-            "version"
-        )
-    return description
-
-
-def _check_looks_like_safetensors(path: Path) -> None:
-    """Refuse missing files and pickles before any parser sees them."""
-    if not path.is_file():
-        raise ModelFileError(f"model file not found: {path}")
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(9)
-        size = path.stat().st_size
-    except OSError as error:
-        raise ModelFileError(
-            f"cannot read model file {path} ({error.strerror or type(error).__name__}); "
-            "check that you may read it"
-        ) from None
-    if len(head) < 9:
-        raise ModelFileError(f"{path} is too short to be a model file (truncated or empty)")
-    (header_length,) = struct.unpack("<Q", head[:8])
-    if header_length <= min(_MAX_HEADER_BYTES, size - 8) and head[8:9] == b"{":
-        return
-    # torch.save writes a zip archive ("PK..."); plain pickles start with protocol 0x80.
-    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
-        raise ModelFileError(
-            f"{path} looks like a pickled PyTorch checkpoint (torch.save); napari-unet never "
-            "loads pickles because they can run arbitrary code. Load it yourself in a trusted "
-            "session and save it with napari_unet.core.modelfile.save_model"
-        )
-    raise ModelFileError(
-        f"{path} is not a safetensors model file (corrupt, truncated or another format); "
-        f"napari-unet models are {SUFFIX} files saved by napari-unet"
     )
 
 
@@ -417,7 +336,7 @@ def _opened(path: Path, damage: str) -> Iterator[Any]:
     # surfaces as a PanicException, which derives from BaseException.
     except BaseException as error:
         raise ModelFileError(
-            f"{path} {damage} ({_one_line(error)}); re-download or re-save the model"
+            f"{path} {damage} ({one_line(error)}); re-download or re-save the model"
         ) from None
 
 
@@ -438,7 +357,7 @@ def _check_header(path: Path, config: UNetConfig) -> None:
     safetensors checks that the header's shapes and offsets add up to the file size, so
     once they match the architecture, reading the weights costs what the file holds.
     """
-    with _opened(path, "has a corrupt header") as handle:
+    with _opened(path, "is corrupt or truncated") as handle:
         stored = {}
         for key in handle.keys():
             tensor = handle.get_slice(key)
@@ -474,7 +393,7 @@ def _architecture_mismatch(config: UNetConfig, stored: dict[str, tuple[tuple, st
         ("wrong type", wrong_type),
     ):
         if keys:
-            shown = ", ".join(_clipped(key, 60) for key in keys[:3])
+            shown = ", ".join(clipped(key, 60) for key in keys[:3])
             details.append(f"{len(keys)} {label} ({shown}{', ...' if len(keys) > 3 else ''})")
     return "; ".join(details)
 
@@ -489,289 +408,12 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
             tensor = _stored(handle.get_tensor(key), torch.float32)
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                 raise ModelFileError(
-                    f'model file {path}: tensor "{_clipped(key, 60)}" contains NaN or '
+                    f'model file {path}: tensor "{clipped(key, 60)}" contains NaN or '
                     "infinite values (the training that made it diverged?); use another model "
                     "or re-train it"
                 )
             state_dict[key] = tensor
     return state_dict
-
-
-# ------------------------------------------------------------ the description
-
-
-class _FieldProblem(Exception):
-    """One field of a model description is invalid; becomes a one-line user error."""
-
-    def __init__(self, field: str, text: str) -> None:
-        super().__init__(f'field "{field}" {text}')
-
-
-@dataclass(frozen=True)
-class _Parsed:
-    """A checked description: what :class:`ModelBundle` needs besides the weights."""
-
-    name: str | None
-    config: UNetConfig
-    normalisation: dict[str, Any]
-    class_names: list[str]
-    provenance: dict[str, Any]
-
-
-def _parse_file_description(path: Path, description: dict[str, Any]) -> _Parsed:
-    try:
-        return _parse_description(description)
-    except _FieldProblem as problem:
-        raise ModelFileError(
-            f"model file {path}: {problem}; re-save the model with napari-unet, or get an "
-            "intact copy of the file"
-        ) from None
-
-
-def _parse_description(description: dict[str, Any]) -> _Parsed:
-    """Check every field :func:`load_model` and its users read, before anything is built.
-
-    Raises
-    ------
-    _FieldProblem
-        Naming the first invalid field and what it must be.
-    """
-    name = description.get("name")
-    _require(name is None or _is_text(name), "name", "must be a text", name)
-    config = _parse_config(description.get("config"))
-    normalisation = _parse_normalisation(description.get("normalisation"))
-    class_names = _parse_class_names(description.get("class_names"), config.num_classes)
-    provenance = description.get("provenance")
-    if provenance is None:
-        provenance = {}
-    _require(isinstance(provenance, dict), "provenance", "must be a mapping", provenance)
-    _parse_postprocess(provenance.get("postprocess"))
-    return _Parsed(name or None, config, normalisation, class_names, dict(provenance))
-
-
-def _parse_config(config: Any) -> UNetConfig:
-    _require(isinstance(config, dict), "config", "must be a mapping of U-Net settings", config)
-    known = UNetConfig.__dataclass_fields__
-    for key, value in config.items():
-        if key not in known:
-            raise _FieldProblem(
-                f"config.{_clipped(key, 40)}",
-                f"is not a U-Net setting (known: {', '.join(known)})",
-            )
-        problem = config_field_problem(key, value)
-        if problem is not None:
-            raise _FieldProblem(f"config.{key}", f"{problem}, got {_shown(value)}")
-    try:
-        return UNetConfig.from_dict(config)
-    except InputError as error:  # cannot happen after the checks above; kept as a guard
-        raise _FieldProblem("config", f"is invalid ({error})") from None
-
-
-def _parse_normalisation(spec: Any) -> dict[str, Any]:
-    if spec is None:
-        return normalise.validate_spec(None)
-    _require(isinstance(spec, dict), "normalisation", "must be a mapping", spec)
-    method = spec.get("method")
-    methods = ("percentile", "minmax", "fixed")
-    _require(
-        method in methods,
-        "normalisation.method",
-        "must be one of " + ", ".join(f'"{m}"' for m in methods),
-        method,
-    )
-    for key in ("low", "high", "offset", "scale"):
-        if key in spec:
-            _require(
-                _is_finite_number(spec[key]),
-                f"normalisation.{key}",
-                "must be a finite number",
-                spec[key],
-            )
-    try:
-        return normalise.validate_spec(spec)
-    except InputError as error:
-        raise _FieldProblem("normalisation", f"is invalid: {error}") from None
-
-
-def _parse_class_names(names: Any, num_classes: int) -> list[str]:
-    if names is None or names == []:
-        return default_class_names(num_classes)
-    requirement = f"must be a list of {num_classes} names, one per class (config.num_classes)"
-    _require(
-        isinstance(names, list) and len(names) == num_classes, "class_names", requirement, names
-    )
-    for index, item in enumerate(names):
-        _require(_is_text(item), f"class_names[{index}]", "must be a text", item)
-    return list(names)
-
-
-def _is_text(value: Any) -> bool:
-    # JSON escapes can encode lone surrogates, which cannot be printed or written as UTF-8.
-    return isinstance(value, str) and _printable(value) == value
-
-
-def _printable(text: str) -> str:
-    """``text`` with anything UTF-8 cannot encode (lone surrogates) escaped."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _is_finite_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_probability(value: Any) -> bool:
-    return _is_finite_number(value) and 0.0 < value < 1.0
-
-
-def _is_unit_interval(value: Any) -> bool:
-    return _is_finite_number(value) and 0.0 <= value <= 1.0
-
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-#: Post-processing a model may recommend (``provenance["postprocess"]``, the keys of
-#: ``segment._RECOMMENDABLE``): a test keeps the two in step.
-_RECOMMENDATION_CHECKS: dict[str, tuple[Any, str]] = {
-    "threshold": (_is_probability, "must be a number between 0 and 1"),
-    "min_size": (_is_count, "must be a whole number of pixels >= 0"),
-    "split_touching": (lambda value: isinstance(value, bool), "must be true or false"),
-    "fill_boundaries": (lambda value: isinstance(value, bool), "must be true or false"),
-    "merge_boundaries": (_is_unit_interval, "must be a number from 0 to 1"),
-}
-
-
-def _parse_postprocess(postprocess: Any) -> None:
-    """Check the recommended post-processing, so a bad value is blamed on the file."""
-    if postprocess is None:
-        return
-    field_name = "provenance.postprocess"
-    _require(isinstance(postprocess, dict), field_name, "must be a mapping", postprocess)
-    _check_recommendations(postprocess, field_name)
-    per_output = postprocess.get("per_output")
-    if per_output is None:
-        return
-    field_name += ".per_output"
-    _require(
-        isinstance(per_output, dict),
-        field_name,
-        'must map output kinds ("labels", "mask", "probabilities") to settings',
-        per_output,
-    )
-    for output, settings in per_output.items():
-        inner = f"{field_name}.{_clipped(output, 40)}"
-        _require(isinstance(settings, dict), inner, "must be a mapping", settings)
-        _check_recommendations(settings, inner)
-
-
-def _check_recommendations(settings: dict[str, Any], field_name: str) -> None:
-    for key, (is_valid, requirement) in _RECOMMENDATION_CHECKS.items():
-        if key in settings:
-            _require(is_valid(settings[key]), f"{field_name}.{key}", requirement, settings[key])
-
-
-def _require(condition: bool, field_name: str, requirement: str, value: Any) -> None:
-    if not condition:
-        raise _FieldProblem(field_name, f"{requirement}, got {_shown(value)}")
-
-
-def _shown(value: Any, limit: int = 60) -> str:
-    """``value`` as it reads in the JSON file (shortened): ``"abc"``, ``4.0``, ``true``."""
-    if isinstance(value, str):
-        value = value[: limit + 1]  # no need to encode all of a huge text
-    try:
-        text = json.dumps(value)
-    except (TypeError, ValueError, RecursionError):
-        text = repr(value)
-    return _clipped(text, limit)
-
-
-def _clipped(text: str, limit: int) -> str:
-    text = _printable(str(text))
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _one_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return _clipped(lines[0] if lines else type(error).__name__, 200)
-
-
-# ------------------------------------------------------------------------ registry
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    """One model in :func:`list_models`."""
-
-    name: str
-    path: Path
-    source: Literal["built-in", "user"]
-    description: str = ""
-
-
-def builtin_models_dir() -> Path:
-    """Folder of the models shipped with the package."""
-    return Path(BUILTIN_MODELS_DIR)
-
-
-def user_models_dir() -> Path:
-    """Per-user model folder (``$NAPARI_UNET_MODELS_DIR`` when set); may not exist yet."""
-    override = os.environ.get(MODELS_DIR_ENV)
-    if override:
-        return Path(override).expanduser()
-    return Path(platformdirs.user_data_dir("napari-unet")) / "models"
-
-
-def list_models() -> list[ModelEntry]:
-    """Built-in models, then user models, each sorted by name.
-
-    A user file with a built-in name is left out: the name means the built-in model.
-    An unreadable file is listed with the reason as its description.
-    """
-    entries = [_entry(path, "built-in") for path in _model_files(builtin_models_dir())]
-    builtin_names = {entry.name for entry in entries}
-    entries += [
-        _entry(path, "user")
-        for path in _model_files(user_models_dir())
-        if path.stem not in builtin_names
-    ]
-    return entries
-
-
-def resolve_model(name_or_path: str | os.PathLike) -> Path:
-    """The file of a model given by path or by name.
-
-    An existing file wins; otherwise the name is looked up among built-in models,
-    then user models.
-
-    Raises
-    ------
-    ModelNotFoundError
-        Naming the available models, when neither a file nor a known name matches.
-    """
-    candidate = Path(name_or_path).expanduser()
-    if candidate.is_file():
-        return candidate
-    text = str(name_or_path)
-    for entry in list_models():
-        if entry.name == text:
-            return entry.path
-    available = ", ".join(entry.name for entry in list_models()) or "none installed"
-    if candidate.suffix == SUFFIX or os.sep in text or "/" in text:
-        raise ModelNotFoundError(f"model file not found: {text} (known models: {available})")
-    raise ModelNotFoundError(
-        f"unknown model {text!r}; available models: {available}. "
-        f"Give a model name or a path to a {SUFFIX} file"
-    )
-
-
-def default_model_name() -> str | None:
-    """The built-in model used when none is named: ``nuclei`` if shipped, else the first."""
-    names = [entry.name for entry in list_models() if entry.source == "built-in"]
-    if DEFAULT_MODEL_NAME in names:
-        return DEFAULT_MODEL_NAME
-    return names[0] if names else None
 
 
 def save_user_model(bundle: ModelBundle, name: str, *, overwrite: bool = False) -> Path:
@@ -801,40 +443,6 @@ def save_user_model(bundle: ModelBundle, name: str, *, overwrite: bool = False) 
             "or overwrite it"
         )
     return save_model(replace(bundle, name=name), path, overwrite=overwrite)
-
-
-def _model_files(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    # A leftover temporary file of an interrupted save is not a model.
-    return sorted(
-        path for path in folder.glob(f"*{SUFFIX}") if not path.name.startswith(TEMP_PREFIX)
-    )
-
-
-def _entry(path: Path, source: Literal["built-in", "user"]) -> ModelEntry:
-    try:
-        stat = path.stat()
-    except OSError as error:
-        description = f"(unreadable: {error})"
-    else:
-        description = _cached_description(path, stat.st_mtime_ns, stat.st_size)
-    return ModelEntry(name=path.stem, path=path, source=source, description=description)
-
-
-# Model choosers list the models whenever napari's layer list changes; reading every
-# file's header each time would stall the GUI. A changed file has a new mtime or size.
-@functools.lru_cache(maxsize=512)
-def _cached_description(path: Path, _mtime_ns: int, _size: int) -> str:
-    try:
-        return _short_description(read_description(path).get("provenance") or {})
-    except ModelFileError as error:
-        return f"(unreadable: {error})"
-
-
-def _short_description(provenance: dict[str, Any]) -> str:
-    text = _printable(str(provenance.get("description") or provenance.get("notes") or ""))
-    return text.splitlines()[0] if text else ""
 
 
 __all__ = [

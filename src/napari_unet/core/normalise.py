@@ -20,19 +20,31 @@ Specs
 
 Stats are computed once per plane, from a strided subsample of at most
 :data:`MAX_STAT_PIXELS` pixels, so a huge lazy (zarr/dask) plane is never read whole.
+
+Non-finite pixels
+-----------------
+NaN and infinite pixels are left out of the stats, and :func:`apply` (the one place
+tiles are normalised before the network) replaces them by :data:`NON_FINITE_VALUE`,
+0.0, the plane's low normalisation level: they never reach the network.
+:func:`compute_stats` says how many there were in one
+:class:`~napari_unet.core.errors.NonFiniteWarning` per plane, and refuses a plane
+without a single finite pixel.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
 
-from napari_unet.core.errors import InputError
+from napari_unet.core.errors import InputError, NonFiniteWarning
 
 #: Default normalisation of new models.
 DEFAULT_SPEC: dict[str, Any] = {"method": "percentile", "low": 1.0, "high": 99.8}
+#: What NaN and infinite pixels become after normalisation: the plane's low level.
+NON_FINITE_VALUE = 0.0
 #: Statistics use at most this many pixels (a strided subsample of larger planes).
 MAX_STAT_PIXELS = 4_000_000
 
@@ -75,8 +87,15 @@ def validate_spec(spec: dict[str, Any] | None) -> dict[str, Any]:
     return {"method": method}
 
 
-def compute_stats(image: Any, spec: dict[str, Any] | None = None) -> dict[str, float]:
+def compute_stats(
+    image: Any, spec: dict[str, Any] | None = None, *, where: str = ""
+) -> dict[str, float]:
     """Offset and scale that normalise one plane according to ``spec``.
+
+    Also counts the plane's NaN and infinite pixels, which :func:`apply` replaces:
+    when there are any, one :class:`~napari_unet.core.errors.NonFiniteWarning` says
+    how many (exactly for a numpy plane, estimated from the subsample, "about N", for a
+    lazy one). Call it once per plane.
 
     Parameters
     ----------
@@ -84,17 +103,35 @@ def compute_stats(image: Any, spec: dict[str, Any] | None = None) -> dict[str, f
         One plane; numpy, zarr or dask (read lazily through a strided subsample).
     spec : dict, optional
         Normalisation spec (see the module docstring); default :data:`DEFAULT_SPEC`.
+    where : str
+        Names the plane in messages, e.g. ``"plane 3"`` or ``"cells.tif, plane 3"``.
 
     Returns
     -------
     dict
         ``{"offset": float, "scale": float}`` with ``scale != 0``; a constant plane
         gets ``scale = 1`` so it normalises to zeros instead of dividing by zero.
+
+    Raises
+    ------
+    InputError
+        If the plane has pixels but none of them is finite (all NaN or infinite).
+
+    Warns
+    -----
+    NonFiniteWarning
+        If some pixels are NaN or infinite.
     """
     spec = validate_spec(spec)
+    if spec["method"] == "fixed" and _never_non_finite(image):
+        return {"offset": spec["offset"], "scale": spec["scale"]}  # nothing to read
+    sample = subsample(image)
+    sampled, values = sample.size, _finite_values(sample)
+    del sample  # not kept alive during the percentile (lazy planes: up to 4 M pixels)
+    if not _never_non_finite(image):
+        _report_non_finite(image, sampled, values.size, where)
     if spec["method"] == "fixed":
         return {"offset": spec["offset"], "scale": spec["scale"]}
-    values = _finite_values(subsample(image))
     if values.size == 0:
         return {"offset": 0.0, "scale": 1.0}
     if spec["method"] == "percentile":
@@ -106,14 +143,71 @@ def compute_stats(image: Any, spec: dict[str, Any] | None = None) -> dict[str, f
 
 
 def apply(tile: Any, stats: dict[str, float]) -> np.ndarray:
-    """Normalise ``tile`` (any shape, real or bool dtype) to float32 ``(x - offset) / scale``."""
+    """Normalise ``tile`` (any shape, real or bool dtype) to float32 ``(x - offset) / scale``.
+
+    NaN and infinite results (NaN/Inf pixels, or values beyond float32's range) become
+    :data:`NON_FINITE_VALUE`, 0.0, the plane's low normalisation level, so they never
+    reach the network (one of them would spread NaN over a whole tile's output).
+    """
     values = np.asarray(tile)
     if values.dtype == bool:
         values = values.view(np.uint8)
     # float64 arithmetic first: uint16/int32 values minus a large offset lose
     # precision in float32 otherwise; the cast at the end keeps memory small.
-    result = (values.astype(np.float64) - stats["offset"]) / stats["scale"]
-    return result.astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # the non-finite results are replaced
+        result = (values.astype(np.float64) - stats["offset"]) / stats["scale"]
+        result = result.astype(np.float32)
+    value = NON_FINITE_VALUE
+    return np.nan_to_num(result, copy=False, nan=value, posinf=value, neginf=value)
+
+
+def _never_non_finite(image: Any) -> bool:
+    """Whether ``image``'s dtype cannot hold NaN or infinity (so it need not be read)."""
+    dtype = np.dtype(image.dtype)
+    return not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.complexfloating))
+
+
+def _report_non_finite(image: Any, sampled: int, finite: int, where: str) -> None:
+    """Warn once about the plane's NaN/infinite pixels; refuse a plane without finite ones.
+
+    ``finite`` of the ``sampled`` pixels of the subsample are finite. A numpy plane is
+    counted exactly; a lazy one is estimated from the subsample, never read whole.
+    """
+    total = math.prod(image.shape)
+    if isinstance(image, np.ndarray) and sampled < total:
+        count, about = _count_non_finite(image), ""
+    else:
+        count, about = sampled - finite, "" if sampled == total else "about "
+    if total == 0 or count == 0:
+        return
+    prefix = f"{where}: " if where else ""
+    if finite == 0 and (about or count == total):
+        raise InputError(
+            f"{prefix}the image has no finite pixel values (all NaN or infinite); check how "
+            "it was exported, or segment another plane or region"
+        )
+    if about:
+        count = max(1, round(count * total / sampled))
+    pixels = "pixel" if count == 1 else "pixels"
+    warnings.warn(
+        NonFiniteWarning(
+            f"{prefix}{about}{count} NaN/infinite {pixels} replaced by the low intensity "
+            "level before segmentation"
+        ),
+        stacklevel=3,
+    )
+
+
+def _count_non_finite(image: np.ndarray) -> int:
+    """Exact count of NaN/infinite pixels, by blocks of rows: no plane-sized mask or copy."""
+    planes = image.reshape(1, *image.shape) if image.ndim < 2 else image
+    step = max(1, MAX_STAT_PIXELS // max(1, planes.shape[-1]))
+    finite = 0
+    for index in np.ndindex(planes.shape[:-2]):
+        plane = planes[index]
+        for row in range(0, plane.shape[0], step):
+            finite += int(np.count_nonzero(np.isfinite(plane[row : row + step])))
+    return image.size - finite
 
 
 def subsample(image: Any, max_pixels: int | None = None) -> np.ndarray:
@@ -143,6 +237,7 @@ def _finite_values(values: np.ndarray) -> np.ndarray:
 __all__ = [
     "DEFAULT_SPEC",
     "MAX_STAT_PIXELS",
+    "NON_FINITE_VALUE",
     "apply",
     "compute_stats",
     "subsample",

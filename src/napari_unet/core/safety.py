@@ -97,7 +97,7 @@ def check_output(
     """
     target = Path(target)
     for source in inputs:
-        if _overlaps(Path(source), target):
+        if overlaps(Path(source), target):
             raise OutputError(
                 f"the output {target} would overwrite the input {source}; choose another output"
             )
@@ -126,7 +126,7 @@ def _check_existing(target: Path, *, overwrite: bool, resume: bool, what: str) -
         raise OutputError(f"{target} is a folder, not a model file; choose another output")
 
 
-def _overlaps(source: Path, target: Path) -> bool:
+def overlaps(source: Path, target: Path) -> bool:
     """Whether writing ``target`` could change ``source`` (same path, or one inside the other)."""
     with contextlib.suppress(OSError):
         if source.exists() and target.exists() and os.path.samefile(source, target):
@@ -180,4 +180,5 @@ __all__ = [
     "check_writable",
     "free_path",
     "is_our_store",
+    "overlaps",
 ]

@@ -12,6 +12,7 @@ the finished tiles. :func:`segment` drains it and returns the result.
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, fields
@@ -22,7 +23,7 @@ import numpy as np
 from napari_unet.core import normalise
 from napari_unet.core.errors import InputError
 from napari_unet.core.events import PlaneDone, TileDone, drain
-from napari_unet.core.io import as_planes
+from napari_unet.core.io import as_planes, check_fits_in_memory
 from napari_unet.core.model import UNet, UNetConfig, pick_device
 from napari_unet.core.modelfile import ModelBundle
 from napari_unet.core.postprocess import (
@@ -185,13 +186,18 @@ def segment_iter(
     plane_shape = tuple(stack.shape[1:])
     height, width = plane_shape[-2:]
     selected = _check_planes(planes, len(stack))
+    full_shape = _result_shape(options.output, len(stack), config, (height, width))
+    out_dtype = np.dtype(_OUT_DTYPES[options.output])
+    if out is None:
+        # Refused in one line before any work: np.zeros of a too large result would only
+        # fail (or swap) once the network has run.
+        check_fits_in_memory(math.prod(full_shape) * out_dtype.itemsize, "the result")
     grid = plan_tiles(plane_shape, config, tile_size=options.tile_size)
     if predictor is None:
         predictor = get_predictor(model, options.device, whole_maps=_one_small_tile(grid))
     spec = _normalisation_of(model)
-    full_shape = _result_shape(options.output, len(stack), config, (height, width))
     if out is None:
-        out = np.zeros(full_shape, dtype=_OUT_DTYPES[options.output])
+        out = np.zeros(full_shape, dtype=out_dtype)
         has_plane_axis = True
     else:
         single_image = len(image.shape) < len(stack.shape)

@@ -8,7 +8,15 @@ A :class:`Trainer` owns the network, the optimiser and the prepared data. Its
 Cancel is ``generator.close()``: the trainer keeps the best and the last weights
 (:meth:`Trainer.best_bundle`, :meth:`Trainer.last_bundle`). Pause is the same; after
 :meth:`Trainer.update_annotations` a new :meth:`Trainer.run` resumes the same run
-(same network, optimiser state and step counter).
+(same network, optimiser state and step counter). :attr:`Trainer.has_progress` says
+whether any step has completed: front ends save nothing before that.
+
+Non-finite numbers never end up in the weights: every step is checked (loss, network
+weights and statistics, optimiser state) and a step that produced NaN or infinity is
+undone (the network and optimiser get back the state they had before it) and ends the
+run; the final :class:`~napari_unet.core.events.TrainingFinished` says what happened
+(:attr:`Trainer.diverged`). An exception or Ctrl+C inside a step undoes it the same way,
+so a half-applied update is never kept.
 
 Data flow per step: sample patches centred on annotated pixels (so a few painted
 cells in a large image are found) from mirror-padded planes, deform them together
@@ -38,7 +46,7 @@ from .annotations import (
     targets_from_annotation,
 )
 from .augment import AugmentConfig, augment_batch
-from .errors import AnnotationError, InputError
+from .errors import AnnotationError, InputError, ModelFileError
 from .events import Preview, TrainingFinished, TrainStep, Validation
 from .losses import weighted_cross_entropy
 from .model import UNet, UNetConfig, margin, nearest_valid_input_size, pick_device
@@ -49,6 +57,9 @@ from .weights import weight_map
 
 Convention = Literal["sparse", "dense", "binary", "auto"]
 TrainEvent = TrainStep | Validation | Preview | TrainingFinished
+
+#: Largest float32: the optimisers cannot apply a larger learning rate.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 #: Label value of pixels the loss ignores (unannotated, or outside the image).
 IGNORE = -1
@@ -110,8 +121,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
             raise InputError("steps and batch size must be at least 1")
-        if self.learning_rate <= 0:
-            raise InputError(f"learning rate must be positive, got {self.learning_rate}")
+        if not 0 < self.learning_rate <= FLOAT32_MAX:  # NaN fails too
+            raise InputError(
+                f"learning rate must be positive and at most {FLOAT32_MAX:.3g}, got "
+                f"{self.learning_rate}"
+            )
         if self.optimizer not in ("adam", "sgd"):
             raise InputError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.schedule not in ("constant", "cosine"):
@@ -201,6 +215,9 @@ class Trainer:
         self.patch_output = self.patch_input - 2 * margin(self.unet_config)
         self.optimizer = self._make_optimizer()
         self.step = 0
+        #: Why the last run stopped early because of non-finite numbers, else None.
+        self.diverged: str | None = None
+        self._before_step = _Snapshot()
         self.history: list[tuple[int, float]] = []
         self.validation_history: list[tuple[int, float, float]] = []
         self.best_loss = math.inf
@@ -208,6 +225,7 @@ class Trainer:
         self._best_state = self._state_copy()
         self.convention: Convention = convention
         self.preview_image = preview_image
+        self._preview_stats: tuple[np.ndarray | None, dict[str, float]] = (None, {})
         self._validation_source = validation
         self.update_annotations(images, annotations)
 
@@ -220,6 +238,11 @@ class Trainer:
             network = UNet(base)
         else:
             raise InputError(f"base must be a model bundle or a UNetConfig, got {type(base)}")
+        if not _all_finite(_tensors(network)):
+            name = base.name if isinstance(base, ModelBundle) else "the new network"
+            raise ModelFileError(
+                f"the base model {name!r} has NaN or infinite weights; choose another base model"
+            )
         network = network.to(self.device)
         if self._channels_last(network.config):
             network = network.to(memory_format=torch.channels_last)
@@ -365,21 +388,33 @@ class Trainer:
         return tensor[..., m : m + self.patch_output, m : m + self.patch_output]
 
     # --------------------------------------------------------------- running
+    @property
+    def has_progress(self) -> bool:
+        """Whether at least one step has completed (so the weights hold something learnt)."""
+        return self.step > 0
+
     def run(self, steps: int | None = None) -> Generator[TrainEvent, None, None]:
         """Train for ``steps`` more steps (default ``config.steps``), yielding events.
 
         Closing the generator stops after the current step; best and last weights stay
-        available, and calling :meth:`run` again resumes.
+        available, and calling :meth:`run` again resumes. A step whose loss, weights or
+        optimiser state become NaN or infinite is undone and ends the run: the last
+        event is then a :class:`TrainingFinished` whose ``reason`` says so (also in
+        :attr:`diverged`).
         """
         total = steps if steps is not None else self.config.steps
         first_step = self.step
         started = time.perf_counter()
         scaler = torch.amp.GradScaler("cuda") if self.device.type == "cuda" else None
         reason = "stopped"
+        self.diverged = None
         try:
             for done in range(1, total + 1):
                 lr = self._learning_rate(done - 1, total)
-                loss = self._train_step(lr, scaler)
+                loss = self._checked_step(lr, scaler)
+                if self.diverged is not None:
+                    reason = self.diverged
+                    break
                 self.step += 1
                 self.history.append((self.step, loss))
                 elapsed = time.perf_counter() - started
@@ -398,11 +433,44 @@ class Trainer:
                     and self.preview_image is not None
                     and (done % self.config.preview_every == 0 or done == total)
                 ):
-                    yield Preview(self.step, self.predict(self.preview_image))
-            reason = "completed"
+                    yield Preview(self.step, self._predict_preview())
+            else:
+                reason = "completed"
         finally:
             self.network.eval()
         yield TrainingFinished(self.step, self.best_step, self.best_loss, reason)
+
+    def _checked_step(self, lr: float, scaler: torch.amp.GradScaler | None) -> float:
+        """One step that is undone when it fails or produces non-finite numbers.
+
+        Sets :attr:`diverged` (and restores the state of before the step) when the loss,
+        the network's weights or statistics, or the optimiser's state are NaN or infinite
+        afterwards; re-raises any exception (Ctrl+C included) after the same restore.
+        """
+        self._before_step.take(self.network, self.optimizer)
+        try:
+            loss = self._train_step(lr, scaler)
+        except RuntimeError as error:
+            self._before_step.restore(self.network, self.optimizer)
+            # torch refuses an update it cannot represent in float32 (Adam's first steps
+            # divide the learning rate by a small bias correction).
+            if "overflow" not in str(error):
+                raise
+            loss, what = math.nan, "the update became infinite"
+        except BaseException:
+            self._before_step.restore(self.network, self.optimizer)
+            raise
+        else:
+            if math.isfinite(loss) and _all_finite(_tensors(self.network, self.optimizer)):
+                return loss
+            self._before_step.restore(self.network, self.optimizer)
+            if math.isfinite(loss):
+                what = "the weights became NaN or infinite"
+            else:
+                what = "the loss became " + ("NaN" if math.isnan(loss) else "infinite")
+        kept = f"weights of step {self.step}" + (" (the starting weights)" if not self.step else "")
+        self.diverged = f"{what} at step {self.step + 1} (learning rate too high?); {kept} restored"
+        return loss
 
     def _learning_rate(self, index: int, total: int) -> float:
         peak = self.config.learning_rate
@@ -466,21 +534,40 @@ class Trainer:
         self.validation_history.append((self.step, loss, accuracy))
         return Validation(self.step, loss, accuracy, is_best)
 
-    def predict(self, image: np.ndarray) -> np.ndarray:
-        """``(K, H, W)`` probabilities of the current network on one ``(H, W)`` plane."""
+    def predict(self, image: np.ndarray, stats: dict[str, float] | None = None) -> np.ndarray:
+        """``(K, H, W)`` probabilities of the current network on one ``(H, W)`` plane.
+
+        ``stats`` are the plane's normalisation statistics, computed when omitted.
+        """
         self.network.eval()
-        stats = normalise.compute_stats(image, self.normalisation)
+        if stats is None:
+            stats = normalise.compute_stats(image, self.normalisation)
         grid = plan_tiles(image.shape, self.unet_config)
         predictor = make_predictor(
             self.network, self.device, channels_last=self._channels_last(self.unet_config)
         )
         return predict_plane(image, predictor, grid, transform=lambda t: normalise.apply(t, stats))
 
+    def _predict_preview(self) -> np.ndarray:
+        # Stats once per preview plane: a plane with NaN pixels warns once, not per preview.
+        image = self.preview_image
+        cached_image, stats = self._preview_stats
+        if cached_image is not image:
+            stats = normalise.compute_stats(image, self.normalisation, where="preview plane")
+            self._preview_stats = (image, stats)
+        return self.predict(image, stats)
+
     # --------------------------------------------------------------- results
     def _state_copy(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().to("cpu", copy=True) for k, v in self.network.state_dict().items()}
 
     def _bundle(self, state: dict[str, torch.Tensor], step: int) -> ModelBundle:
+        # Guaranteed by _checked_step; checked again because a saved NaN model is lost work.
+        if not _all_finite(list(state.values())):
+            raise ModelFileError(
+                "the trained weights hold NaN or infinite values; train again with a lower "
+                "learning rate"
+            )
         # Only the base's post-processing carries over: its scores and data do not
         # describe the fine-tuned weights.
         inherited = self.base.provenance.get("postprocess") if self.base else None
@@ -510,6 +597,65 @@ class Trainer:
     def last_bundle(self) -> ModelBundle:
         """Model with the current weights."""
         return self._bundle(self._state_copy(), self.step)
+
+
+def _tensors(
+    network: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None
+) -> list[torch.Tensor]:
+    """The network's parameters and buffers, then the optimiser's state tensors.
+
+    The same tensor objects from one step to the next (training updates them in place),
+    except that the optimiser's state appears at its first step.
+    """
+    tensors = [*network.parameters(), *network.buffers()]
+    if optimizer is not None:
+        for group in optimizer.param_groups:
+            for parameter in group["params"]:
+                state = optimizer.state.get(parameter, {})
+                tensors.extend(v for v in state.values() if isinstance(v, torch.Tensor))
+    return tensors
+
+
+def _all_finite(tensors: Sequence[torch.Tensor]) -> bool:
+    """Whether every floating-point element of ``tensors`` is finite (one device sync)."""
+    checks = [torch.isfinite(t).all() for t in tensors if t.is_floating_point()]
+    return bool(torch.stack(checks).all()) if checks else True
+
+
+class _Snapshot:
+    """Copies of the network's and optimiser's tensors as they were before a step.
+
+    The copies are refreshed in place before every step (a few milliseconds for the
+    small network, no allocation after the first steps), so a failed or non-finite step
+    can be undone exactly.
+    """
+
+    def __init__(self) -> None:
+        self._sources: list[torch.Tensor] = []
+        self._copies: list[torch.Tensor] = []
+        self._optimizer_keys: set[int] = set()
+
+    def take(self, network: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        sources = _tensors(network, optimizer)
+        with torch.no_grad():
+            if len(sources) != len(self._sources) or any(
+                a is not b for a, b in zip(sources, self._sources, strict=True)
+            ):
+                self._copies = [t.detach().clone() for t in sources]
+            else:
+                for copy_, source in zip(self._copies, sources, strict=True):
+                    copy_.copy_(source)
+        self._sources = sources
+        # Parameters with optimiser state: a step may create it (Adam's first step).
+        self._optimizer_keys = {id(p) for p in optimizer.state}
+
+    def restore(self, network: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        # State the step created did not exist before it: drop it (a fresh optimiser).
+        for parameter in [p for p in optimizer.state if id(p) not in self._optimizer_keys]:
+            del optimizer.state[parameter]
+        with torch.no_grad():
+            for source, copy_ in zip(self._sources, self._copies, strict=True):
+                source.copy_(copy_)
 
 
 #: Patch centres kept per plane; a random subset keeps memory small for dense masks.

@@ -1,0 +1,393 @@
+"""A model file's JSON description: read from the safetensors header and checked.
+
+A model file (see :mod:`napari_unet.core.modelfile`) is a safetensors file whose header
+metadata holds, under :data:`METADATA_KEY`, the architecture, the normalisation, the class
+names and the provenance as JSON. This module reads that header by hand (no torch) and
+checks every field before anything is built: types, bounds on depth, width, classes and
+channels, the normalisation, the recommended post-processing. A refusal is one
+:class:`~napari_unet.core.errors.ModelFileError` line naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from napari_unet.core import normalise
+from napari_unet.core.config import UNetConfig, config_field_problem
+from napari_unet.core.errors import InputError, ModelFileError
+
+#: Key of the JSON description in the safetensors header metadata.
+METADATA_KEY = "napari_unet"
+#: Version of the JSON description; bumped on incompatible changes.
+FORMAT_VERSION = 1
+#: File extension of model files.
+SUFFIX = ".safetensors"
+# A safetensors file starts with the 8-byte little-endian length of its JSON header.
+_MAX_HEADER_BYTES = 100_000_000
+
+
+def default_class_names(num_classes: int) -> list[str]:
+    """``["background", "foreground"]`` for 2 classes, ``background, class_1, ...`` otherwise."""
+    if num_classes == 2:
+        return ["background", "foreground"]
+    return ["background"] + [f"class_{i}" for i in range(1, num_classes)]
+
+
+def checked_description(path: str | os.PathLike) -> ParsedDescription:
+    """Read and check a model file's description: what a model needs besides its weights.
+
+    Raises
+    ------
+    ModelFileError
+        Naming the file and the first invalid field.
+    """
+    path = Path(path)
+    return _parse_file_description(path, _read_json_description(path))
+
+
+def read_description(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON description of a model file, checked, without reading its weights.
+
+    Raises
+    ------
+    ModelFileError
+        As :func:`load_model`, except for problems with the weights themselves.
+    """
+    path = Path(path)
+    description = _read_json_description(path)
+    _parse_file_description(path, description)
+    return description
+
+
+def _read_json_description(path: Path) -> dict[str, Any]:
+    """The description as stored, with a known format version (fields not yet checked)."""
+    _check_looks_like_safetensors(path)
+    metadata = _header_metadata(path)
+    if METADATA_KEY not in metadata:
+        raise ModelFileError(
+            f"{path} is a safetensors file but not a napari-unet model (no {METADATA_KEY!r} "
+            "metadata); save models with napari-unet"
+        )
+    try:
+        description = json.loads(metadata[METADATA_KEY])
+    except (ValueError, RecursionError) as error:  # JSONDecodeError is a ValueError
+        raise ModelFileError(
+            f"{path} has unreadable model metadata ({one_line(error)}); re-download or "
+            "re-save the model"
+        ) from None
+    if not isinstance(description, dict):
+        raise ModelFileError(
+            f"{path} has unreadable model metadata (not a JSON object); re-download or "
+            "re-save the model"
+        )
+    version = description.get("format_version")
+    if type(version) is not int or version != FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path} has model format version {_shown(version)}, this napari-unet reads "
+            f"version {FORMAT_VERSION}; update napari-unet or re-save the model with this "
+            "version"
+        )
+    return description
+
+
+def _check_looks_like_safetensors(path: Path) -> None:
+    """Refuse missing files and pickles before any parser sees them."""
+    if not path.is_file():
+        raise ModelFileError(f"model file not found: {path}")
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(9)
+        size = path.stat().st_size
+    except OSError as error:
+        raise ModelFileError(
+            f"cannot read model file {path} ({error.strerror or type(error).__name__}); "
+            "check that you may read it"
+        ) from None
+    if len(head) < 9:
+        raise ModelFileError(f"{path} is too short to be a model file (truncated or empty)")
+    (header_length,) = struct.unpack("<Q", head[:8])
+    if header_length <= min(_MAX_HEADER_BYTES, size - 8) and head[8:9] == b"{":
+        return
+    # torch.save writes a zip archive ("PK..."); plain pickles start with protocol 0x80.
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        raise ModelFileError(
+            f"{path} looks like a pickled PyTorch checkpoint (torch.save); napari-unet never "
+            "loads pickles because they can run arbitrary code. Load it yourself in a trusted "
+            "session and save it with napari_unet.core.modelfile.save_model"
+        )
+    raise ModelFileError(
+        f"{path} is not a safetensors model file (corrupt, truncated or another format); "
+        f"napari-unet models are {SUFFIX} files saved by napari-unet"
+    )
+
+
+def _header_metadata(path: Path) -> dict[str, Any]:
+    """The ``__metadata__`` of a safetensors header, parsed here so no torch is needed.
+
+    :func:`_check_looks_like_safetensors` has bounded the header length by the file size,
+    so reading it allocates no more than the file holds.
+    """
+    try:
+        with path.open("rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            raw = handle.read(length)
+        if len(raw) < length:
+            raise ValueError("the header is cut short")
+        header = json.loads(raw)
+        if not isinstance(header, dict):
+            raise ValueError("the header is not a JSON object")
+        _check_data_covered(header, path.stat().st_size - 8 - length)
+    except OSError as error:
+        raise ModelFileError(
+            f"cannot read model file {path} ({error.strerror or type(error).__name__}); "
+            "check that you may read it"
+        ) from None
+    except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
+        raise ModelFileError(
+            f"{path} is corrupt or truncated ({one_line(error)}); re-download or re-save the model"
+        ) from None
+    metadata = header.get("__metadata__")
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def _check_data_covered(header: dict[str, Any], data_bytes: int) -> None:
+    """Refuse a header whose tensors do not end exactly where the file does.
+
+    The check safetensors makes when it opens a file, made here without torch, so a
+    truncated file is called truncated before its description is looked at.
+    """
+    ends = []
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2):
+            raise ValueError(f"tensor {clipped(key, 40)!r} has no data offsets")
+        ends.append(offsets[1])
+    if not all(type(end) is int for end in ends) or max(ends, default=0) != data_bytes:
+        raise ValueError("the tensors listed in the header do not fit the file")
+
+
+class FieldProblem(Exception):
+    """One field of a model description is invalid; becomes a one-line user error."""
+
+    def __init__(self, field: str, text: str) -> None:
+        super().__init__(f'field "{field}" {text}')
+
+
+@dataclass(frozen=True)
+class ParsedDescription:
+    """A checked description: what :class:`ModelBundle` needs besides the weights."""
+
+    name: str | None
+    config: UNetConfig
+    normalisation: dict[str, Any]
+    class_names: list[str]
+    provenance: dict[str, Any]
+
+
+def _parse_file_description(path: Path, description: dict[str, Any]) -> ParsedDescription:
+    try:
+        return parse_description(description)
+    except FieldProblem as problem:
+        raise ModelFileError(
+            f"model file {path}: {problem}; re-save the model with napari-unet, or get an "
+            "intact copy of the file"
+        ) from None
+
+
+def parse_description(description: dict[str, Any]) -> ParsedDescription:
+    """Check every field :func:`load_model` and its users read, before anything is built.
+
+    Raises
+    ------
+    FieldProblem
+        Naming the first invalid field and what it must be.
+    """
+    name = description.get("name")
+    _require(name is None or _is_text(name), "name", "must be a text", name)
+    config = _parse_config(description.get("config"))
+    normalisation = _parse_normalisation(description.get("normalisation"))
+    class_names = _parse_class_names(description.get("class_names"), config.num_classes)
+    provenance = description.get("provenance")
+    if provenance is None:
+        provenance = {}
+    _require(isinstance(provenance, dict), "provenance", "must be a mapping", provenance)
+    _parse_postprocess(provenance.get("postprocess"))
+    return ParsedDescription(name or None, config, normalisation, class_names, dict(provenance))
+
+
+def _parse_config(config: Any) -> UNetConfig:
+    _require(isinstance(config, dict), "config", "must be a mapping of U-Net settings", config)
+    known = UNetConfig.__dataclass_fields__
+    for key, value in config.items():
+        if key not in known:
+            raise FieldProblem(
+                f"config.{clipped(key, 40)}",
+                f"is not a U-Net setting (known: {', '.join(known)})",
+            )
+        problem = config_field_problem(key, value)
+        if problem is not None:
+            raise FieldProblem(f"config.{key}", f"{problem}, got {_shown(value)}")
+    try:
+        return UNetConfig.from_dict(config)
+    except InputError as error:  # cannot happen after the checks above; kept as a guard
+        raise FieldProblem("config", f"is invalid ({error})") from None
+
+
+def _parse_normalisation(spec: Any) -> dict[str, Any]:
+    if spec is None:
+        return normalise.validate_spec(None)
+    _require(isinstance(spec, dict), "normalisation", "must be a mapping", spec)
+    method = spec.get("method")
+    methods = ("percentile", "minmax", "fixed")
+    _require(
+        method in methods,
+        "normalisation.method",
+        "must be one of " + ", ".join(f'"{m}"' for m in methods),
+        method,
+    )
+    for key in ("low", "high", "offset", "scale"):
+        if key in spec:
+            _require(
+                _is_finite_number(spec[key]),
+                f"normalisation.{key}",
+                "must be a finite number",
+                spec[key],
+            )
+    try:
+        return normalise.validate_spec(spec)
+    except InputError as error:
+        raise FieldProblem("normalisation", f"is invalid: {error}") from None
+
+
+def _parse_class_names(names: Any, num_classes: int) -> list[str]:
+    if names is None or names == []:
+        return default_class_names(num_classes)
+    requirement = f"must be a list of {num_classes} names, one per class (config.num_classes)"
+    _require(
+        isinstance(names, list) and len(names) == num_classes, "class_names", requirement, names
+    )
+    for index, item in enumerate(names):
+        _require(_is_text(item), f"class_names[{index}]", "must be a text", item)
+    return list(names)
+
+
+def _is_text(value: Any) -> bool:
+    # JSON escapes can encode lone surrogates, which cannot be printed or written as UTF-8.
+    return isinstance(value, str) and _printable(value) == value
+
+
+def _printable(text: str) -> str:
+    """``text`` with anything UTF-8 cannot encode (lone surrogates) escaped."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _is_finite_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_probability(value: Any) -> bool:
+    return _is_finite_number(value) and 0.0 < value < 1.0
+
+
+def _is_unit_interval(value: Any) -> bool:
+    return _is_finite_number(value) and 0.0 <= value <= 1.0
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+#: Post-processing a model may recommend (``provenance["postprocess"]``, the keys of
+#: ``segment._RECOMMENDABLE``): a test keeps the two in step.
+_RECOMMENDATION_CHECKS: dict[str, tuple[Any, str]] = {
+    "threshold": (_is_probability, "must be a number between 0 and 1"),
+    "min_size": (_is_count, "must be a whole number of pixels >= 0"),
+    "split_touching": (lambda value: isinstance(value, bool), "must be true or false"),
+    "fill_boundaries": (lambda value: isinstance(value, bool), "must be true or false"),
+    "merge_boundaries": (_is_unit_interval, "must be a number from 0 to 1"),
+}
+
+
+def _parse_postprocess(postprocess: Any) -> None:
+    """Check the recommended post-processing, so a bad value is blamed on the file."""
+    if postprocess is None:
+        return
+    field_name = "provenance.postprocess"
+    _require(isinstance(postprocess, dict), field_name, "must be a mapping", postprocess)
+    _check_recommendations(postprocess, field_name)
+    per_output = postprocess.get("per_output")
+    if per_output is None:
+        return
+    field_name += ".per_output"
+    _require(
+        isinstance(per_output, dict),
+        field_name,
+        'must map output kinds ("labels", "mask", "probabilities") to settings',
+        per_output,
+    )
+    for output, settings in per_output.items():
+        inner = f"{field_name}.{clipped(output, 40)}"
+        _require(isinstance(settings, dict), inner, "must be a mapping", settings)
+        _check_recommendations(settings, inner)
+
+
+def _check_recommendations(settings: dict[str, Any], field_name: str) -> None:
+    for key, (is_valid, requirement) in _RECOMMENDATION_CHECKS.items():
+        if key in settings:
+            _require(is_valid(settings[key]), f"{field_name}.{key}", requirement, settings[key])
+
+
+def _require(condition: bool, field_name: str, requirement: str, value: Any) -> None:
+    if not condition:
+        raise FieldProblem(field_name, f"{requirement}, got {_shown(value)}")
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """``value`` as it reads in the JSON file (shortened): ``"abc"``, ``4.0``, ``true``."""
+    if isinstance(value, str):
+        value = value[: limit + 1]  # no need to encode all of a huge text
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(value)
+    return clipped(text, limit)
+
+
+def clipped(text: str, limit: int) -> str:
+    text = _printable(str(text))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def one_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return clipped(lines[0] if lines else type(error).__name__, 200)
+
+
+def short_description(provenance: dict[str, Any]) -> str:
+    """One line for listings: the provenance's description or notes (printable)."""
+    text = _printable(str(provenance.get("description") or provenance.get("notes") or ""))
+    return text.splitlines()[0] if text else ""
+
+
+__all__ = [
+    "FORMAT_VERSION",
+    "METADATA_KEY",
+    "SUFFIX",
+    "FieldProblem",
+    "ParsedDescription",
+    "checked_description",
+    "clipped",
+    "default_class_names",
+    "one_line",
+    "parse_description",
+    "read_description",
+    "short_description",
+]
