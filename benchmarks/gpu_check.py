@@ -35,7 +35,7 @@ import statistics
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -361,21 +361,17 @@ def measure_training(
     device = torch.device(device)
     mixed = mixed_precision and device.type == "cuda"
     total = warmup + steps
-    amp_option = "amp" in {f.name for f in fields(TrainConfig)}
     config = TrainConfig(
         steps=total,
         batch_size=batch_size,
         validation_every=total,  # one validation, after the last (untimed) step
         seed=seed,
         device=str(device),
-        **({"amp": mixed} if amp_option else {}),
+        amp=mixed,
     )
     trainer = Trainer(bundle, images, annotations, convention="dense", config=config)
     reset_peak_memory(device)
-    if amp_option or mixed == (device.type == "cuda"):
-        elapsed, losses = _timed_run(trainer)
-    else:  # a Trainer without an amp option uses mixed precision whenever it is on CUDA
-        elapsed, losses = _timed_steps(trainer, total, mixed=mixed)
+    elapsed, losses = _timed_run(trainer)
     if len(elapsed) < total:
         raise RuntimeError(f"training stopped after {len(elapsed)} of {total} steps")
     return Training(
@@ -400,26 +396,6 @@ def _timed_run(trainer: Trainer) -> tuple[list[float], list[float]]:
         if isinstance(event, TrainStep):
             elapsed.append(event.elapsed)
             losses.append(event.loss)
-    return elapsed, losses
-
-
-def _timed_steps(trainer: Trainer, total: int, *, mixed: bool) -> tuple[list[float], list[float]]:
-    """As :func:`_timed_run`, stepping the trainer directly to choose mixed precision.
-
-    Needed only while :class:`TrainConfig` has no ``amp`` option; the step is the one
-    ``run()`` takes (checked and undone on non-finite numbers), given or denied a scaler.
-    """
-    scaler = torch.amp.GradScaler("cuda") if mixed else None
-    elapsed, losses = [], []
-    start = time.perf_counter()
-    for _ in range(total):
-        loss = trainer._checked_step(trainer.config.learning_rate, scaler)
-        if trainer.diverged is not None:
-            break
-        trainer.step += 1
-        elapsed.append(time.perf_counter() - start)
-        losses.append(loss)
-    trainer.network.eval()
     return elapsed, losses
 
 

@@ -595,6 +595,16 @@ CASES = [
         status=1,
     ),
     Case("learning rate inf", lambda f: _train(f, "--learning-rate", "inf"), "learning rate"),
+    Case(
+        "train on a missing GPU",
+        lambda f: _train(f, "--device", "mps"),
+        "device 'mps' requested but Apple MPS is not available",
+    ),
+    Case(
+        "segment on a missing GPU",
+        _seg(_good, "--device", "cuda"),
+        "device 'cuda' requested but no CUDA GPU is available",
+    ),
     Case("zero steps", lambda f: _train(f, "--steps", "0"), "steps"),
     Case("negative learning rate", lambda f: _train(f, "--learning-rate", "-1"), "learning"),
     Case("train batch size 0", lambda f: _train(f, "--batch-size", "0"), "batch"),

@@ -269,3 +269,13 @@ def test_drain_with_progress_returns_the_result_and_closes_on_interrupt(capsys):
 
     with pytest.raises(KeyboardInterrupt):
         drain_with_progress(interrupted())
+
+
+def test_the_device_is_reported_once(tmp_path, model_path, image_path, capsys):
+    from napari_unet.core.device import describe_device
+    from napari_unet.core.model import pick_device
+
+    argv = ["segment", str(image_path), "-o", str(tmp_path / "o.tif"), "-m", str(model_path)]
+    assert main(argv) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "running on" in line]
+    assert lines == [f"napari-unet: running on {describe_device(pick_device('auto'))}"]

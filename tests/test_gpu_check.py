@@ -297,21 +297,6 @@ def test_training_on_cpu(gpu_check, tiny, image):
     assert result.peak_memory is None
 
 
-def test_stepping_without_run_trains(gpu_check, tiny, image):
-    # The path used on CUDA without mixed precision while TrainConfig has no amp option.
-    from napari_unet.core.train import TrainConfig, Trainer
-
-    labels = gpu_check.pseudo_annotations(image)
-    config = TrainConfig(steps=3, batch_size=2, device="cpu")
-    trainer = Trainer(tiny, [image], [labels], convention="dense", config=config)
-    before = {k: v.clone() for k, v in trainer.network.state_dict().items()}
-    elapsed, losses = gpu_check._timed_steps(trainer, 3, mixed=False)
-    assert len(elapsed) == len(losses) == 3 and trainer.step == 3
-    assert elapsed == sorted(elapsed) and all(math.isfinite(x) for x in losses)
-    after = trainer.network.state_dict()
-    assert any(not torch.equal(before[k], after[k]) for k in before)
-
-
 def test_run_checks_and_report_end_to_end(gpu_check, tiny, image, tmp_path):
     results = gpu_check.run_checks(
         tiny,

@@ -271,6 +271,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         # Built (and cached) now so that a bad --device fails before any input is read;
         # in-memory runs let segment_iter pick whole maps or strips by the tile plan.
         predictor = None if large else get_predictor(bundle, options.device)
+        _report_device(None if large else options.device)
         for source, target in zip(inputs, outputs, strict=True):
             try:
                 _check_input(source)
@@ -297,6 +298,19 @@ def _check_target(target: Path, inputs: list[Path], args: argparse.Namespace) ->
     from napari_unet.core.largeimage import check_store_output
 
     check_store_output(target, inputs=inputs, overwrite=args.overwrite, resume=args.resume)
+
+
+def _report_device(requested: str | None) -> None:
+    """Say once which device runs the network and why (``None``: the cluster's workers)."""
+    if requested is None:
+        print(f"{PROG}: running on the dask workers (each picks its own device)", file=sys.stderr)
+        return
+    from napari_unet.core.device import describe_device
+    from napari_unet.core.model import pick_device
+
+    print(
+        f"{PROG}: running on {describe_device(pick_device(requested), requested)}", file=sys.stderr
+    )
 
 
 def _check_input(path: Path) -> None:
@@ -601,6 +615,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config=config,
         name=args.name or output.name.removesuffix(".safetensors"),
     )
+    _report_device(args.device)
     return _train_and_save(trainer, output, overwrite=args.overwrite)
 
 

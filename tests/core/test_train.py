@@ -12,6 +12,7 @@ from napari_unet.core.events import Preview, TrainingFinished, TrainStep, Valida
 from napari_unet.core.model import UNetConfig
 from napari_unet.core.modelfile import load_model, random_model, save_model
 from napari_unet.core.train import IGNORE, TrainConfig, Trainer, train
+from napari_unet.core.warmup import synthetic_cells
 
 TINY = UNetConfig(depth=2, base_width=4)
 
@@ -321,3 +322,18 @@ def test_a_base_model_with_non_finite_weights_is_refused():
     image, labels = disks()
     with pytest.raises(ModelFileError, match="'broken' has NaN or infinite weights"):
         Trainer(base, image, labels, convention="dense", config=quick())
+
+
+def test_mixed_precision_is_never_entered_off_cuda(monkeypatch):
+    """amp=True on the CPU trains in float32: torch.autocast is not even called."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("torch.autocast entered on the CPU")
+
+    monkeypatch.setattr(torch, "autocast", refuse)
+    image, labels = synthetic_cells(64)
+    config = TrainConfig(steps=2, batch_size=1, device="cpu", amp=True, validation_every=2)
+    trainer = Trainer(UNetConfig(depth=2, base_width=4), [image], [labels],
+                      convention="dense", config=config)  # fmt: skip
+    events = list(trainer.run())
+    assert trainer.step == 2 and trainer.diverged is None and events

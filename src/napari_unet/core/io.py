@@ -314,6 +314,7 @@ def _check_codec(compression: Any, path: Path) -> None:
 
 def _read_png(path: Path) -> np.ndarray:
     # imported lazily: scikit-image's io pulls in imageio and plugins
+    from PIL import Image
     from skimage import io as skio
 
     shape, itemsize = _png_header(path)
@@ -322,8 +323,6 @@ def _read_png(path: Path) -> np.ndarray:
         f"reading {path.name} (a {describe_array(shape, np.dtype(f'u{itemsize}'))} image)",
         hint=_ZARR_HINT,
     )
-    from PIL import Image
-
     try:
         image = np.asarray(skio.imread(path))
     except Image.DecompressionBombError:

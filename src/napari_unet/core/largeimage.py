@@ -1419,7 +1419,10 @@ def prepare(
         BlockStore(path).check_resumable(plan, run_record(model, plan, options, []), result_shape)
     spec = _normalisation_of(model)
     # Normalisation is global: each block of a plane uses the whole plane's stats.
-    stats = [normalise.compute_stats(plane_of(image, p, plane_ndim), spec) for p in range(planes)]
+    stats = [
+        normalise.compute_stats(plane_of(image, p, plane_ndim), spec, where=f"plane {p}")
+        for p in range(planes)
+    ]
     run = run_record(model, plan, options, stats)
     store = prepare_store(path, plan, run, result_shape, resume=resuming, overwrite=overwrite)
     return Prepared(image, plane_ndim, plan, stats, store, has_plane_axis)

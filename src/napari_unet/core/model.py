@@ -37,6 +37,7 @@ from napari_unet.core.config import (  # re-exported: model.py was their home
     nearest_valid_input_size,
     output_size,
 )
+from napari_unet.core.errors import InputError
 
 
 def _norm_layer(kind: Norm, channels: int) -> nn.Module:
@@ -156,8 +157,8 @@ def pick_device(requested: str = "auto") -> torch.device:
 
     Raises
     ------
-    ValueError
-        If the requested device is not available on this machine.
+    InputError
+        (a ``ValueError``) If the requested device is not available on this machine.
     """
     if requested == "auto":
         if torch.cuda.is_available():
@@ -166,17 +167,17 @@ def pick_device(requested: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if requested == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
+        raise InputError(
             "device 'cuda' requested but no CUDA GPU is available; use 'auto' or 'cpu'"
         )
     if requested == "mps" and not (
         getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     ):
-        raise ValueError(
+        raise InputError(
             "device 'mps' requested but Apple MPS is not available; use 'auto' or 'cpu'"
         )
     if requested not in ("cpu", "cuda", "mps") and not requested.startswith("cuda:"):
-        raise ValueError(f"unknown device {requested!r}; choose auto, cpu, cuda or mps")
+        raise InputError(f"unknown device {requested!r}; choose auto, cpu, cuda or mps")
     return torch.device(requested)
 
 

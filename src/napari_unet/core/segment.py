@@ -205,7 +205,7 @@ def segment_iter(
 
     for p in selected:
         plane = stack[p]
-        stats = normalise.compute_stats(plane, spec)
+        stats = normalise.compute_stats(plane, spec, where=f"plane {p}")
         plane_mask = np.zeros((height, width), np.uint8) if options.output == "labels" else None
         merging = plane_mask is not None and options.merge_boundaries > 0
         plane_foreground = np.zeros((height, width), np.float32) if merging else None

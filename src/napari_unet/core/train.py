@@ -46,6 +46,7 @@ from .annotations import (
     targets_from_annotation,
 )
 from .augment import AugmentConfig, augment_batch
+from .device import amp_context
 from .errors import AnnotationError, InputError, ModelFileError
 from .events import Preview, TrainingFinished, TrainStep, Validation
 from .losses import weighted_cross_entropy
@@ -99,6 +100,9 @@ class TrainConfig:
         Seeds patch sampling, augmentation and (for new networks) initialisation.
     device : str
         "auto", "cpu", "cuda" or "mps".
+    amp : bool or None
+        Mixed precision (float16 autocast with a gradient scaler); ``None`` means on
+        CUDA only. Never used on other devices, where our torch range may not support it.
     """
 
     steps: int = 200
@@ -117,6 +121,7 @@ class TrainConfig:
     freeze_norm: bool = False
     seed: int = 0
     device: str = "auto"
+    amp: bool | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
@@ -405,7 +410,8 @@ class Trainer:
         total = steps if steps is not None else self.config.steps
         first_step = self.step
         started = time.perf_counter()
-        scaler = torch.amp.GradScaler("cuda") if self.device.type == "cuda" else None
+        mixed = self.config.amp is not False and self.device.type == "cuda"
+        scaler = torch.amp.GradScaler("cuda") if mixed else None
         reason = "stopped"
         self.diverged = None
         try:
@@ -496,7 +502,7 @@ class Trainer:
             image = image.contiguous(memory_format=torch.channels_last)
         self._set_training_mode()
         self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device_type=self.device.type, enabled=scaler is not None):
+        with amp_context(self.device, scaler is not None):
             logits = self.network(image)
             loss = weighted_cross_entropy(logits.float(), labels, weights)
         if scaler is not None:
