@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import os
 import sys
 from collections.abc import Callable, Generator, Sequence
@@ -783,9 +782,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = build_parser().parse_args(argv)
-    # tifffile logs what it repairs or skips in a damaged file; our one-line error (or
-    # the result) says what matters, so its log lines would only read as noise.
-    logging.getLogger("tifffile").setLevel(logging.ERROR)
     try:
         with _warnings_as_notes():
             return COMMANDS[args.command](args)
