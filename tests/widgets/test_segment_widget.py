@@ -10,6 +10,7 @@ import tifffile
 
 from napari_unet import cli
 from napari_unet._widgets.segment import SegmentWidget
+from napari_unet.core.events import TileDone
 from napari_unet.core.modelfile import load_model
 from napari_unet.core.segment import segment
 
@@ -129,7 +130,10 @@ def test_cancel_keeps_finished_tiles(make_napari_viewer, qtbot, tiny_model_file)
     widget._tile_size.value = 60
     worker = widget.segment_current_slice()
     regions = []
-    worker.yielded.connect(lambda event: regions.append(getattr(event, "region", None)))
+    # Tiles only: the first event names the device.
+    worker.yielded.connect(
+        lambda event: regions.append(event.region) if isinstance(event, TileDone) else None
+    )
     qtbot.waitUntil(lambda: len(regions) >= 3, timeout=TIMEOUT_MS)
 
     widget.cancel()

@@ -20,12 +20,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from magicgui.widgets import Label
+from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
 from psygnal import Signal
 
+from napari_unet.core.device import describe_device
 from napari_unet.core.errors import InputError, NonFiniteWarning, UNetError
 from napari_unet.core.io import as_planes
-from napari_unet.core.model import SMALL
+from napari_unet.core.model import SMALL, pick_device
 from napari_unet.core.modelfile import ModelBundle, list_models, load_model
 
 #: Metadata key marking layers created by napari-unet (so they may be overwritten).
@@ -284,6 +287,93 @@ def device_choices() -> list[str]:
 
 
 SMALL_CONFIG = SMALL
+
+
+# -------------------------------------------------------------------------------- devices
+@dataclass(frozen=True)
+class JobDevice:
+    """Yielded first by a worker generator: the device that runs the job and why, as
+    :func:`~napari_unet.core.device.describe_device` says it (e.g. "CPU: no CUDA GPU found")."""
+
+    description: str
+
+
+def resolve_device(requested: str) -> Any:
+    """The ``torch.device`` the core runs a job on for ``requested`` ("auto", "cpu"...).
+
+    The core's own resolution (:func:`~napari_unet.core.model.pick_device`), so the
+    dock names the device the job really uses. Cheap (torch remembers what it found
+    when the widget listed the devices): the widgets call it on the GUI thread when a
+    job is prepared, so an unavailable device is refused before anything starts.
+
+    Raises
+    ------
+    InputError
+        With the core's one line, e.g. "device 'cuda' requested but no CUDA GPU is
+        available; use 'auto' or 'cpu'".
+    """
+    try:
+        return pick_device(requested)
+    except UNetError:
+        raise
+    except ValueError as error:  # a core that still raises a plain ValueError
+        raise InputError(str(error)) from error
+
+
+def job_device(requested: str, device: Any = None) -> JobDevice:
+    """The :class:`JobDevice` event of a job on ``device`` (by default resolved from
+    ``requested``). Call it in the worker: naming a CUDA GPU initialises CUDA, which
+    can take a second."""
+    device = resolve_device(requested) if device is None else device
+    return JobDevice(describe_device(device, requested))
+
+
+#: The dock's device line while a job runs, and after it ended.
+RUNNING_ON = "running on {}"
+RAN_ON = "ran on {}"
+
+
+class DeviceLine:
+    """A label under a dock's run buttons naming the device of the current or last job.
+
+    Empty until a job's :class:`JobDevice` arrives: "running on CPU: no CUDA GPU
+    found" while it runs, "ran on ..." after it ended.
+    """
+
+    def __init__(self) -> None:
+        self.label = Label(value="")
+        self.label.native.setWordWrap(True)
+        #: describe_device's line of the current or last job ("" before any).
+        self.description = ""
+
+    def clear(self) -> None:
+        """A new job is being prepared: its device is not known yet."""
+        self.description = ""
+        self.label.value = ""
+
+    def running(self, description: str) -> None:
+        self.description = description
+        self.label.value = RUNNING_ON.format(description)
+
+    def ended(self) -> None:
+        if self.description:
+            self.label.value = RAN_ON.format(self.description)
+
+
+# --------------------------------------------------------------------------- progress bars
+def open_progress(total: int, description: str) -> progress:
+    """A napari progress bar (in the viewer's activity dock) over ``total`` units; 0 for
+    a total not known yet. Main thread only: building it processes Qt events."""
+    return progress(total=total, desc=description)
+
+
+def close_progress(bar: progress | None) -> None:
+    """Close ``bar`` (if any); safe twice, and after its viewer's activity dock is gone
+    (closing the viewer deletes the dock's bar widgets before our worker ends)."""
+    if bar is None:
+        return
+    with contextlib.suppress(RuntimeError, KeyError):
+        bar.close()
 
 
 # --------------------------------------------------------------------------- notifications

@@ -8,6 +8,15 @@ offers it at once; **Save model...** writes it to a file (atomically; it is enab
 once a step has completed). A loss that becomes NaN or infinite ends the run with the
 last good weights, and the dock says so.
 
+**Device and progress.** The device is resolved as the core does (``pick_device`` with
+the "device" choice) when a run is prepared: an unavailable one is refused in one line
+and nothing starts. The worker names it first (naming a CUDA GPU initialises CUDA, so not
+on the GUI thread), and a line under the buttons says "running on CPU: no CUDA GPU
+found" (or "CUDA: <GPU name> (cuda:0)"...), "ran on ..." once the run ended; a resumed
+run names the device its network is on. A napari progress bar (the viewer's activity
+dock) counts the run's steps (a resumed run's own steps); it closes when the run ends,
+is stopped, fails, or the panel or viewer closes.
+
 Closing the panel or the viewer during a run stops it: nothing is saved and nothing
 touches the closed widget (see :class:`~napari_unet._widgets._common.DockLifetime`).
 Errors reach the user as one-line notifications, replaced NaN/infinite pixels as a
@@ -43,25 +52,31 @@ from napari_unet._widgets import _common
 from napari_unet._widgets._common import (
     BROWSE,
     SCRATCH,
+    DeviceLine,
     DockLifetime,
+    JobDevice,
     JobFailed,
     JobWarning,
     ModelSource,
     SessionModels,
     add_unselected,
     ask_model_file,
+    close_progress,
     current_plane,
     free_name,
     image_array,
     in_separate_turns,
     is_ours,
+    job_device,
     model_choices,
     model_sources,
     notify_error,
     notify_info,
     notify_warning,
+    open_progress,
     our_metadata,
     reporting_errors,
+    resolve_device,
     session_for,
     show_layer,
     spatial_transform,
@@ -109,8 +124,9 @@ def _train_job(
     name: str,
     trainer: Trainer | None,
 ):
-    """Worker generator: prepare (or resume) a :class:`Trainer` and run it."""
+    """Worker generator: name the device, prepare (or resume) a :class:`Trainer`, run it."""
     if trainer is None:
+        yield job_device(config.device)
         base = source.load(cache)
         trainer = Trainer(
             base if base is not None else SMALL,
@@ -121,7 +137,8 @@ def _train_job(
             preview_image=preview_image,
             name=name,
         )
-    else:  # resume: same network and optimiser, the annotations as painted now
+    else:  # resume: same network, optimiser and device, the annotations as painted now
+        yield job_device(trainer.config.device, trainer.device)
         trainer.update_annotations(images, annotations)
         trainer.preview_image = preview_image
     yield _TrainerReady(trainer)
@@ -136,9 +153,14 @@ class _TrainRun:
     annotation_layer: Any
     source: ModelSource
     preview_plane: int
+    #: Steps this run is to take, and the napari progress bar over them (created when
+    #: the worker starts, the turn after the click; closed when the run ends).
+    steps: int = 0
+    progress: Any = None
     trainer: Trainer | None = None
     stopped: bool = False
     failed: bool = False
+    finished: bool = False
     finished_event: TrainingFinished | None = None
 
 
@@ -235,6 +257,7 @@ class FinetuneWidget(Container):
         self._name = LineEdit(label="model name", value="fine-tuned")
         self._start_button = PushButton(text="Start")
         self._stop_button = PushButton(text="Stop", enabled=False)
+        self._device_line = DeviceLine()
         self._plot = LossPlot()
         self._plot_box = Container(labels=False)
         self._plot_box.native.layout().addWidget(self._plot)
@@ -245,7 +268,8 @@ class FinetuneWidget(Container):
             self._image_combo, self._new_button, self._annotation_combo, self._legend,
             self._convention, self._base_combo, self._steps, self._learning_rate,
             self._advanced_toggle, self._advanced, self._name, self._start_button,
-            self._stop_button, self._plot_box, self._status, self._save_button,
+            self._stop_button, self._device_line.label, self._plot_box, self._status,
+            self._save_button,
         ])  # fmt: skip
 
         self._last_base = self._base_combo.value
@@ -340,6 +364,18 @@ class FinetuneWidget(Container):
     @property
     def loss_plot(self) -> LossPlot:
         return self._plot
+
+    @property
+    def device_description(self) -> str:
+        """Which device runs the current (or ran the last) training run and why, e.g.
+        "CPU: no CUDA GPU found"; "" until a run's worker has named it."""
+        return self._device_line.description
+
+    @property
+    def progress_bar(self) -> Any:
+        """The napari progress bar of the run in progress (``n`` of ``total`` steps), or
+        ``None`` between runs and before the worker started."""
+        return self._run.progress if self._run is not None else None
 
     def train_config(self) -> TrainConfig:
         """The training options currently set in the widget."""
@@ -439,7 +475,9 @@ class FinetuneWidget(Container):
         preview = images[plane] if images.ndim == 3 else images
         config = self.train_config()
         resume = self._resumable(image_layer, annotation_layer, source)
-        run = _TrainRun(image_layer, annotation_layer, source, plane)
+        if resume is None:  # an unavailable device: one line, nothing started
+            resolve_device(config.device)
+        run = _TrainRun(image_layer, annotation_layer, source, plane, steps=config.steps)
         worker = thread_worker(_train_job, start_thread=False)(
             source,
             self._model_cache,
@@ -455,6 +493,7 @@ class FinetuneWidget(Container):
         worker.errored.connect(lambda _error: setattr(run, "failed", True))
         worker.finished.connect(lambda: self._on_finished(run))
         self._worker, self._run = worker, run
+        self._device_line.clear()
         if resume is None:
             self._plot.clear()
         # The preview layer is added at the start, not at the first preview, where napari's
@@ -467,14 +506,17 @@ class FinetuneWidget(Container):
         self._status.value = (
             f"resuming at step {resume.step}..." if resume else "preparing the annotations..."
         )
-        in_separate_turns(*map(self._lifetime.unless_closed, steps), self._begin(worker))
+        what = f"Fine-tuning {name}" + (f" (resumed at step {resume.step})" if resume else "")
+        in_separate_turns(*map(self._lifetime.unless_closed, steps), self._begin(run, worker, what))
         return worker
 
-    def _begin(self, worker: Any) -> Callable[[], None]:
-        """A step starting ``worker``; when the panel was closed first, the run just ends."""
+    def _begin(self, run: _TrainRun, worker: Any, description: str) -> Callable[[], None]:
+        """A step creating the run's progress bar and starting ``worker`` (its events
+        always find the bar); when the panel was closed first, the run just ends."""
 
         def begin() -> None:
             if not self.is_closed:
+                run.progress = open_progress(run.steps, description)
                 worker.start()
             elif self._worker is worker:
                 self._worker, self._run = None, None
@@ -498,10 +540,15 @@ class FinetuneWidget(Container):
             return
         if isinstance(event, TrainStep):
             self._plot.add_step(run.trainer.step if run.trainer else event.step, event.loss)
+            if run.finished:
+                return  # arrived after the end: the final status stays, the bar is closed
             self._status.value = (
                 f"step {event.step}/{event.total_steps}  loss {event.loss:.4f}  "
                 f"eta {event.eta:.0f} s"
             )
+            self._count_step(run, event)
+        elif isinstance(event, JobDevice):
+            self._device_line.running(event.description)
         elif isinstance(event, Validation):
             self._plot.add_validation(event.step, event.loss, event.is_best)
         elif isinstance(event, Preview):
@@ -515,6 +562,20 @@ class FinetuneWidget(Container):
         elif isinstance(event, JobFailed):
             run.failed = True
             notify_error(event.error)
+
+    @staticmethod
+    def _count_step(run: _TrainRun, event: TrainStep) -> None:
+        """Move the progress bar to the run's ``event.step`` of ``event.total_steps``.
+
+        Call it last in an event handler: napari's bar processes Qt events, which may
+        deliver the worker's ``finished`` (closing the bar) right here.
+        """
+        bar = run.progress
+        if bar is None:
+            return
+        if bar.total != event.total_steps:
+            bar.total = event.total_steps
+        bar.update(event.step - bar.n)
 
     def _preview_placement(self, run: _TrainRun) -> tuple[dict[str, Any], str]:
         """Scale and translate of the preview (a one-plane stack placed at the previewed
@@ -587,9 +648,12 @@ class FinetuneWidget(Container):
         layer.translate = placement["translate"]
 
     def _on_finished(self, run: _TrainRun) -> None:
+        run.finished = True
         self._worker, self._run = None, None
+        close_progress(run.progress)  # also once the viewer's activity dock is gone
         if self.is_closed:  # stopped with its panel: nothing is kept, no widget touched
             return
+        self._device_line.ended()
         self._set_running(False)
         if run.trainer is None:
             self._status.value = "failed (see the notification)" if run.failed else "stopped"

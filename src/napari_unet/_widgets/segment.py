@@ -21,6 +21,12 @@ a lazy stack segments that plane alone into its own store (``<store>-plane<k>.za
 shown at its plane of the stack. Splitting touching objects needs whole planes, so it is
 turned off for this path (the status line says so).
 
+**Device.** The device is resolved as the core does (``pick_device`` with the "device"
+choice) when a run is prepared: an unavailable one is refused in one line and nothing
+starts. The worker then names it first (naming a CUDA GPU initialises CUDA, so not on
+the GUI thread), and a line under the buttons says "running on CPU: no CUDA GPU found"
+(or "CUDA: <GPU name> (cuda:0)"...), "ran on ..." once the run ended.
+
 Closing the panel or the viewer during a run cancels it: the worker stops after its
 tile in progress and nothing touches the closed widget (see
 :class:`~napari_unet._widgets._common.DockLifetime`). Errors reach the user as one-line
@@ -33,7 +39,6 @@ The logic is callable without clicking: :meth:`SegmentWidget.segment_current_sli
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
 import weakref
 from collections.abc import Callable
@@ -55,32 +60,37 @@ from magicgui.widgets import (
 )
 from napari.layers import Image, Labels
 from napari.qt.threading import thread_worker
-from napari.utils import progress
 from qtpy.QtCore import QTimer
 
 from napari_unet._widgets import _common
 from napari_unet._widgets._common import (
     BROWSE,
+    DeviceLine,
     DockLifetime,
+    JobDevice,
     JobFailed,
     JobWarning,
     ModelSource,
     SessionModels,
     add_unselected,
     ask_model_file,
+    close_progress,
     current_plane,
     find_our_layer,
     free_name,
     image_array,
     in_separate_turns,
     is_ours,
+    job_device,
     model_choices,
     model_sources,
     notify_error,
     notify_info,
     notify_warning,
+    open_progress,
     our_metadata,
     reporting_errors,
+    resolve_device,
     session_for,
     show_layer,
     spatial_transform,
@@ -143,7 +153,9 @@ def _segment_job(
     options: SegmentOptions,
     planes: list[int],
 ):
-    """Worker generator: load the model (off the GUI thread), then segment ``planes``."""
+    """Worker generator: name the device, load the model (off the GUI thread), then
+    segment ``planes``."""
+    yield job_device(options.device)
     bundle = source.load(cache)
     if options.tile_size:
         size, note = round_tile_size(bundle.config, options.tile_size)
@@ -168,8 +180,10 @@ def _segment_blocks_job(
     """Worker generator: load the model, then segment ``image`` block-wise into ``path``.
 
     ``overwrite`` only when the user agreed or the store is this widget's own earlier
-    result; the core checks the output (and the ``inputs``) before any work.
+    result; the core checks the output (and the ``inputs``) before any work. The first
+    event names the device.
     """
+    yield job_device(options.device)
     bundle = source.load(cache)
     if options.tile_size:
         size, note = round_tile_size(bundle.config, options.tile_size)
@@ -367,12 +381,13 @@ class SegmentWidget(Container):
         self._slice_button = PushButton(text="Segment current slice")
         self._stack_button = PushButton(text="Segment stack")
         self._cancel_button = PushButton(text="Cancel", enabled=False)
+        self._device_line = DeviceLine()
         self._status = Label(value="")
         self._status.native.setWordWrap(True)
         self.extend([
             self._image_combo, self._model_combo, self._output_combo, self._advanced_toggle,
             self._advanced, self._slice_button, self._stack_button, self._cancel_button,
-            self._status,
+            self._device_line.label, self._status,
         ])  # fmt: skip
 
         self._select_default_model()
@@ -498,6 +513,12 @@ class SegmentWidget(Container):
         """Whether a segmentation is in progress."""
         return self._worker is not None
 
+    @property
+    def device_description(self) -> str:
+        """Which device runs the current (or ran the last) segmentation and why, e.g.
+        "CPU: no CUDA GPU found"; "" until a run's worker has named it."""
+        return self._device_line.description
+
     # --------------------------------------------------------------------- runs
     def segment_current_slice(self) -> Any:
         """Segment the plane of the chosen image shown in the viewer; return the worker."""
@@ -549,6 +570,8 @@ class SegmentWidget(Container):
                 "no model chosen: pick a built-in or saved model, or Browse... for a file"
             )
         options = self.options()
+        resolve_device(options.device)  # an unavailable device: one line, nothing started
+        self._device_line.clear()
         if is_lazy(image_layer) or self._to_zarr.value:
             return self._start_block_worker(image_layer, source, options, planes)
         stacked = image.ndim == 3
@@ -603,7 +626,7 @@ class SegmentWidget(Container):
         """
 
         def begin() -> None:
-            run.progress = progress(total=0, desc=description)
+            run.progress = open_progress(0, description)
             worker.start()
 
         def never_started() -> None:
@@ -838,7 +861,8 @@ class SegmentWidget(Container):
         if self.is_closed:
             self._end_closed(run)
             return
-        run.progress.close()
+        close_progress(run.progress)
+        self._device_line.ended()
         if not run.failed:
             self._attach_store_layer(run)
         if run.layer is not None and run.layer in self._viewer.layers:
@@ -877,6 +901,8 @@ class SegmentWidget(Container):
             if run.output == "labels":  # ids consistent across tile seams
                 self._write(run, event.plane, (slice(None), slice(None)), event.data)
             run.planes_done.add(event.plane)
+        elif isinstance(event, JobDevice):
+            self._device_line.running(event.description)
         elif isinstance(event, _Note):
             notify_info(event.message)
         elif isinstance(event, JobWarning):
@@ -914,7 +940,8 @@ class SegmentWidget(Container):
         if self.is_closed:
             self._end_closed(run)
             return
-        run.progress.close()
+        close_progress(run.progress)
+        self._device_line.ended()
         if run.layer in self._viewer.layers:
             run.layer.refresh()
         if run.cancelled:
@@ -930,9 +957,7 @@ class SegmentWidget(Container):
 
     def _end_closed(self, run: _SegmentRun) -> None:
         """The worker of a closed panel finished: forget it, touching no widget."""
-        if run.progress is not None:
-            with contextlib.suppress(RuntimeError):  # its viewer's activity dock is gone
-                run.progress.close()
+        close_progress(run.progress)  # its viewer's activity dock may be gone
         self._worker, self._run = None, None
 
     def _set_running(self, running: bool) -> None:
