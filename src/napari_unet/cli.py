@@ -254,7 +254,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         _check_input(inputs[0])
     # torch and the model code load only now: argument errors above answer at once.
     from napari_unet.core.modelfile import load_model
-    from napari_unet.core.segment import SegmentOptions, get_predictor
+    from napari_unet.core.segment import SegmentOptions
 
     bundle = load_model(_model_path(args.model))
     options = SegmentOptions(
@@ -267,15 +267,15 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     failed: list[tuple[Path, str]] = []
     with contextlib.ExitStack() as resources:
         client = _dask_client(args, resources) if large else None
-        # Built (and cached) now so that a bad --device fails before any input is read;
-        # in-memory runs let segment_iter pick whole maps or strips by the tile plan.
-        predictor = None if large else get_predictor(bundle, options.device)
+        # A missing --device fails here, before any input is read. The predictor is built
+        # (and cached per model and device) by the first run: in memory, segment_iter
+        # picks whole maps or strips by the tile plan, so building one now could be waste.
         _report_device(None if large else options.device)
         for source, target in zip(inputs, outputs, strict=True):
             try:
                 _check_input(source)
                 if _is_zarr_output(target):
-                    _segment_to_zarr(bundle, source, target, options, args, client, predictor)
+                    _segment_to_zarr(bundle, source, target, options, args, client)
                 else:
                     _segment_to_tiff(bundle, source, target, options, overwrite=args.overwrite)
             except (UNetError, OSError, MemoryError) as error:
@@ -313,7 +313,7 @@ def _report_device(requested: str | None) -> None:
 
 
 def _check_input(path: Path) -> None:
-    from napari_unet.core.largeimage import is_zarr_path
+    from napari_unet.core.io import is_zarr_path
 
     if not (path.is_file() or (is_zarr_path(path) and path.is_dir())):
         raise InputError(f"input file not found: {path}")
@@ -385,7 +385,7 @@ def _segment_to_tiff(bundle, source: Path, target: Path, options, *, overwrite: 
     write_image(target, result, overwrite=overwrite)
 
 
-def _segment_to_zarr(bundle, source: Path, target: Path, options, args, client, predictor):
+def _segment_to_zarr(bundle, source: Path, target: Path, options, args, client):
     from napari_unet.core.largeimage import open_image, segment_blocks_iter
 
     if client is not None:
@@ -410,7 +410,6 @@ def _segment_to_zarr(bundle, source: Path, target: Path, options, args, client, 
             options=options,
             block_size=args.block_size,
             resume=args.resume,
-            predictor=predictor,
             overwrite=args.overwrite,
             inputs=[source],
         )
@@ -440,7 +439,7 @@ def _dask_client(args: argparse.Namespace, resources: contextlib.ExitStack) -> A
 
 
 def _result_suffix(source: Path, large: bool) -> str:
-    from napari_unet.core.largeimage import is_zarr_path
+    from napari_unet.core.io import is_zarr_path
 
     return ".zarr" if large or is_zarr_path(source) else ".tif"
 

@@ -43,6 +43,17 @@ RGB_MESSAGE = (
 Restore = Callable[[Any], Any]
 
 
+ZARR_METADATA = (".zgroup", ".zarray", "zarr.json")
+
+
+def is_zarr_path(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a zarr store (a ``.zarr`` path or a folder with zarr metadata)."""
+    path = Path(path)
+    if path.suffix.lower() == ".zarr":
+        return True
+    return path.is_dir() and any((path / name).exists() for name in ZARR_METADATA)
+
+
 def read_image(path: str | os.PathLike, *, lazy: bool = False) -> Any:
     """Read a TIFF (2D or stack) or PNG image, or open a zarr / TIFF image lazily.
 
@@ -643,11 +654,13 @@ __all__ = [
     "RGB_MESSAGE",
     "UNKNOWN_MEMORY",
     "WRITE_SUFFIXES",
+    "ZARR_METADATA",
     "as_planes",
     "available_memory",
     "check_fits_in_memory",
     "describe_array",
     "format_bytes",
+    "is_zarr_path",
     "read_image",
     "write_image",
 ]

@@ -68,13 +68,16 @@ import numpy as np
 from napari_unet.core import normalise
 from napari_unet.core.errors import InputError, OutputError, UNetError
 from napari_unet.core.events import Progress, TileDone, drain
-from napari_unet.core.io import READ_SUFFIXES, as_planes, read_image
+from napari_unet.core.io import READ_SUFFIXES, as_planes, is_zarr_path, read_image
+from napari_unet.core.io import ZARR_METADATA as _ZARR_METADATA
 from napari_unet.core.model import UNet, UNetConfig
 from napari_unet.core.modelfile import ModelBundle
 from napari_unet.core.postprocess import instance_labels, semantic_mask
 from napari_unet.core.safety import STORE_MARK, check_writable, is_our_store, overlaps
 from napari_unet.core.tiling import TileGrid, plan_tiles, read_region
 
+#: What to give instead, appended to every "not a usable zarr image" message.
+_ZARR_HINT = "give an OME-Zarr image or a zarr array"
 #: Default block edge in pixels (rounded to whole tiles); one block = one output chunk.
 DEFAULT_BLOCK_SIZE = 2048
 #: Version of the store layout written in the run record.
@@ -115,19 +118,6 @@ def full_resolution(data: Any, *, multiscale: bool | None = None) -> Any:
 
 
 #: Files that make a folder a zarr store (format 2 group, format 2 array, format 3).
-_ZARR_METADATA = (".zgroup", ".zarray", "zarr.json")
-#: What to give instead, appended to every "not a usable zarr image" message.
-_ZARR_HINT = "give an OME-Zarr image or a zarr array"
-
-
-def is_zarr_path(path: str | os.PathLike) -> bool:
-    """Whether ``path`` names a zarr store (a ``.zarr`` path or a folder with zarr metadata)."""
-    path = Path(path)
-    if path.suffix.lower() == ".zarr":
-        return True
-    return path.is_dir() and any((path / name).exists() for name in _ZARR_METADATA)
-
-
 def open_image(path: str | os.PathLike) -> Any:
     """Open an image for lazy, tile-by-tile reading.
 
