@@ -144,6 +144,20 @@ def test_readme_images_are_absolute_urls():
             assert (ROOT / source[len(raw) :]).is_file(), source
 
 
+def test_readme_links_work_on_pypi_and_the_hub():
+    """Relative links break where PyPI and the hub show README.md: every link is absolute."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    targets = re.findall(r"(?<!!)\[[^\]]*\]\(\s*<?([^)\s>]+)", text)
+    targets += re.findall(r"^\[[^\]]+\]:\s*(\S+)", text, flags=re.M)  # reference links
+    assert targets, "README.md has no links"
+    relative = [t for t in targets if not t.startswith(("https://", "http://", "#", "mailto:"))]
+    assert not relative, f"relative links do not work on PyPI or the napari hub: {relative}"
+    blob = "https://github.com/napari-unet/napari-unet/blob/main/"
+    for target in targets:
+        if target.startswith(blob):  # the page the link opens is in the repository
+            assert (ROOT / target[len(blob) :]).is_file(), target
+
+
 # ------------------------------------------------------------------ tox, CI
 def test_tox_tests_every_python_the_classifiers_name(pyproject):
     pythons = classifier_pythons(pyproject)
