@@ -3,10 +3,15 @@
 A QTimer ticks every 10 ms on the GUI thread; the longest gap between two ticks is
 the worst freeze a user would feel. Measured in a real viewer (under Xvfb when there is
 no display) with both dock widgets: segmenting the EM sample stack (every plane, tiles
-streaming into the labels layer) and fine-tuning on the nuclei sample (loss curve and
-previews updating). Target: longest stall < 100 ms.
+streaming into the labels layer), fine-tuning on the nuclei sample (loss curve and
+previews updating), and a (t, z, y, x) stack of 2 x 3 x 512 x 512 built from the EM sample
+(axis labels t, z, y, x, so "link labels through z" is on): "Segment stack" over its six
+planes (the linked labels replace the per-plane ones at the end) and "Segment current
+slice" at t = 1, z = 2. Target: longest stall < 100 ms.
 
-Run: ``python benchmarks/bench_responsiveness.py [--repeats 3] [--steps 30]``
+Run: ``python benchmarks/bench_responsiveness.py [--repeats 3] [--steps 30]
+[--workloads em,training,tzyx] [--no-report]``; docs/benchmarks.md is updated only when
+all workloads ran (and not with ``--no-report``).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from pathlib import Path
 import numpy as np
 
 TARGET_MS = 100.0
+#: What the benchmark can measure (``--workloads``).
+WORKLOADS = ("em", "training", "tzyx")
 TICK_MS = 10
 #: Milliseconds spent in each button handler (checking input, creating layers, copying data).
 CLICK_MS: list[float] = []
@@ -185,13 +192,20 @@ def wait_for_warm_up(timeout: float = 60.0) -> float:
     return time.perf_counter() - started
 
 
-def measure_segmentation(viewer, segment_widget, image_layer) -> tuple[list[float], float, int]:
+def measure_segmentation(
+    viewer, segment_widget, image_layer, *, current_slice: bool = False
+) -> tuple[list[float], float, int]:
+    """Stalls while the Segment dock segments ``image_layer``: its whole stack, or with
+    ``current_slice`` the plane at the viewer's position."""
     meter = StallMeter()
     viewer.layers.selection.active = image_layer
     meter.start()
     STEP_MS.append(0.0)
     started = time.perf_counter()
-    worker = segment_widget.segment_stack()
+    if current_slice:
+        worker = segment_widget.segment_current_slice()
+    else:
+        worker = segment_widget.segment_stack()
     CLICK_MS.append((time.perf_counter() - started) * 1000)
     tiles = []
     worker.yielded.connect(tiles.append)
@@ -229,7 +243,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the worker")
+    parser.add_argument(
+        "--workloads",
+        default=",".join(WORKLOADS),
+        help=f"comma-separated subset of {','.join(WORKLOADS)}",
+    )
+    parser.add_argument(
+        "--no-report", action="store_true", help="print only; leave docs/benchmarks.md as it is"
+    )
     args = parser.parse_args()
+    workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    unknown = set(workloads) - set(WORKLOADS)
+    if unknown:
+        parser.error(f"unknown workloads {sorted(unknown)}; choose from {', '.join(WORKLOADS)}")
     xvfb = ensure_display()
     try:
         import torch
@@ -261,45 +287,81 @@ def main() -> None:
             segment_widget.add_model_file(path)
 
         warm_up_seconds = wait_for_warm_up()
-        em = viewer.add_image(em_stack(), name="EM stack")
-        segmentation = [
-            measure_segmentation(viewer, segment_widget, em) for _ in range(args.repeats)
-        ]
+        segmentation, training, tzyx_stack, tzyx_slice = [], [], [], []
+        if "em" in workloads:
+            em = viewer.add_image(em_stack(), name="EM stack")
+            segmentation = [
+                measure_segmentation(viewer, segment_widget, em) for _ in range(args.repeats)
+            ]
 
-        nuclei = viewer.add_image(nuclei_image(), name="nuclei")
-        viewer.layers.selection.active = nuclei
-        annotations = finetune_widget.new_annotations()
-        image = nuclei.data
-        bright = image > np.percentile(image, 90)
-        annotations.data[image < np.percentile(image, 30)] = 1  # background
-        annotations.data[bright] = 2
-        finetune_widget._base_combo.value = next(
-            value
-            for _, value in finetune_widget._base_choices()
-            if getattr(value, "kind", "") == "scratch"
-        )
-        training = [
-            measure_training(viewer, finetune_widget, args.steps) for _ in range(args.repeats)
-        ]
+        if "training" in workloads:
+            nuclei = viewer.add_image(nuclei_image(), name="nuclei")
+            viewer.layers.selection.active = nuclei
+            annotations = finetune_widget.new_annotations()
+            image = nuclei.data
+            bright = image > np.percentile(image, 90)
+            annotations.data[image < np.percentile(image, 30)] = 1  # background
+            annotations.data[bright] = 2
+            finetune_widget._base_combo.value = next(
+                value
+                for _, value in finetune_widget._base_choices()
+                if getattr(value, "kind", "") == "scratch"
+            )
+            training = [
+                measure_training(viewer, finetune_widget, args.steps) for _ in range(args.repeats)
+            ]
+
+        if "tzyx" in workloads:
+            _hide_all(viewer)  # measured with its own layers only
+            tzyx = viewer.add_image(tzyx_stack_of(em_stack()), name="t-z stack")
+            viewer.dims.axis_labels = ("t", "z", "y", "x")
+            viewer.dims.set_current_step(0, 1)
+            viewer.dims.set_current_step(1, 2)
+            viewer.layers.selection.active = tzyx
+            linked = bool(segment_widget.options().link)
+            tzyx_stack = [
+                measure_segmentation(viewer, segment_widget, tzyx) for _ in range(args.repeats)
+            ]
+            tzyx_slice = [
+                measure_segmentation(viewer, segment_widget, tzyx, current_slice=True)
+                for _ in range(args.repeats)
+            ]
         viewer.close()
     finally:
         if xvfb is not None:
             xvfb.terminate()
 
     load = os.getloadavg()
-    all_seg = [max(r[0]) for r in segmentation]
-    all_train = [max(r[0]) for r in training]
-    seg_gaps = [gap for run in segmentation for gap in run[0]]
-    train_gaps = [gap for run in training for gap in run[0]]
-    seg_row = (
-        f"| Segment stack: EM sample (4 x 512 x 512), {segmentation[0][2]} tiles streamed, "
-        f"{model_note}, {np.median([r[1] for r in segmentation]):.1f} s per run "
-        f"| {summary(seg_gaps)} |"
-    )
-    train_row = (
-        f"| Fine-tune from scratch (SMALL): nuclei sample, {args.steps} steps, preview every 5, "
-        f"{np.median([r[1] for r in training]):.1f} s per run | {summary(train_gaps)} |"
-    )
+    rows, worst = [], []
+    if segmentation:
+        rows.append(
+            f"| Segment stack: EM sample (4 x 512 x 512), {segmentation[0][2]} tiles streamed, "
+            f"{model_note}, {np.median([r[1] for r in segmentation]):.1f} s per run "
+            f"| {summary([g for run in segmentation for g in run[0]])} |"
+        )
+        worst.append(f"segmentation {_worst(segmentation)} ms")
+    if training:
+        rows.append(
+            f"| Fine-tune from scratch (SMALL): nuclei sample, {args.steps} steps, preview every "
+            f"5, {np.median([r[1] for r in training]):.1f} s per run "
+            f"| {summary([g for run in training for g in run[0]])} |"
+        )
+        worst.append(f"training {_worst(training)} ms")
+    if tzyx_stack:
+        rows.append(
+            f"| Segment stack: (t, z, y, x) 2 x 3 x 512 x 512, {tzyx_stack[0][2]} tiles "
+            f"streamed, labels {'linked through z' if linked else 'not linked'}, "
+            f"{np.median([r[1] for r in tzyx_stack]):.1f} s per run "
+            f"| {summary([g for run in tzyx_stack for g in run[0]])} |"
+        )
+        rows.append(
+            f"| Segment current slice: (t, z, y, x) stack at t = 1, z = 2, "
+            f"{tzyx_slice[0][2]} tiles, {np.median([r[1] for r in tzyx_slice]):.1f} s per run "
+            f"| {summary([g for run in tzyx_slice for g in run[0]])} |"
+        )
+        worst.append(f"(t, z, y, x) stack {_worst(tzyx_stack)} ms")
+        worst.append(f"(t, z, y, x) current slice {_worst(tzyx_slice)} ms")
+    table = "\n".join(rows)
     body = f"""
 Longest gap between ticks of a {TICK_MS} ms QTimer on napari's GUI thread while the dock
 widgets work in a real viewer (Xvfb), over all {args.repeats} runs of each workload, the
@@ -307,28 +369,30 @@ first click of the session included. The widgets were opened first and their bac
 warm-up (one tiny training step and segmentation, see `napari_unet.core.warmup`) had
 finished ({warm_up_seconds:.1f} s after opening) before the first click, as when a user
 opens the dock and then picks an image. Target: longest stall < {TARGET_MS:.0f} ms.
+Segmentation used the {model_note}.
 
 | workload | longest stall (ms) | 99th percentile gap (ms) | ticks | target |
 |---|---|---|---|---|
-{seg_row}
-{train_row}
+{table}
 
-Worst gap of each run, in order: segmentation {", ".join(f"{g:.0f}" for g in all_seg)} ms;
-training {", ".join(f"{g:.0f}" for g in all_train)} ms. The machine's 2 cores are
+Worst gap of each run, in order: {"; ".join(worst)}. The machine's 2 cores are
 shared with the worker thread (torch uses {args.threads} threads), so the GUI thread
 competes for CPU.
 Time spent in the button handlers themselves (checking the input, making the worker,
-copying the annotations), per run: {", ".join(f"{c:.0f}" for c in CLICK_MS)} ms. The
-handler schedules the rest, each step in an event-loop turn of its own: adding the output
-or preview layer (hidden), its first draw, then the progress bar and the worker's start.
-Longest of those steps, per run: {", ".join(f"{c:.0f}" for c in STEP_MS)} ms (a first run
-adds a layer: napari builds its visual, overlays, layer controls and layer-list row; later
-runs reuse the layer). A first run's longest gap is usually that step plus the other
+copying the annotations), per run in the order above: {", ".join(f"{c:.0f}" for c in CLICK_MS)}
+ms. The handler schedules the rest, each step in an event-loop turn of its own: adding the
+output or preview layer (hidden), its first draw, then the progress bar and the worker's
+start. Longest of those steps, per run: {", ".join(f"{c:.0f}" for c in STEP_MS)} ms (a first
+run adds a layer: napari builds its visual, overlays, layer controls and layer-list row;
+later runs reuse the layer). A first run's longest gap is usually that step plus the other
 events Qt serves in the same turn.
 Garbage collections during the runs: {GC_PAUSES.summary()}.
 Load average (1, 5, 15 min) at the end of the run: {", ".join(f"{x:.1f}" for x in load)}
 (other processes shared the 2 cores).
 """
+    print(body)
+    if args.no_report or set(workloads) != set(WORKLOADS):
+        return
     write_section(
         "responsiveness",
         "GUI responsiveness while segmenting and training",
@@ -336,7 +400,22 @@ Load average (1, 5, 15 min) at the end of the run: {", ".join(f"{x:.1f}" for x i
         f" --threads {args.threads}",
         body,
     )
-    print(body)
+
+
+def tzyx_stack_of(em: np.ndarray) -> np.ndarray:
+    """A (2, 3, 512, 512) (t, z, y, x) stack from the (4, 512, 512) EM sample: two time
+    points of three sections each (sections 0-2, then 1-3)."""
+    return np.stack([em[0:3], em[1:4]])
+
+
+def _hide_all(viewer) -> None:
+    """Hide the layers of a finished workload: the next one is measured with its own."""
+    for layer in viewer.layers:
+        layer.visible = False
+
+
+def _worst(runs: list[tuple]) -> str:
+    return ", ".join(f"{max(run[0]):.0f}" for run in runs)
 
 
 if __name__ == "__main__":

@@ -276,7 +276,11 @@ CASES = [
         "input file not found",
     ),
     Case("rgb png", _seg(lambda f: _png(f, "rgb.png", _image((16, 16, 3)))), "RGB image"),
-    Case("4D tif", _seg(lambda f: _tif(f, "4d.tif", np.zeros((2, 2, 8, 8), np.uint8))), "4D"),
+    Case(
+        "6D tif",
+        _seg(lambda f: _tif(f, "6d.tif", np.zeros((2, 2, 2, 2, 8, 8), np.uint8))),
+        "6-D images are not supported",
+    ),
     Case(
         "complex tif",
         _seg(lambda f: _tif(f, "c.tif", np.zeros((8, 8), np.complex64))),

@@ -173,7 +173,11 @@ def _write_tif(tmp_path, name, array) -> Path:
     [
         (lambda tmp: tmp / "absent.tif", "input file not found"),
         (_rgb_png, r"RGB image .*Split RGB"),
-        (lambda tmp: _write_tif(tmp, "4d.tif", np.zeros((2, 2, 8, 8), np.uint8)), "4D"),
+        # (t, z, y, x) is segmented now (tests/test_cli_dims.py); 6 axes never are
+        (
+            lambda tmp: _write_tif(tmp, "6d.tif", np.zeros((2, 2, 2, 2, 8, 8), np.uint8)),
+            "6-D images are not supported",
+        ),
         (lambda tmp: _write_tif(tmp, "c.tif", np.zeros((8, 8), np.complex64)), "dtype complex64"),
     ],
 )

@@ -37,11 +37,23 @@ examples:
   napari-unet segment huge.ome.zarr -o labels.zarr --model nuclei --no-split-touching
   napari-unet segment huge.tif -o labels.zarr --workers 2        (local dask cluster)
   napari-unet segment huge.zarr -o labels.zarr --scheduler tcp://host:8786 --resume
+  napari-unet segment tzcyx.tif -o labels.tif --channels 1          (one channel of an OME TIFF)
+  napari-unet segment cells.tif -o labels.tif -m two_channel.safetensors --channel-axis 0
+  napari-unet segment he.png -o labels.tif --rgb grey
 
 With several inputs OUTPUT is a folder (created if needed) receiving NAME_<output>.tif
 for each input (NAME_<output>.zarr for zarr inputs or with --workers/--scheduler).
 Results are int32 instance labels, uint8 masks, or float32 probabilities (K, H, W) per
 plane, as TIFF or, for an OUTPUT ending in .zarr, as OME-Zarr (NGFF 0.4).
+
+Images may have up to two leading axes (t, z) and a channel axis: (Y, X), (Z, Y, X),
+(T, Z, Y, X), (C, Y, X), (T, Z, C, Y, X)... Every (Y, X) plane is segmented and the
+result keeps the leading axes. The channel axis comes from OME/ImageJ metadata or
+--channel-axis; --channels picks the channels the model reads, in order. With --link
+(default on for a z axis named in the file and a .tif OUTPUT) each object keeps one id
+through the stack: it takes the id of the object it overlaps most (IoU >= --link-iou) in
+the previous plane. Along a time axis this is frame-to-frame overlap tracking: it does
+not follow divisions, objects missing from a frame, or moves larger than an object.
 
 Inputs may be TIFF, PNG, zarr arrays or OME-Zarr images (the full-resolution level is
 used). A .zarr OUTPUT is written block by block without loading the image (large
@@ -220,6 +232,28 @@ def _add_segment_parser(subparsers: Any) -> None:
         help="replace results that already exist (never an input, never a folder that is not "
         "a napari-unet result)",
     )
+    _add_channel_arguments(parser)
+    parser.add_argument(
+        "--rgb",
+        choices=("channels", "grey"),
+        help="how to read an RGB image: as 3 channels (for a 3-channel model) or as grey "
+        "(luminance); RGB images are refused without it",
+    )
+    parser.add_argument(
+        "--link",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="labels: give an object the id of the object it overlaps most in the previous "
+        "plane of the stack (z; frame to frame on a time axis), so it keeps one id "
+        "(default: on when the file names the axis before y 'Z', for .tif outputs)",
+    )
+    parser.add_argument(
+        "--link-iou",
+        type=float,
+        default=0.25,
+        metavar="F",
+        help="smallest overlap (intersection over union) to link two objects (default: 0.25)",
+    )
     cluster = parser.add_mutually_exclusive_group()
     cluster.add_argument(
         "--workers",
@@ -233,6 +267,35 @@ def _add_segment_parser(subparsers: Any) -> None:
         help="segment on the dask.distributed cluster at ADDRESS (e.g. tcp://host:8786); "
         "every worker must see the input and OUTPUT paths",
     )
+
+
+def _add_channel_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--channel-axis",
+        type=int,
+        metavar="N",
+        help="the images' channel axis (negative counts from the end, e.g. -1 for (Y, X, C)); "
+        "default: the C axis of OME/ImageJ TIFFs and OME-Zarr, else none for one-channel "
+        "models and the axis before (Y, X) for multichannel ones",
+    )
+    parser.add_argument(
+        "--channels",
+        metavar="LIST",
+        help="channels to use, in order, e.g. 0,2 (default: all)",
+    )
+
+
+def _channel_list(text: str | None) -> tuple[int, ...] | None:
+    """``"0,2"`` -> ``(0, 2)``; one-line error for anything else."""
+    if text is None:
+        return None
+    try:
+        chosen = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise InputError(
+            f"--channels takes channel numbers separated by commas, e.g. 0,2; got {text!r}"
+        ) from None
+    return chosen
 
 
 #: TIFF inputs above this many bytes are read tile by tile even for a TIFF output.
@@ -263,7 +326,14 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         tile_size=_tile_size(args.tile_size, bundle),
         device=args.device,
         batch_size=args.batch_size,
+        link_iou=args.link_iou,
     )
+    channels = _channel_list(args.channels)
+    if large and args.rgb == "grey":
+        raise InputError(
+            "--rgb grey is not available with --workers/--scheduler (the workers read the "
+            "files themselves); convert the images to grey first, or use --rgb channels"
+        )
     failed: list[tuple[Path, str]] = []
     with contextlib.ExitStack() as resources:
         client = _dask_client(args, resources) if large else None
@@ -275,9 +345,9 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             try:
                 _check_input(source)
                 if _is_zarr_output(target):
-                    _segment_to_zarr(bundle, source, target, options, args, client)
+                    _segment_to_zarr(bundle, source, target, options, args, client, channels)
                 else:
-                    _segment_to_tiff(bundle, source, target, options, overwrite=args.overwrite)
+                    _segment_to_tiff(bundle, source, target, options, args, channels)
             except (UNetError, OSError, MemoryError) as error:
                 if len(inputs) == 1:
                     raise
@@ -366,28 +436,86 @@ def _postprocess_options(args: argparse.Namespace, bundle: Any, *, zarr: bool) -
     return {**recommended, **{key: value for key, value in chosen.items() if value is not None}}
 
 
-def _segment_to_tiff(bundle, source: Path, target: Path, options, *, overwrite: bool) -> None:
-    from napari_unet.core.io import read_image, write_image
+def _segment_to_tiff(bundle, source: Path, target: Path, options, args, channels) -> None:
+    from napari_unet.core.io import as_planes, read_image, write_image
     from napari_unet.core.segment import segment_iter
 
     # Big TIFFs and zarr stores are read tile by tile; the result is in memory anyway.
     lazy = not source.is_file() or (
         source.suffix.lower() in (".tif", ".tiff") and source.stat().st_size > LAZY_TIFF_BYTES
     )
-    image = read_image(source, lazy=lazy)
+    image = read_image(source, lazy=lazy, rgb=_keeps_colour(args))
+    image, options = _dims_for(source, image, options, args, channels, in_memory=True)
+    stack, _ = as_planes(
+        image,
+        in_channels=bundle.config.in_channels,
+        channel_axis=options.channel_axis,
+        channels=options.channels,
+    )
     generator = segment_iter(bundle, image, options=options)
-    planes = image.shape[0] if image.ndim == 3 else 1
+    planes = int(stack.shape[0])
     result = drain_with_progress(
         generator,
         description=source.name,
         total_of=lambda event, planes=planes: getattr(event, "total", 0) * planes or None,
     )
-    write_image(target, result, overwrite=overwrite)
+    write_image(target, result, overwrite=args.overwrite)
 
 
-def _segment_to_zarr(bundle, source: Path, target: Path, options, args, client):
+def _keeps_colour(args: argparse.Namespace) -> bool:
+    """Whether colour images are read as they are (the user said how to read them)."""
+    return args.rgb is not None or args.channel_axis is not None
+
+
+def _dims_for(source: Path, image: Any, options: Any, args, channels, *, in_memory: bool):
+    """The image (grey if asked) and options with this input's channel axis and link.
+
+    The channel axis and the default of ``link`` come from the file's axes
+    (:func:`~napari_unet.core.io.read_axes`) unless given: its C axis; RGB samples (S)
+    only with ``--rgb``; link on when the last axis before Y other than C is Z and the
+    result is in memory (labels linking needs the whole result).
+    """
+    from dataclasses import replace
+
+    from napari_unet.core.io import looks_rgb, read_axes, rgb_to_grey
+
+    axes = read_axes(source)
+    if axes is not None and len(axes) != len(image.shape):
+        axes = None  # e.g. grey saved as RGB, read as one plane: the letters do not apply
+    shape = tuple(int(s) for s in image.shape)
+    colour = axes.endswith("S") if axes is not None else looks_rgb(shape)
+    colour = colour and shape[-1] in (3, 4)
+    channel_axis = args.channel_axis
+    if colour and channel_axis is None:
+        if args.rgb == "grey":
+            image = rgb_to_grey(image)
+            axes = axes[:-1] if axes is not None else None
+        elif args.rgb == "channels":
+            channel_axis = len(shape) - 1
+    elif args.rgb is not None and not colour:
+        print(f"{PROG}: note: {source.name} is not an RGB image; --rgb ignored", file=sys.stderr)
+    if channel_axis is None and axes is not None and "C" in axes:
+        channel_axis = axes.index("C")
+    link = args.link
+    if link is None:
+        spatial = axes.replace("C", "").replace("S", "") if axes is not None else ""
+        along_z = spatial.endswith("ZYX")
+        link = along_z and in_memory and args.output == "labels"
+        if along_z and not in_memory and args.output == "labels":
+            print(
+                f"{PROG}: note: labels of {source.name} are not linked through z in a .zarr "
+                "output (block-wise); write a .tif OUTPUT to link them",
+                file=sys.stderr,
+            )
+    options = replace(options, channel_axis=channel_axis, channels=channels, link=bool(link))
+    return image, options
+
+
+def _segment_to_zarr(bundle, source: Path, target: Path, options, args, client, channels):
     from napari_unet.core.largeimage import open_image, segment_blocks_iter
 
+    image = open_image(source)
+    image, options = _dims_for(source, image, options, args, channels, in_memory=False)
     if client is not None:
         from napari_unet.core.distributed import segment_distributed_iter
 
@@ -405,7 +533,7 @@ def _segment_to_zarr(bundle, source: Path, target: Path, options, args, client):
     else:
         generator = segment_blocks_iter(
             bundle,
-            open_image(source),
+            image,
             target,
             options=options,
             block_size=args.block_size,
@@ -516,10 +644,16 @@ examples:
   napari-unet train --images cells.tif --labels cells_annotations.tif -o mine.safetensors
   napari-unet train --images a.tif --images b.tif --labels la.tif --labels lb.tif \\
       --annotation dense --base nuclei --steps 300 -o nuclei_tuned.safetensors
+  napari-unet train --images zcyx.ome.tif --labels zyx_labels.tif --base scratch \
+      --channels 0,1 -o two_channel.safetensors
 
 Annotations: sparse = 0 not annotated (ignored), 1 background, 2, 3, ... one id per cell
 (what the napari Fine-tune widget paints); dense = 0 background, 1..N objects; binary =
 foreground/background masks; auto guesses. Give one --labels per --images, in order.
+Images may be stacks (Z, Y, X), (T, Z, Y, X), with a channel axis (--channel-axis, or
+the C axis of OME/ImageJ files): each label file has its image's shape without the
+channel axis, and only planes with annotations are trained on. 'scratch' makes a new
+network reading the chosen channels (--channels).
 """
 
 
@@ -550,7 +684,7 @@ def _add_train_parser(subparsers: Any) -> None:
         "--base",
         metavar="NAME_OR_PATH",
         help="model to fine-tune (default: the default built-in model; 'scratch' for a new "
-        "small network)",
+        "small network reading the chosen channels)",
     )
     parser.add_argument("--steps", type=int, default=200, metavar="N", help="steps (200)")
     parser.add_argument(
@@ -566,6 +700,7 @@ def _add_train_parser(subparsers: Any) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     parser.add_argument("--name", help="model name stored in the file (default: file stem)")
+    _add_channel_arguments(parser)
     parser.add_argument(
         "--overwrite", action="store_true", help="replace MODEL_FILE if it already exists"
     )
@@ -590,12 +725,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
     )
     # torch and the model code load only now: argument errors above answer at once.
     from napari_unet.core.augment import AugmentConfig
-    from napari_unet.core.io import read_image
-    from napari_unet.core.model import SMALL
+    from napari_unet.core.io import read_axes, read_image
     from napari_unet.core.modelfile import load_model
     from napari_unet.core.train import TrainConfig, Trainer
 
-    base = SMALL if args.base == "scratch" else load_model(_model_path(args.base))
+    channels = _channel_list(args.channels)
+    images = [read_image(p, rgb=args.channel_axis is not None) for p in args.images]
+    channel_axis = args.channel_axis
+    if channel_axis is None:  # the C axis the files name, when they all agree
+        axes = {read_axes(p) for p in args.images}
+        known = axes.pop() if len(axes) == 1 else None
+        if known is not None and "C" in known and len(known) == images[0].ndim:
+            channel_axis = known.index("C")
+    if args.base == "scratch":
+        base = _scratch_config(images[0], channel_axis, channels)
+    else:
+        base = load_model(_model_path(args.base))
     config = TrainConfig(
         steps=args.steps,
         batch_size=args.batch_size,
@@ -607,14 +752,33 @@ def _cmd_train(args: argparse.Namespace) -> int:
     )
     trainer = Trainer(
         base,
-        [read_image(p) for p in args.images],
+        images,
         [read_image(p) for p in args.labels],
         convention=args.annotation,
         config=config,
         name=args.name or output.name.removesuffix(".safetensors"),
+        channel_axis=channel_axis,
+        channels=channels,
     )
     _report_device(args.device)
     return _train_and_save(trainer, output, overwrite=args.overwrite)
+
+
+def _scratch_config(image: Any, channel_axis: int | None, channels: tuple[int, ...] | None):
+    """The small new network, reading as many channels as are chosen from ``image``."""
+    from dataclasses import replace
+
+    from napari_unet.core.io import as_planes
+    from napari_unet.core.model import SMALL
+
+    count = 1
+    if channels is not None:
+        count = len(channels)
+    elif channel_axis is not None:
+        count = int(image.shape[channel_axis]) if -image.ndim <= channel_axis < image.ndim else 1
+    # The image's own checks first (axis, channel range, at most 8 channels), in one line.
+    as_planes(image, in_channels=count, channel_axis=channel_axis, channels=channels)
+    return replace(SMALL, in_channels=count)
 
 
 def _train_and_save(trainer: Any, output: Path, *, overwrite: bool) -> int:

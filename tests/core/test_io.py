@@ -142,7 +142,9 @@ def test_dask_stack_stays_lazy():
     ("shape", "message"),
     [
         ((7,), r"shape \(7,\) \(1D\): expected \(H, W\) or a stack \(N, H, W\)"),
-        ((2, 3, 5, 7), r"shape \(2, 3, 5, 7\) \(4D\)"),
+        # 4-D (t, z, y, x) is segmentable now; 5 axes need one of them to be channels
+        ((2, 2, 3, 5, 7), r"shape \(2, 2, 3, 5, 7\) \(5D\) without a channel axis"),
+        ((2, 1, 2, 3, 5, 7), r"shape \(2, 1, 2, 3, 5, 7\): 6-D images are not supported"),
         ((0, 7), r"the image is empty: shape \(0, 7\)"),
         ((3, 0, 7), "the image is empty"),
         ((16, 16, 3), r"RGB image \(shape \(16, 16, 3\)\).*Split RGB"),

@@ -175,8 +175,10 @@ def test_bad_annotations_are_explained():
     only_background = np.ones_like(labels)
     with pytest.raises(AnnotationError, match="label 2 or higher"):
         Trainer(TINY, image, only_background, convention="sparse", config=quick())
-    with pytest.raises(InputError, match=r"2D .* or a 3D stack"):
-        Trainer(TINY, image[None, None], labels[None, None], convention="dense", config=quick())
+    # (t, z, y, x) stacks train now (tests/core/test_dims_channels.py); 6 axes never do
+    six_d = image[None, None, None, None]
+    with pytest.raises(InputError, match=r"6-D images are not supported"):
+        Trainer(TINY, six_d, labels[None, None, None, None], convention="dense", config=quick())
     for rate in (0, float("nan"), float("inf"), 1e39):
         with pytest.raises(InputError, match=r"learning rate must be positive and at most 3\.4"):
             TrainConfig(learning_rate=rate)

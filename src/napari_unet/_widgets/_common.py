@@ -27,7 +27,6 @@ from psygnal import Signal
 
 from napari_unet.core.device import describe_device
 from napari_unet.core.errors import InputError, NonFiniteWarning, UNetError
-from napari_unet.core.io import as_planes
 from napari_unet.core.model import SMALL, pick_device
 from napari_unet.core.modelfile import ModelBundle, list_models, load_model
 
@@ -609,33 +608,22 @@ def ask_replace(parent: Any, path: Path) -> bool:
 
 
 # ---------------------------------------------------------------------- layers and arrays
-def image_array(layer: Any) -> Any:
-    """The data of an image layer to segment, checked (not read): ``(H, W)`` or ``(N, H, W)``.
+def model_in_channels(source: Any) -> int | None:
+    """The channel count of the model ``source`` names, when known without loading it
+    (a session model's, or a file's description); None for scratch and unreadable files
+    (a broken file is reported in full when the run loads it)."""
+    if not isinstance(source, ModelSource):
+        return None
+    if source.bundle is not None:
+        return int(source.bundle.config.in_channels)
+    if source.path is None:
+        return None
+    from napari_unet.core.description import read_description
 
-    Multiscale layers give their full-resolution level.
-
-    Raises
-    ------
-    InputError
-        For RGB, 4D+ and otherwise unsegmentable images.
-    """
-    if layer is None:
-        raise InputError("no image layer: open an image (or a sample) and choose it first")
-    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-    if getattr(layer, "rgb", False):
-        as_planes(data, rgb=True)  # raises the RGB message
-    as_planes(data, rgb=False)
-    return data
-
-
-def current_plane(viewer: Any, layer: Any) -> int:
-    """Index of the plane of ``layer`` (``(N, H, W)``) shown in ``viewer``; 0 for 2D layers."""
-    if layer.ndim < 3:
-        return 0
-    position = layer.world_to_data(viewer.dims.point)
-    plane_axis = layer.ndim - 3
-    count = layer.data.shape[plane_axis] if not layer.multiscale else layer.data[0].shape[0]
-    return int(np.clip(np.round(position[plane_axis]), 0, count - 1))
+    try:
+        return int(read_description(source.path)["config"]["in_channels"])
+    except (UNetError, OSError, KeyError, TypeError, ValueError):
+        return None
 
 
 def spatial_transform(layer: Any) -> dict[str, Any]:

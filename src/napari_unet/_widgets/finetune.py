@@ -8,6 +8,12 @@ offers it at once; **Save model...** writes it to a file (atomically; it is enab
 once a step has completed). A loss that becomes NaN or infinite ends the run with the
 last good weights, and the dock says so.
 
+**Stacks and channels.** The image may be an nD stack ((t, z, y, x)...) with a channel
+axis, or several layers chosen as its channels (the same channel controls as Segment).
+"New annotations" makes a layer of the image's shape without its channel axis, so any
+plane can be painted; only annotated planes are copied and trained on. A "scratch" base
+reads as many channels as are chosen; the preview shows the plane at the sliders.
+
 **Device and progress.** The device is resolved as the core does (``pick_device`` with
 the "device" choice) when a run is prepared: an unavailable one is refused in one line
 and nothing starts. The worker names it first (naming a CUDA GPU initialises CUDA, so not
@@ -30,7 +36,7 @@ Callable without clicking: :meth:`FinetuneWidget.new_annotations`,
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +55,7 @@ from napari.layers import Image, Labels
 from napari.qt.threading import thread_worker
 
 from napari_unet._widgets import _common
+from napari_unet._widgets._channels import ChannelControls, ImageInput
 from napari_unet._widgets._common import (
     BROWSE,
     SCRATCH,
@@ -62,13 +69,12 @@ from napari_unet._widgets._common import (
     add_unselected,
     ask_model_file,
     close_progress,
-    current_plane,
     free_name,
-    image_array,
     in_separate_turns,
     is_ours,
     job_device,
     model_choices,
+    model_in_channels,
     model_sources,
     notify_error,
     notify_info,
@@ -79,13 +85,13 @@ from napari_unet._widgets._common import (
     resolve_device,
     session_for,
     show_layer,
-    spatial_transform,
 )
 from napari_unet._widgets._loss_plot import LossPlot
 from napari_unet.core.annotations import check_annotation_matches
 from napari_unet.core.augment import AugmentConfig
 from napari_unet.core.errors import AnnotationError, InputError, UNetError
 from napari_unet.core.events import Preview, TrainingFinished, TrainStep, Validation
+from napari_unet.core.io import as_planes
 from napari_unet.core.model import SMALL
 from napari_unet.core.modelfile import ModelBundle, save_user_model, user_models_dir
 from napari_unet.core.modelfile import save_model as write_model_file
@@ -123,19 +129,27 @@ def _train_job(
     preview_image: np.ndarray | None,
     name: str,
     trainer: Trainer | None,
+    channel_axis: int | None = None,
+    channels: tuple[int, ...] | None = None,
+    channel_count: int = 1,
 ):
-    """Worker generator: name the device, prepare (or resume) a :class:`Trainer`, run it."""
+    """Worker generator: name the device, prepare (or resume) a :class:`Trainer`, run it.
+
+    A new network ("scratch") reads ``channel_count`` channels.
+    """
     if trainer is None:
         yield job_device(config.device)
         base = source.load(cache)
         trainer = Trainer(
-            base if base is not None else SMALL,
+            base if base is not None else replace(SMALL, in_channels=channel_count),
             images,
             annotations,
             convention=convention,
             config=config,
             preview_image=preview_image,
             name=name,
+            channel_axis=channel_axis,
+            channels=channels,
         )
     else:  # resume: same network, optimiser and device, the annotations as painted now
         yield job_device(trainer.config.device, trainer.device)
@@ -153,6 +167,10 @@ class _TrainRun:
     annotation_layer: Any
     source: ModelSource
     preview_plane: int
+    #: The input (image or channel layers, channel settings) and where the previewed
+    #: plane is among its leading axes.
+    image_input: ImageInput | None = None
+    preview_position: tuple[int, ...] = ()
     #: Steps this run is to take, and the napari progress bar over them (created when
     #: the worker starts, the turn after the click; closed when the run ends).
     steps: int = 0
@@ -162,6 +180,48 @@ class _TrainRun:
     failed: bool = False
     finished: bool = False
     finished_event: TrainingFinished | None = None
+
+
+def _annotated_planes(
+    image_input: ImageInput, annotations: Any
+) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """Copies of the annotated planes: ``(images, annotations, channel_axis)``.
+
+    ``images`` is ``(K, H, W)`` or, with channels, ``(K, ...)`` with the plane's channel
+    axis at ``channel_axis``; ``annotations`` is ``(K, H, W)``. Copies, because the user
+    may keep painting while training runs on what was painted; only annotated planes,
+    because the others are not trained on (and a lazy stack is never read whole).
+
+    Raises
+    ------
+    AnnotationError
+        When nothing is annotated.
+    """
+    height, width = image_input.shape[-2:]
+    flat = np.asarray(annotations).reshape(-1, height, width)
+    annotated = np.flatnonzero(flat.reshape(len(flat), -1).any(axis=1))
+    if annotated.size == 0:
+        raise AnnotationError(
+            "nothing is annotated: paint some background with label 1 and at least one "
+            "cell with label 2 or higher"
+        )
+    images = np.stack([np.array(image_input.plane(int(k)), copy=True) for k in annotated])
+    axis = image_input.plane_channel_axis
+    return images, flat[annotated].copy(), None if axis is None else axis + 1
+
+
+def _preview_plane(image_input: ImageInput, plane: int) -> np.ndarray:
+    """The previewed plane as the network reads it: ``(H, W)``, or ``(C, H, W)`` with the
+    chosen channels in order."""
+    data = np.array(image_input.plane(plane), copy=True)
+    planes, _restore = as_planes(
+        data,
+        in_channels=image_input.channel_count,
+        channel_axis=image_input.plane_channel_axis,
+        channels=image_input.channels,
+        rgb=False,
+    )
+    return np.asarray(planes[0])
 
 
 class FinetuneWidget(Container):
@@ -191,6 +251,7 @@ class FinetuneWidget(Container):
         self._lifetime = DockLifetime(self.native, self._on_closed)
 
         self._image_combo = ComboBox(label="image", choices=self._image_choices, nullable=True)
+        self._channels = ChannelControls(viewer, self._image_combo)
         self._new_button = PushButton(text="New annotations")
         self._annotation_combo = ComboBox(
             label="annotations", choices=self._labels_choices, nullable=True
@@ -265,12 +326,14 @@ class FinetuneWidget(Container):
         self._status.native.setWordWrap(True)
         self._save_button = PushButton(text="Save model...", enabled=False)
         self.extend([
-            self._image_combo, self._new_button, self._annotation_combo, self._legend,
-            self._convention, self._base_combo, self._steps, self._learning_rate,
+            self._image_combo, *self._channels.widgets, self._new_button,
+            self._annotation_combo, self._legend, self._convention, self._base_combo,
+            self._steps, self._learning_rate,
             self._advanced_toggle, self._advanced, self._name, self._start_button,
             self._stop_button, self._device_line.label, self._plot_box, self._status,
             self._save_button,
         ])  # fmt: skip
+        self._channels.sync()
 
         self._last_base = self._base_combo.value
         self._new_button.clicked.connect(self.new_annotations)
@@ -285,6 +348,7 @@ class FinetuneWidget(Container):
         connect(viewer.layers.events.inserted, self._refresh_layers)
         connect(viewer.layers.events.removed, self._refresh_layers)
         connect(viewer.layers.selection.events.active, self._follow_active_layer)
+        connect(viewer.dims.events.axis_labels, self._on_axis_labels)
         self._follow_active_layer()
         self._suggest_name()
 
@@ -303,7 +367,11 @@ class FinetuneWidget(Container):
     def _refresh_layers(self, _event: Any = None) -> None:
         self._image_combo.reset_choices()
         self._annotation_combo.reset_choices()
+        self._channels.refresh_layers()
         self._follow_active_layer()
+
+    def _on_axis_labels(self, _event: Any = None) -> None:
+        self._channels.axis_labels_changed()
 
     def _follow_active_layer(self, _event: Any = None) -> None:
         active = self._viewer.layers.selection.active
@@ -392,20 +460,47 @@ class FinetuneWidget(Container):
             device=self._device.value,
         )
 
+    def set_options(self, **values: Any) -> None:
+        """Set the channel controls as a user would: ``image`` (a layer or its name),
+        ``channel_axis`` (an axis of the image layer, or None), ``channels`` ("0,2", ints,
+        or None for all), ``channel_layers`` (layers or names), ``rgb`` (None, "channels"
+        or "grey")."""
+        unknown = set(values) - {"image", "channel_axis", "channels", "channel_layers", "rgb"}
+        if unknown:
+            raise TypeError(f"unknown options: {sorted(unknown)}")
+        if "image" in values:
+            image = values.pop("image")
+            self._image_combo.reset_choices()
+            self._image_combo.value = (
+                self._viewer.layers[image] if isinstance(image, str) else image
+            )
+        self._channels.set(**values)
+
+    def _input(self, *, for_base: bool = True) -> ImageInput:
+        """The chosen input, checked by the core against the base model's channel count
+        when known (``for_base``), else against the channels chosen."""
+        in_channels = model_in_channels(self._base_combo.value) if for_base else None
+        image_input = self._channels.input(in_channels)
+        image_input.check(in_channels)
+        return image_input
+
     # ------------------------------------------------------------- annotations
     def new_annotations(self) -> Labels | None:
-        """Add "<image> annotations": an empty uint16 Labels layer ready to paint."""
-        try:
-            image = image_array(self._image_combo.value)
+        """Add "<image> annotations": an empty uint16 Labels layer ready to paint.
+
+        It has the image's shape without the channel axis (every plane of an nD stack
+        can be painted) and the image layer's scale and translate for those axes.
+        """
+        try:  # annotations do not depend on the base model
+            image_input = self._input(for_base=False)
         except UNetError as error:
             notify_error(error)
             return None
-        image_layer = self._image_combo.value
         layer = self._viewer.add_labels(
-            np.zeros(image.shape, dtype=np.uint16),
-            name=free_name(self._viewer, f"{image_layer.name} annotations"),
-            metadata=our_metadata(f"{image_layer.name}/annotations"),
-            **spatial_transform(image_layer),
+            np.zeros(image_input.shape, dtype=np.uint16),
+            name=free_name(self._viewer, f"{image_input.name} annotations"),
+            metadata=our_metadata(f"{image_input.name}/annotations"),
+            **image_input.placement(),
         )
         layer.brush_size = BRUSH_SIZE
         layer.selected_label = FIRST_CELL_LABEL
@@ -450,34 +545,35 @@ class FinetuneWidget(Container):
             self._worker.quit()
 
     def _start_worker(self) -> Any:
-        image_layer = self._image_combo.value
-        image = image_array(image_layer)
+        image_input = self._input()
+        image_layer = image_input.layer
         annotation_layer = self._annotation_combo.value
         if annotation_layer is None:
             raise AnnotationError(
                 "no annotations: click 'New annotations' and paint background (1) and cells "
                 "(2, 3, ...), or choose an existing labels layer"
             )
-        check_annotation_matches(tuple(image.shape), tuple(annotation_layer.data.shape))
+        check_annotation_matches(image_input.shape, tuple(annotation_layer.data.shape))
         source = self._base_combo.value
         if not isinstance(source, ModelSource):
             raise InputError("no base model chosen: pick one, or 'scratch' for a new network")
         name = self._name.value.strip() or "fine-tuned"
-        # Copies: the user may keep painting while training runs on what was painted.
-        images = np.array(image, dtype=image.dtype, copy=True)
-        annotations = np.array(annotation_layer.data, copy=True)
-        if not annotations.any():
-            raise AnnotationError(
-                "nothing is annotated: paint some background with label 1 and at least one "
-                "cell with label 2 or higher"
-            )
-        plane = current_plane(self._viewer, image_layer)
-        preview = images[plane] if images.ndim == 3 else images
+        images, annotations, channel_axis = _annotated_planes(image_input, annotation_layer.data)
+        plane = image_input.plane_in_view(self._viewer)
         config = self.train_config()
-        resume = self._resumable(image_layer, annotation_layer, source)
+        preview = _preview_plane(image_input, plane) if config.preview_every else None
+        resume = self._resumable(image_input, annotation_layer, source)
         if resume is None:  # an unavailable device: one line, nothing started
             resolve_device(config.device)
-        run = _TrainRun(image_layer, annotation_layer, source, plane, steps=config.steps)
+        run = _TrainRun(
+            image_layer,
+            annotation_layer,
+            source,
+            plane,
+            image_input=image_input,
+            preview_position=image_input.position(plane),
+            steps=config.steps,
+        )
         worker = thread_worker(_train_job, start_thread=False)(
             source,
             self._model_cache,
@@ -485,9 +581,12 @@ class FinetuneWidget(Container):
             annotations,
             convention=self._convention.value,
             config=config,
-            preview_image=preview if config.preview_every else None,
+            preview_image=preview,
             name=name,
             trainer=resume,
+            channel_axis=channel_axis,
+            channels=image_input.channels,
+            channel_count=image_input.channel_count,
         )
         worker.yielded.connect(lambda event: self._on_event(run, event))
         worker.errored.connect(lambda _error: setattr(run, "failed", True))
@@ -501,7 +600,9 @@ class FinetuneWidget(Container):
         # hidden in the turn after the click, shown (its first draw) in the next, and the
         # worker started in the last, so each shares its turn with nothing else (see
         # in_separate_turns).
-        steps = self._make_preview_layer(run, preview.shape) if config.preview_every else []
+        steps = (
+            self._make_preview_layer(run, image_input.shape[-2:]) if config.preview_every else []
+        )
         self._set_running(True)
         self._status.value = (
             f"resuming at step {resume.step}..." if resume else "preparing the annotations..."
@@ -523,13 +624,16 @@ class FinetuneWidget(Container):
 
         return begin
 
-    def _resumable(self, image_layer: Any, annotation_layer: Any, source: ModelSource) -> Any:
-        """The previous run's trainer, if this run continues it (same layers and base)."""
+    def _resumable(
+        self, image_input: ImageInput, annotation_layer: Any, source: ModelSource
+    ) -> Any:
+        """The previous run's trainer, if this run continues it (same layers, channel
+        settings and base)."""
         previous = self._previous
-        if previous is None or previous.trainer is None:
+        if previous is None or previous.trainer is None or previous.image_input is None:
             return None
         same = (
-            previous.image_layer is image_layer
+            previous.image_input.key() == image_input.key()
             and previous.annotation_layer is annotation_layer
             and previous.source == source
         )
@@ -579,14 +683,13 @@ class FinetuneWidget(Container):
 
     def _preview_placement(self, run: _TrainRun) -> tuple[dict[str, Any], str]:
         """Scale and translate of the preview (a one-plane stack placed at the previewed
-        plane when the image is a stack) and the preview layer's role."""
-        image_layer = run.image_layer
-        placement = spatial_transform(image_layer)
-        if image_layer.ndim == 3:
-            translate = list(placement["translate"])
-            translate[0] += run.preview_plane * placement["scale"][0]
-            placement["translate"] = tuple(translate)
-        return placement, f"{image_layer.name}/preview"
+        plane's position when the image has leading axes) and the preview layer's role."""
+        placement = run.image_input.placement()
+        translate = list(placement["translate"])
+        for axis, index in enumerate(run.preview_position):
+            translate[axis] += index * placement["scale"][axis]
+        placement["translate"] = tuple(translate)
+        return placement, f"{run.image_input.name}/preview"
 
     def _preview_layer(self, role: str) -> Any:
         """Our preview layer of this role, or None."""
@@ -607,7 +710,7 @@ class FinetuneWidget(Container):
         placement, role = self._preview_placement(run)
         if self._preview_layer(role) is not None:
             return []
-        shape = (1, *plane_shape) if run.image_layer.ndim == 3 else tuple(plane_shape)
+        shape = (1,) * len(run.preview_position) + tuple(plane_shape)
         added: list[Any] = []
 
         def add() -> None:
@@ -617,7 +720,7 @@ class FinetuneWidget(Container):
                     self._viewer.add_image,
                     self._viewer,
                     np.zeros(shape, np.float32),
-                    name=free_name(self._viewer, f"{run.image_layer.name} preview"),
+                    name=free_name(self._viewer, f"{run.image_input.name} preview"),
                     metadata=our_metadata(role),
                     colormap="magma",
                     blending="additive",
@@ -644,7 +747,7 @@ class FinetuneWidget(Container):
             add()
             in_separate_turns(self._lifetime.unless_closed(show))
             layer = self._preview_layer(role)
-        layer.data = foreground[np.newaxis] if run.image_layer.ndim == 3 else foreground
+        layer.data = foreground.reshape((1,) * len(run.preview_position) + foreground.shape)
         layer.translate = placement["translate"]
 
     def _on_finished(self, run: _TrainRun) -> None:

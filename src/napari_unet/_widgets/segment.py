@@ -5,6 +5,19 @@ each finished tile is written into the output layer on the main thread (``yielde
 results appear tile by tile, and **Cancel** (``worker.quit()``) keeps the finished tiles.
 Layers are only touched on the main thread.
 
+**Stacks and channels.** The image may have any leading axes before (y, x), e.g.
+(t, z, y, x): "Segment current slice" segments the plane at the viewer's sliders (read
+through the layer's world-to-data mapping, whatever its scale and translate), "Segment
+stack" every plane, the progress bar counting the tiles of all of them and the status
+line naming the plane ("plane 4 of 6 (t=1, z=0), tile 1 of 2"). The output layer has the
+image's shape without its channel axis, placed as the image. The channel controls
+(:class:`~napari_unet._widgets._channels.ChannelControls`) choose a channel axis and
+channels, or several layers as the channels of one input; an RGB layer is refused until
+the user picks "as channels" or "as grey". "link labels through z" (on by default when
+the viewer labels the axis before y "z") links the instance labels of a whole stack
+through its last leading axis when every plane is done (not block-wise: the run then
+says it segmented without linking).
+
 **Large images.** When the image layer's data is lazy (a dask or zarr array, any
 non-numpy array-like, or a multiscale layer, whose full-resolution level is used) or
 "write to zarr store" is ticked, the image is never loaded whole: the worker drains
@@ -42,7 +55,7 @@ from __future__ import annotations
 import tempfile
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -63,6 +76,7 @@ from napari.qt.threading import thread_worker
 from qtpy.QtCore import QTimer
 
 from napari_unet._widgets import _common
+from napari_unet._widgets._channels import ChannelControls, ImageInput, default_link
 from napari_unet._widgets._common import (
     BROWSE,
     DeviceLine,
@@ -75,14 +89,13 @@ from napari_unet._widgets._common import (
     add_unselected,
     ask_model_file,
     close_progress,
-    current_plane,
     find_our_layer,
     free_name,
-    image_array,
     in_separate_turns,
     is_ours,
     job_device,
     model_choices,
+    model_in_channels,
     model_sources,
     notify_error,
     notify_info,
@@ -93,17 +106,11 @@ from napari_unet._widgets._common import (
     resolve_device,
     session_for,
     show_layer,
-    spatial_transform,
 )
 from napari_unet.core.errors import InputError, UNetError
 from napari_unet.core.events import PlaneDone, Progress, TileDone
-from napari_unet.core.largeimage import (
-    DEFAULT_BLOCK_SIZE,
-    BlockStore,
-    full_resolution,
-    plane_of,
-    segment_blocks_iter,
-)
+from napari_unet.core.io import plane_position
+from napari_unet.core.largeimage import DEFAULT_BLOCK_SIZE, BlockStore, segment_blocks_iter
 from napari_unet.core.modelfile import ModelBundle, default_model_name, read_description
 from napari_unet.core.safety import free_path, is_our_store
 from napari_unet.core.segment import SegmentOptions, recommended_options, segment_iter
@@ -119,12 +126,37 @@ OUTPUTS = (
     ("probabilities (foreground)", "probabilities", "probabilities"),
 )
 _OUT_DTYPES = {"labels": np.int32, "mask": np.uint8, "probabilities": np.float32}
+#: Overlap (IoU) above which "link labels through z" gives an object its predecessor's id.
+LINK_IOU = next(f.default for f in fields(SegmentOptions) if f.name == "link_iou")
 #: Minimum milliseconds between two redraws of the output layer while tiles stream in.
 REFRESH_INTERVAL_MS = 100
 #: Status-line note when the block-wise path has to turn watershed splitting off.
 NO_SPLIT_NOTE = (
     "splitting touching objects, filling boundaries and merging across weak boundaries "
     "need whole planes, which large (block-wise) images do not allow: segmented without them"
+)
+
+
+#: set_options() keys of the widget's own fields (besides the channel controls).
+_OPTION_WIDGETS: dict[str, str] = {
+    "output": "_output_combo",
+    "tile_size": "_tile_size",
+    "threshold": "_threshold",
+    "min_size": "_min_size",
+    "split_touching": "_split_touching",
+    "fill_boundaries": "_fill_boundaries",
+    "merge_boundaries": "_merge_boundaries",
+    "device": "_device",
+    "link": "_link",
+    "image": "_image_combo",
+}
+#: set_options() keys handled by the channel controls.
+_CHANNEL_KEYS = frozenset({"channel_axis", "channels", "channel_layers", "rgb"})
+
+#: Status-line note when the block-wise path has to turn linking through z off.
+NO_LINK_NOTE = (
+    "linking labels through z needs the whole result in memory, which large (block-wise) "
+    "images do not allow: segmented without linking"
 )
 
 
@@ -138,11 +170,6 @@ def _source_paths(layer: Any) -> tuple[Path, ...]:
     never replace it)."""
     path = getattr(getattr(layer, "source", None), "path", None)
     return (Path(path),) if path else ()
-
-
-def is_lazy(layer: Any) -> bool:
-    """Whether ``layer``'s data must not be loaded whole (dask, zarr, multiscale...)."""
-    return bool(getattr(layer, "multiscale", False)) or not isinstance(layer.data, np.ndarray)
 
 
 @reporting_errors
@@ -221,6 +248,14 @@ class _SegmentRun:
     planes: list[int]
     #: napari progress bar, created when the worker starts (the turn after the click).
     progress: Any
+    #: Shape of the image's leading axes ((t, z) of a (t, z, y, x) stack; () for 2D),
+    #: and the viewer's labels of them, for status lines.
+    leading: tuple[int, ...] = ()
+    axis_names: tuple[str, ...] = ()
+    #: Labels linked through the last leading axis: the final result replaces the
+    #: per-plane labels when the run ends.
+    link: bool = False
+    linked: bool = False
     tiles_done: int = 0
     planes_done: set = field(default_factory=set)
     cancelled: bool = False
@@ -233,6 +268,7 @@ class _SegmentRun:
     #: The store the widget's settings name (``store`` may be a free name beside it).
     requested_store: Path | None = None
     image_layer: Any = None
+    image_input: ImageInput | None = None
     blocks: tuple[int, int] = (0, 0)
     note: str = ""
     plane_index: int | None = None
@@ -256,6 +292,17 @@ def _add_output_layer(
     )  # fmt: skip
 
 
+def _at_position(plane: Any, position: tuple[int, ...], leading: tuple[int, ...]) -> Any:
+    """A lazy ``(*leading, ...)`` stack holding ``plane`` at ``position``, zeros elsewhere."""
+    import dask.array as da
+
+    if not leading:
+        return plane
+    inner = _at_position(plane, position[1:], leading[1:])
+    blank = da.zeros(inner.shape, dtype=inner.dtype, chunks=inner.chunksize)
+    return da.stack([inner if p == position[0] else blank for p in range(leading[0])])
+
+
 class SegmentWidget(Container):
     """Segment the chosen image layer with a U-Net; results stream into a layer.
 
@@ -277,6 +324,7 @@ class SegmentWidget(Container):
         self._model_cache: dict = {}
         self._worker: Any = None
         self._run: _SegmentRun | None = None
+        self._last_run: _SegmentRun | None = None
         self._refresh_pending = False
         self._last_model: Any = None
         #: Stores this widget wrote: requested path -> (actual path, image layer).
@@ -284,6 +332,16 @@ class SegmentWidget(Container):
         self._lifetime = DockLifetime(self.native, self._on_closed)
 
         self._image_combo = ComboBox(label="image", choices=self._image_choices, nullable=True)
+        self._link = CheckBox(
+            text="link labels through z",
+            value=False,
+            tooltip="instance labels of a stack: each object takes the id of the object it "
+            "overlaps most in the previous plane of the axis before y (IoU at least "
+            f"{LINK_IOU}), else a new id, so one object keeps one id through z. On a time "
+            "axis this is frame-to-frame tracking by overlap (no divisions, no gaps). On by "
+            "default when that axis is labelled 'z' in the viewer",
+        )
+        self._channels = ChannelControls(viewer, self._image_combo, self._set_link_default)
         self._model_combo = ComboBox(label="model", choices=self._model_choices)
         self._output_combo = ComboBox(
             label="output", choices=[(label, kind) for label, kind, _ in OUTPUTS], value="labels"
@@ -385,10 +443,11 @@ class SegmentWidget(Container):
         self._status = Label(value="")
         self._status.native.setWordWrap(True)
         self.extend([
-            self._image_combo, self._model_combo, self._output_combo, self._advanced_toggle,
-            self._advanced, self._slice_button, self._stack_button, self._cancel_button,
-            self._device_line.label, self._status,
+            self._image_combo, *self._channels.widgets, self._model_combo, self._output_combo,
+            self._link, self._advanced_toggle, self._advanced, self._slice_button,
+            self._stack_button, self._cancel_button, self._device_line.label, self._status,
         ])  # fmt: skip
+        self._channels.sync()
 
         self._select_default_model()
         self._advanced_toggle.changed.connect(self._toggle_advanced)
@@ -405,7 +464,9 @@ class SegmentWidget(Container):
         connect(viewer.layers.events.inserted, self._refresh_layers)
         connect(viewer.layers.events.removed, self._refresh_layers)
         connect(viewer.layers.selection.events.active, self._follow_active_layer)
+        connect(viewer.dims.events.axis_labels, self._on_axis_labels)
         self._follow_active_layer()
+        self._set_link_default()
 
     # ------------------------------------------------------------------ choices
     def _image_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
@@ -416,7 +477,16 @@ class SegmentWidget(Container):
 
     def _refresh_layers(self, _event: Any = None) -> None:
         self._image_combo.reset_choices()
+        self._channels.refresh_layers()
         self._follow_active_layer()
+
+    def _on_axis_labels(self, _event: Any = None) -> None:
+        self._channels.axis_labels_changed()  # also sets the link default
+
+    def _set_link_default(self) -> None:
+        """ "link labels through z": on when the image's axis before y is labelled "z"."""
+        layer = self._image_combo.value
+        self._link.value = default_link(self._viewer, layer, self._channels.layer_axis())
 
     def _follow_active_layer(self, _event: Any = None) -> None:
         active = self._viewer.layers.selection.active
@@ -496,7 +566,24 @@ class SegmentWidget(Container):
 
     # ------------------------------------------------------------------ options
     def options(self) -> SegmentOptions:
-        """The segmentation options currently set in the widget."""
+        """The segmentation options currently set in the widget.
+
+        ``channel_axis`` and ``channels`` are those of the chosen input as the core reads
+        it (stacked channel layers: axis 0; an RGB layer "as channels": its colour axis);
+        ``link`` is the checkbox (a run links only instance labels of a whole stack).
+
+        Raises
+        ------
+        InputError
+            When the channels field cannot be read.
+        """
+        channel_axis, channels = None, None
+        try:
+            image_input = self._channels.input(model_in_channels(self._model_combo.value))
+        except InputError:
+            image_input = None  # no image yet, or an RGB layer without a choice
+        if image_input is not None:
+            channel_axis, channels = image_input.channel_axis, image_input.channels
         return SegmentOptions(
             output=self._output_combo.value,
             tile_size=self._tile_size.value or None,
@@ -506,7 +593,40 @@ class SegmentWidget(Container):
             fill_boundaries=bool(self._fill_boundaries.value),
             merge_boundaries=float(self._merge_boundaries.value),
             device=self._device.value,
+            channel_axis=channel_axis,
+            channels=channels,
+            link=bool(self._link.value),
         )
+
+    def set_options(self, **values: Any) -> None:
+        """Set the widget's fields as a user would.
+
+        Keys: ``image`` (a layer or its name), ``channel_axis`` (an axis of the image
+        layer, or None), ``channels`` ("0,2", a sequence of ints, or None for all),
+        ``channel_layers`` (layers or names; empty: the image), ``rgb`` (None,
+        "channels" or "grey"), ``link``, and the :class:`SegmentOptions` fields
+        ``output``, ``tile_size`` (None: automatic), ``threshold``, ``min_size``,
+        ``split_touching``, ``fill_boundaries``, ``merge_boundaries``, ``device``.
+        The image is set first, then the channel controls, then the rest (so an explicit
+        ``link`` wins over the default a new image brings).
+        """
+        unknown = set(values) - set(_OPTION_WIDGETS) - _CHANNEL_KEYS
+        if unknown:
+            raise TypeError(f"unknown options: {sorted(unknown)}")
+        if "image" in values:
+            image = values.pop("image")
+            self._image_combo.reset_choices()
+            self._image_combo.value = (
+                self._viewer.layers[image] if isinstance(image, str) else image
+            )
+        channel_values = {k: values.pop(k) for k in list(values) if k in _CHANNEL_KEYS}
+        self._channels.set(**channel_values)
+        if {"channel_axis", "channel_layers"} & set(channel_values):
+            self._set_link_default()
+        for key, value in values.items():
+            if key == "tile_size":
+                value = value or 0
+            getattr(self, _OPTION_WIDGETS[key]).value = value
 
     @property
     def is_running(self) -> bool:
@@ -521,14 +641,19 @@ class SegmentWidget(Container):
 
     # --------------------------------------------------------------------- runs
     def segment_current_slice(self) -> Any:
-        """Segment the plane of the chosen image shown in the viewer; return the worker."""
-        layer = self._image_combo.value
-        planes = [current_plane(self._viewer, layer)] if layer is not None else [0]
-        return self._start(planes)
+        """Segment the plane of the chosen image at the viewer's current position (any
+        number of leading axes: the sliders' t, z...); return the worker."""
+        return self._start(current=True)
 
     def segment_stack(self) -> Any:
-        """Segment every plane of the chosen image; return the worker."""
-        return self._start(None)
+        """Segment every plane of the chosen image (all leading axes); return the worker."""
+        return self._start(current=False)
+
+    @property
+    def plane_progress(self) -> tuple[int, int]:
+        """``(planes done, planes to do)`` of the current or last in-memory run."""
+        run = self._run or self._last_run
+        return (len(run.planes_done), len(run.planes)) if run is not None else (0, 0)
 
     def cancel(self) -> None:
         """Stop after the tile in progress; finished tiles stay in the output layer."""
@@ -549,49 +674,89 @@ class SegmentWidget(Container):
         if self._worker is not None:
             self._worker.quit()
 
-    def _start(self, planes: list[int] | None) -> Any:
+    def _start(self, *, current: bool) -> Any:
         if self.is_closed:
             return None
         if self._worker is not None:
             notify_info("a segmentation is already running: cancel it first")
             return None
         try:
-            return self._start_worker(planes)
+            return self._start_worker(current)
         except UNetError as error:
             notify_error(error)
             return None
 
-    def _start_worker(self, planes: list[int] | None) -> Any:
-        image_layer = self._image_combo.value
-        image = image_array(image_layer)
+    def _prepare(self, current: bool) -> tuple[ImageInput, ModelSource, SegmentOptions, list]:
+        """The checked input, model, options and planes of a run (main thread, no reads).
+
+        Raises
+        ------
+        UNetError
+            With one line for the user: no image or model, an RGB layer without a choice,
+            channels the core refuses, an unavailable device.
+        """
         source = self._model_combo.value
+        in_channels = model_in_channels(source)
+        image_input = self._channels.input(in_channels)
         if not isinstance(source, ModelSource):
             raise InputError(
                 "no model chosen: pick a built-in or saved model, or Browse... for a file"
             )
-        options = self.options()
-        resolve_device(options.device)  # an unavailable device: one line, nothing started
-        self._device_line.clear()
-        if is_lazy(image_layer) or self._to_zarr.value:
-            return self._start_block_worker(image_layer, source, options, planes)
-        stacked = image.ndim == 3
-        all_planes = list(range(image.shape[0])) if stacked else [0]
-        planes = all_planes if planes is None else planes
-        layer, create = self._output_layer(
-            image_layer, image.shape, options.output, planes, stacked
+        image_input.check(in_channels)
+        planes = (
+            [image_input.plane_in_view(self._viewer)]
+            if current
+            else list(range(image_input.plane_count))
         )
+        # Linking joins the planes of a whole stack; one plane has nothing to link to.
+        link = (
+            bool(self._link.value)
+            and self._output_combo.value == "labels"
+            and image_input.plane_count > 1
+            and not current
+        )
+        options = replace(
+            self.options(),
+            channel_axis=image_input.channel_axis,
+            channels=image_input.channels,
+            link=link,
+        )
+        resolve_device(options.device)  # an unavailable device: one line, nothing started
+        return image_input, source, options, planes
+
+    def _start_worker(self, current: bool) -> Any:
+        image_input, source, options, planes = self._prepare(current)
+        self._device_line.clear()
+        if image_input.lazy or self._to_zarr.value:
+            return self._start_block_worker(image_input, source, options, planes, current)
+        image_layer = image_input.layer
+        stacked = bool(image_input.leading_shape)
+        layer, create = self._output_layer(image_input, options.output, planes)
         run = _SegmentRun(
-            layer=layer, output=options.output, stacked=stacked, planes=planes, progress=None
+            layer=layer,
+            output=options.output,
+            stacked=stacked,
+            planes=planes,
+            progress=None,
+            leading=image_input.leading_shape,
+            axis_names=image_input.axis_names(self._viewer),
+            link=options.link,
         )
         worker = thread_worker(_segment_job, start_thread=False)(
-            source, self._model_cache, image, options, planes
+            source, self._model_cache, image_input.data, options, planes
         )
         worker.yielded.connect(lambda event: self._on_event(run, event))
+        worker.returned.connect(lambda result: self._on_returned(run, result))
         worker.errored.connect(lambda error: self._on_error(run, error))
         worker.finished.connect(lambda: self._on_finished(run))
         self._worker, self._run = worker, run
         self._set_running(True)
-        what = f"plane {planes[0]}" if stacked and len(planes) == 1 else "image"
+        if stacked and len(planes) == 1:
+            what = f"plane {self._where(run, planes[0])}"
+        elif stacked:
+            what = f"{len(planes)} planes"
+        else:
+            what = "image"
         self._status.value = f"segmenting {what} with {source.label}..."
         # A new output layer is added (hidden) in the turn after the click, shown (its
         # first draw) in the next, and the progress bar is built and the worker started
@@ -636,41 +801,48 @@ class SegmentWidget(Container):
         return lambda: never_started() if self.is_closed else begin()
 
     def _output_layer(
-        self, image_layer: Image, shape: tuple, output: str, planes: list[int], stacked: bool
+        self, image_input: ImageInput, output: str, planes: list[int]
     ) -> tuple[Any, Callable[[], Any] | None]:
         """Our output layer for this image, cleared where it will be rewritten (main
         thread), or ``(None, create)`` when there is none yet: ``create()`` adds it,
-        hidden and unselected, and returns it (the caller runs it a turn later)."""
+        hidden and unselected, and returns it (the caller runs it a turn later).
+
+        The layer has the image's shape without its channel axis (its leading axes kept)
+        and the image layer's scale and translate for those axes.
+        """
         suffix = next(s for _, kind, s in OUTPUTS if kind == output)
-        role = f"{image_layer.name}/{output}"
+        name_stem = image_input.name
+        shape = image_input.shape
+        role = f"{name_stem}/{output}"
         dtype = _OUT_DTYPES[output]
         layer_type = Image if output == "probabilities" else Labels
         layer = find_our_layer(self._viewer, role, layer_type, shape, dtype)
         if layer is not None:
-            if stacked:
+            if len(planes) < image_input.plane_count:
                 for p in planes:
-                    layer.data[p] = 0
+                    layer.data[image_input.position(p)] = 0
             else:
                 layer.data[...] = 0
             layer.refresh()
             return layer, None
         metadata = our_metadata(role)
-        placement = spatial_transform(image_layer)
+        placement = image_input.placement()
         viewer = self._viewer
 
         def create() -> Any:
             # Named when added, so a layer the user adds meanwhile cannot take the name.
-            name = free_name(viewer, f"{image_layer.name} {suffix}")
+            name = free_name(viewer, f"{name_stem} {suffix}")
             data = np.zeros(shape, dtype=dtype)
             return _add_output_layer(viewer, output, data, name, metadata, placement)
 
         return None, create
 
     # ------------------------------------------------------- block-wise (large) runs
-    def store_path(self, image_layer: Image, plane: int | None = None) -> Path:
-        """The output store of a block-wise run of ``image_layer`` (of one ``plane``)."""
+    def store_path(self, image: Any, plane: int | None = None) -> Path:
+        """The output store of a block-wise run of ``image`` (an image layer or input, by
+        its name), or of one flat ``plane`` of it."""
         chosen = self._output_store.value
-        path = Path(chosen) if chosen else default_store_path(image_layer.name)
+        path = Path(chosen) if chosen else default_store_path(image.name)
         if path.suffix.lower() != ".zarr":
             path = path.with_name(path.name + ".zarr")
         if plane is not None:  # one plane of a stack: a store of its own
@@ -679,44 +851,60 @@ class SegmentWidget(Container):
 
     def _start_block_worker(
         self,
-        image_layer: Image,
+        image_input: ImageInput,
         source: ModelSource,
         options: SegmentOptions,
-        planes: list[int] | None,
+        planes: list[int],
+        current: bool,
     ) -> Any:
-        """Segment block by block into a zarr store; the image is never read whole."""
-        data = full_resolution(image_layer.data, multiscale=image_layer.multiscale)
-        note = ""
+        """Segment block by block into a zarr store; the image is never read whole.
+
+        One plane of a stack (``current``) is segmented as a lazy view of that plane
+        (with its channels) into a store of its own, shown at its place in the stack.
+        """
         whole_plane_only = (
             options.split_touching or options.fill_boundaries or options.merge_boundaries > 0
         )
+        notes = []
         if options.output == "labels" and whole_plane_only:
             options = replace(
                 options, split_touching=False, fill_boundaries=False, merge_boundaries=0.0
             )
-            note = NO_SPLIT_NOTE
+            notes.append(NO_SPLIT_NOTE)
+        if options.link:
+            options = replace(options, link=False)
+            notes.append(NO_LINK_NOTE)
+        for note in notes:
             notify_warning(note)
-        stacked = data.ndim == 3
-        plane_index = planes[0] if stacked and planes is not None else None
-        target = self._store_target(image_layer, plane_index)
+        note = "\n".join(notes)
+        stacked = bool(image_input.leading_shape)
+        plane_index = planes[0] if stacked and current else None
+        target = self._store_target(image_input, plane_index)
         if target is None:
             self._status.value = "not started: the output store was kept"
             return None
         requested, path, overwrite = target
-        # One plane of a stack: segment a lazy view of it (the core segments whole images).
-        image = data if plane_index is None else plane_of(data, plane_index, 2)
+        if plane_index is None:
+            image = image_input.data
+        else:  # the core segments whole images: give it a lazy view of the plane
+            image = image_input.plane(plane_index)
+            options = replace(options, channel_axis=image_input.plane_channel_axis)
         run = _SegmentRun(
             layer=None,
             output=options.output,
             stacked=stacked,
-            planes=list(range(data.shape[0])) if plane_index is None and stacked else [0],
+            planes=planes if plane_index is None else [0],
             progress=None,
+            leading=image_input.leading_shape,
+            axis_names=image_input.axis_names(self._viewer),
+            link=options.link,
             store=path,
             requested_store=requested,
-            image_layer=image_layer,
+            image_layer=image_input.layer,
+            image_input=image_input,
             note=note,
             plane_index=plane_index,
-            plane_count=data.shape[0] if stacked else 1,
+            plane_count=image_input.plane_count,
         )
         worker = thread_worker(_segment_blocks_job, start_thread=False)(
             source,
@@ -727,22 +915,22 @@ class SegmentWidget(Container):
             int(self._block_size.value),
             bool(self._resume.value),
             overwrite,
-            _source_paths(image_layer),
+            tuple(p for layer in image_input.layers for p in _source_paths(layer)),
         )
         worker.yielded.connect(lambda event: self._on_block_event(run, event))
         worker.errored.connect(lambda error: self._on_error(run, error))
         worker.finished.connect(lambda: self._on_block_finished(run))
         self._worker, self._run = worker, run
         self._set_running(True)
-        what = "image" if plane_index is None else f"plane {plane_index}"
+        what = "image" if plane_index is None else f"plane {self._where(run, plane_index)}"
         self._status.value = self._with_note(
             run, f"segmenting {what} block-wise into {path} with {source.label}..."
         )
-        in_separate_turns(self._begin(run, worker, f"Segmenting {image_layer.name}"))
+        in_separate_turns(self._begin(run, worker, f"Segmenting {image_input.name}"))
         return worker
 
     def _store_target(
-        self, image_layer: Image, plane: int | None
+        self, image_input: ImageInput, plane: int | None
     ) -> tuple[Path, Path, bool] | None:
         """``(requested, store, overwrite)`` of a block-wise run, or ``None`` when the user
         declined to replace the chosen store.
@@ -752,10 +940,10 @@ class SegmentWidget(Container):
         free name beside it; a chosen one holding a napari-unet result is asked about;
         anything else goes to the core as is, which refuses it in one line.
         """
-        requested = self.store_path(image_layer, plane)
+        requested = self.store_path(image_input, plane)
         resume = bool(self._resume.value)
         own_path, own_layer = self._own_stores.get(requested, (None, None))
-        if own_path is not None and own_layer() is image_layer:
+        if own_path is not None and own_layer() is image_input.layer:
             return requested, own_path, not resume
         if resume or not (requested.exists() or requested.is_symlink()):
             return requested, requested, False
@@ -784,25 +972,22 @@ class SegmentWidget(Container):
 
         view = da.from_zarr(array)
         if run.output == "probabilities":  # foreground = anything but background (class 0)
-            view = 1.0 - view[:, 0] if view.ndim == 4 else 1.0 - view[0]
+            view = 1.0 - view[..., 0, :, :]
         if run.plane_index is not None:  # put the plane back at its place in the stack
-            empty = da.zeros(view.shape, dtype=view.dtype, chunks=view.chunksize)
-            view = da.stack([
-                view if p == run.plane_index else empty for p in range(run.plane_count)
-            ])  # fmt: skip
+            view = _at_position(view, plane_position(run.leading, run.plane_index), run.leading)
         return view
 
     def _attach_store_layer(self, run: _SegmentRun) -> None:
         """Show the store in our output layer (main thread), once the worker created it."""
         if run.layer is not None or run.store is None or BlockStore(run.store).run_record() is None:
             return
-        image_layer = run.image_layer
+        image_layer, image_input = run.image_layer, run.image_input
         data = self._store_view(run)
         # A role of its own: the in-memory path must never write into a store's layer.
-        role = f"{image_layer.name}/{run.output}/store"
+        role = f"{image_input.name}/{run.output}/store"
         metadata = our_metadata(role, store=str(run.store))
         layer_type = Image if run.output == "probabilities" else Labels
-        placement = spatial_transform(image_layer)
+        placement = image_input.placement()
         if run.requested_store is not None:  # this store is ours to replace from now on
             self._own_stores[run.requested_store] = (run.store, weakref.ref(image_layer))
         for layer in self._viewer.layers:
@@ -816,7 +1001,7 @@ class SegmentWidget(Container):
                 run.layer = layer
                 return
         suffix = next(s for _, kind, s in OUTPUTS if kind == run.output)
-        name = free_name(self._viewer, f"{image_layer.name} {suffix}")
+        name = free_name(self._viewer, f"{image_input.name} {suffix}")
         run.layer = _add_output_layer(self._viewer, run.output, data, name, metadata, placement)
         # Its first draw in a turn of its own.
         in_separate_turns(self._lifetime.unless_closed(show_layer(run.layer)))
@@ -878,6 +1063,7 @@ class SegmentWidget(Container):
         else:
             message = f"done: {run.layer.name} (saved in {run.store})"
         self._status.value = self._with_note(run, message)
+        self._last_run = run
         self._worker, self._run = None, None
         self._set_running(False)
 
@@ -886,21 +1072,21 @@ class SegmentWidget(Container):
         if self.is_closed:
             return
         if isinstance(event, TileDone):
-            if run.tiles_done == 0:
+            if run.tiles_done == 0:  # the bar counts the tiles of every plane of the run
                 run.progress.total = event.total * len(run.planes)
             self._write(run, event.plane, event.region, event.data)
             run.tiles_done += 1
             if run.finished:
                 return  # the final status ("cancelled: ...", "done: ...") stays
-            self._status.value = f"tile {run.tiles_done} of {run.progress.total}" + (
-                f" (plane {event.plane})" if run.stacked else ""
-            )
+            self._status.value = self._tile_status(run, event)
             # Last: napari's progress may process events, delivering `finished` right here.
             run.progress.update(1)
         elif isinstance(event, PlaneDone):
             if run.output == "labels":  # ids consistent across tile seams
                 self._write(run, event.plane, (slice(None), slice(None)), event.data)
             run.planes_done.add(event.plane)
+            if run.link and len(run.planes_done) == len(run.planes) and not run.finished:
+                self._status.value = f"linking the labels of {len(run.planes)} planes..."
         elif isinstance(event, JobDevice):
             self._device_line.running(event.description)
         elif isinstance(event, _Note):
@@ -911,12 +1097,50 @@ class SegmentWidget(Container):
             run.failed = True
             notify_error(event.error)
 
+    def _tile_status(self, run: _SegmentRun, event: TileDone) -> str:
+        """ "tile 3 of 4"; in a stack "plane 2 of 6 (t=0, z=1), tile 3 of 4"."""
+        if not run.stacked:
+            return f"tile {run.tiles_done} of {run.progress.total}"
+        tile = f"tile {event.index + 1} of {event.total}"
+        where = self._where(run, event.plane)
+        if len(run.planes) == 1:
+            return f"plane {where}: {tile}"
+        ordinal = min(len(run.planes_done) + 1, len(run.planes))
+        return f"plane {ordinal} of {len(run.planes)} ({where}), {tile}"
+
+    @staticmethod
+    def _where(run: _SegmentRun, plane: int) -> str:
+        """Where flat ``plane`` is: "t=1, z=2" with the viewer's axis labels, else its index."""
+        position = tuple(plane_position(run.leading, plane)) if run.leading else ()
+        names = run.axis_names
+        named = len(names) == len(position) and all(
+            n.strip() and not n.strip().lstrip("-").isdigit() for n in names
+        )
+        if named:
+            return ", ".join(f"{n.strip()}={p}" for n, p in zip(names, position, strict=True))
+        if len(position) > 1:
+            return ", ".join(str(p) for p in position)
+        return str(plane)
+
     def _write(self, run: _SegmentRun, plane: int, region: tuple, data: np.ndarray) -> None:
         if run.output == "probabilities":
             data = 1.0 - data[0]  # foreground = anything but background (class 0)
-        target = (plane, *region) if run.stacked else region
-        run.layer.data[target] = data
+        # The flat plane index of the core, at its place among the leading axes.
+        where = tuple(plane_position(run.leading, plane)) if run.leading else ()
+        run.layer.data[(*where, *region)] = data
         self._schedule_refresh(run.layer)
+
+    def _on_returned(self, run: _SegmentRun, result: Any) -> None:
+        """The worker's result: with "link", the labels linked through the stack replace
+        the per-plane labels the planes wrote."""
+        if self.is_closed or not run.link or run.cancelled or run.failed or result is None:
+            return
+        layer = run.layer
+        if layer is None or tuple(np.shape(result)) != tuple(layer.data.shape):
+            return
+        layer.data[...] = result
+        run.linked = True
+        self._schedule_refresh(layer)
 
     def _schedule_refresh(self, layer: Any) -> None:
         """Redraw at most every REFRESH_INTERVAL_MS: redrawing per tile would stall the GUI."""
@@ -944,14 +1168,20 @@ class SegmentWidget(Container):
         self._device_line.ended()
         if run.layer in self._viewer.layers:
             run.layer.refresh()
+        planes = f"{len(run.planes_done)} of {len(run.planes)} planes"
         if run.cancelled:
             self._status.value = (
                 f"cancelled: kept {run.tiles_done} of {run.progress.total or '?'} tiles"
-            )
+            ) + (f" ({planes} whole; not linked)" if len(run.planes) > 1 else "")
         elif run.failed:
             self._status.value = "failed (see the notification)"
         else:
-            self._status.value = f"done: {run.layer.name}"
+            self._status.value = f"done: {run.layer.name}" + (
+                f" ({len(run.planes)} planes" + (", labels linked" if run.linked else "") + ")"
+                if len(run.planes) > 1
+                else ""
+            )
+        self._last_run = run
         self._worker, self._run = None, None
         self._set_running(False)
 

@@ -85,21 +85,28 @@ class Targets:
 
 
 def check_annotation_matches(
-    image_shape: tuple[int, ...], annotation_shape: tuple[int, ...]
+    image_shape: tuple[int, ...],
+    annotation_shape: tuple[int, ...],
+    *,
+    without_channels: bool = False,
 ) -> None:
     """Raise :class:`AnnotationError` unless the annotation covers the image pixel for pixel.
 
     Parameters
     ----------
     image_shape : tuple of int
-        Shape of the image, ``(H, W)`` or ``(N, H, W)``.
+        Shape of the image, ``(H, W)``, ``(N, H, W)``, ``(T, Z, H, W)``...; for a
+        multichannel image, its shape without the channel axis.
     annotation_shape : tuple of int
         Shape of the labels painted on it.
+    without_channels : bool
+        Whether ``image_shape`` left out a channel axis (the message says so).
     """
     if tuple(image_shape) != tuple(annotation_shape):
+        where = " without its channel axis" if without_channels else ""
         raise AnnotationError(
             f"The annotation has shape {tuple(annotation_shape)} but the image has shape "
-            f"{tuple(image_shape)}. Paint in a labels layer with the same shape as the "
+            f"{tuple(image_shape)}{where}. Paint in a labels layer with the same shape as the "
             "image (create it from the image you want to train on)."
         )
 

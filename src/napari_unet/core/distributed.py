@@ -44,6 +44,7 @@ from napari_unet.core.largeimage import (
     iter_block,
     open_image,
     plane_of,
+    planes_of,
     prepare,
     readable,
 )
@@ -162,7 +163,8 @@ def segment_distributed_iter(
         The output ``.zarr``; it must be on storage every worker can write to.
     client : distributed.Client
     options : SegmentOptions, optional
-        ``split_touching`` is not available block-wise.
+        ``split_touching`` and ``link`` (among others) are not available block-wise; the
+        channel axis and channels are honoured as in memory.
     block_size : int
         Block edge in pixels (rounded to whole tiles); one task and one chunk per block.
     resume : bool
@@ -230,7 +232,7 @@ def segment_distributed_iter(
                 block,
                 prepared.stats[block.plane],
                 options,
-                prepared.has_plane_axis,
+                prepared.leading,
                 torch_threads,
                 key=f"napari-unet-{block.key}-{os.getpid()}-{id(store)}",
                 pure=False,
@@ -257,7 +259,7 @@ def run_block(
     block: Block,
     stats: dict[str, float],
     options: Any,
-    has_plane_axis: bool,
+    leading: tuple[int, ...],
     torch_threads: int,
 ) -> dict[str, Any]:
     """One task: segment ``block`` and write it into the store; returns its record."""
@@ -266,17 +268,16 @@ def run_block(
     from napari_unet.core.segment import get_predictor
 
     torch.set_num_threads(torch_threads)
-    image = readable(source.open())
-    plane_ndim = 2 if model.config.in_channels == 1 else 3
+    stack, _ = planes_of(readable(source.open()), model.config, options)
     generator = iter_block(
-        plane_of(image, block.plane, plane_ndim),
+        plane_of(stack, block.plane, stack.ndim - 1),
         get_predictor(model, options.device),
         plan,
         block,
         stats,
         options,
         BlockStore(store_path),
-        has_plane_axis=has_plane_axis,
+        leading=leading,
         num_classes=model.config.num_classes,
     )
     return drain(generator)

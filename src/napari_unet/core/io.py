@@ -5,21 +5,25 @@ file (empty, not an image, truncated, a header claiming more pixels than memory 
 into one :class:`~napari_unet.core.errors.InputError` line; :func:`write_image` writes
 zlib-compressed TIFF atomically and never replaces a file unless asked.
 :func:`check_fits_in_memory` refuses an allocation larger than :func:`available_memory`.
-:func:`as_planes` turns any accepted image into a stack of planes plus a function that
-puts per-plane results back in the image's layout, rejecting what a U-Net cannot
-segment (RGB, empty, 1D, >3D, complex) with a message saying what to do.
+:func:`as_planes` turns any accepted image, with up to two leading axes (t, z) and a
+channel axis anywhere, into a stack of 2-D planes plus a :class:`Restore` that puts
+per-plane results back in the image's layout, rejecting what a U-Net cannot segment
+(RGB without a channel choice, empty, 1D, 6-D, complex, the wrong channel count) with a
+message saying what to do. :func:`plane_index` / :func:`plane_position` convert between
+a position on the leading axes and the flat plane index; :func:`read_axes` gives a
+file's axis letters (TIFF, OME-Zarr); :func:`rgb_to_grey` reads colour as grey.
 ``read_image(path, lazy=True)`` opens zarr/OME-Zarr stores and TIFFs for tile-by-tile
 reading instead (see :func:`napari_unet.core.largeimage.open_image`).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
 import re
 import struct
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +39,11 @@ READ_SUFFIXES = (".tif", ".tiff", ".png")
 WRITE_SUFFIXES = (".tif", ".tiff")
 
 RGB_MESSAGE = (
-    "RGB image{where}: the model expects one grayscale channel; convert it to grayscale "
-    "or split the channels and segment one (napari: right-click the layer > Split RGB)"
+    "RGB image{where}: the model expects one grayscale channel; read it as grey or as "
+    "channels (--rgb grey or --rgb channels; in napari the RGB choice), convert it to "
+    "grayscale, or split the channels and segment one (napari: right-click the layer > "
+    "Split RGB)"
 )
-
-#: Puts per-plane results ``(N, ...)`` back in the layout of the original image.
-Restore = Callable[[Any], Any]
-
 
 ZARR_METADATA = (".zgroup", ".zarray", "zarr.json")
 
@@ -54,11 +56,11 @@ def is_zarr_path(path: str | os.PathLike) -> bool:
     return path.is_dir() and any((path / name).exists() for name in ZARR_METADATA)
 
 
-def read_image(path: str | os.PathLike, *, lazy: bool = False) -> Any:
+def read_image(path: str | os.PathLike, *, lazy: bool = False, rgb: bool = False) -> Any:
     """Read a TIFF (2D or stack) or PNG image, or open a zarr / TIFF image lazily.
 
     RGB images whose channels are all equal (grayscale saved as RGB) come back as
-    one grayscale plane; a PNG's alpha channel next to gray is dropped.
+    one grayscale plane (unless ``rgb``); a PNG's alpha channel next to gray is dropped.
 
     Every file that cannot be read gives an :class:`InputError` with one line naming
     the file, never another exception: empty, text or otherwise non-TIFF/PNG content,
@@ -73,12 +75,15 @@ def read_image(path: str | os.PathLike, *, lazy: bool = False) -> Any:
     lazy : bool
         Return a read-only ``zarr.Array`` that reads only the regions sliced from it
         (TIFF through tifffile's zarr interface; PNG is still read whole). Needs zarr.
+    rgb : bool
+        Return colour images as they are, ``(..., 3|4)``, for the caller to read as
+        channels or convert with :func:`rgb_to_grey`, instead of refusing a colour TIFF.
 
     Returns
     -------
     (H, W) or (N, H, W) ndarray, or zarr.Array when ``lazy``
-        Colour images are returned as ``(..., 3|4)`` only from PNG; :func:`as_planes`
-        rejects them.
+        Colour images are returned as ``(..., 3|4)`` only from PNG (or with ``rgb``);
+        :func:`as_planes` rejects them unless a channel axis is named.
 
     Raises
     ------
@@ -109,7 +114,7 @@ def read_image(path: str | os.PathLike, *, lazy: bool = False) -> Any:
     reader = _read_png if kind == "PNG" else _read_tiff
     with _TiffLog() as log:
         try:
-            image = reader(path)
+            image = reader(path, rgb=rgb)
         except UNetError:
             raise
         except MemoryError:
@@ -250,7 +255,7 @@ class _NoImageError(ValueError):
     """tifffile found no image series (it logs why)."""
 
 
-def _read_tiff(path: Path) -> np.ndarray:
+def _read_tiff(path: Path, *, rgb: bool = False) -> np.ndarray:
     with tifffile.TiffFile(path) as tiff:
         if not tiff.series:
             raise _NoImageError("no image found in the file")
@@ -265,7 +270,7 @@ def _read_tiff(path: Path) -> np.ndarray:
         )
         image = series.asarray()
         axes = series.axes
-    if axes.endswith("S") and image.shape[-1] in (3, 4):
+    if axes.endswith("S") and image.shape[-1] in (3, 4) and not rgb:
         gray = _gray_if_channels_equal(image)
         if gray is None:
             raise InputError(RGB_MESSAGE.format(where=f" ({path.name}, shape {image.shape})"))
@@ -323,7 +328,7 @@ def _check_codec(compression: Any, path: Path) -> None:
         ) from None
 
 
-def _read_png(path: Path) -> np.ndarray:
+def _read_png(path: Path, *, rgb: bool = False) -> np.ndarray:
     # imported lazily: scikit-image's io pulls in imageio and plugins
     from PIL import Image
     from skimage import io as skio
@@ -344,7 +349,7 @@ def _read_png(path: Path) -> np.ndarray:
         ) from None
     if image.ndim == 3 and image.shape[-1] == 2:  # gray + alpha
         return image[..., 0]
-    if image.ndim == 3 and image.shape[-1] in (3, 4):
+    if image.ndim == 3 and image.shape[-1] in (3, 4) and not rgb:
         gray = _gray_if_channels_equal(image)
         if gray is not None:
             return gray
@@ -530,54 +535,598 @@ def write_image(path: str | os.PathLike, array: Any, *, overwrite: bool = False)
     return path
 
 
-def as_planes(image: Any, *, in_channels: int = 1, rgb: bool | None = None) -> tuple[Any, Restore]:
-    """Check ``image`` can be segmented and view it as a stack of planes.
+# ------------------------------------------------------------------ planes, axes, channels
+
+#: Most channels an image's channel axis (and a model) may have.
+MAX_CHANNELS = 8
+#: Most axes besides a channel axis: t, z, y, x.
+MAX_NON_CHANNEL_AXES = 4
+#: Luminance weights of :func:`rgb_to_grey` (ITU-R BT.601, as PIL and scikit-image's
+#: ``rgb2gray`` of old).
+LUMINANCE = (0.299, 0.587, 0.114)
+
+
+class Restore:
+    """Puts per-plane results ``(N, ...)`` back in the layout ``(*leading, ...)`` of the image.
+
+    Attributes
+    ----------
+    leading : tuple of int
+        Shape of the image's leading axes (every axis but the channel axis and the
+        last two), ``()`` for a single 2-D plane; ``N = prod(leading)``.
+    """
+
+    def __init__(self, leading: tuple[int, ...]) -> None:
+        self.leading = tuple(int(s) for s in leading)
+
+    def __call__(self, result: Any) -> Any:
+        if not self.leading:
+            return result[0]  # a single plane: no plane axis
+        if len(self.leading) == 1:
+            return result
+        shape = (*self.leading, *tuple(result.shape)[1:])
+        if not hasattr(result, "reshape"):  # e.g. zarr: read it (a result fits in memory)
+            result = np.asarray(result)
+        return result.reshape(shape)
+
+    def __repr__(self) -> str:
+        return f"Restore(leading={self.leading})"
+
+
+def as_planes(
+    image: Any,
+    *,
+    in_channels: int = 1,
+    channel_axis: int | None = None,
+    channels: Any = None,
+    rgb: bool | None = None,
+) -> tuple[Any, Restore]:
+    """Check ``image`` can be segmented and view it as a stack of 2-D planes.
+
+    The last two axes that are not the channel axis are ``(H, W)``; every other axis
+    but the channel axis is a *leading* axis (t, z...), flattened row-major into the
+    plane index ``N``.
 
     Parameters
     ----------
     image : array-like
-        ``(H, W)`` or ``(N, H, W)`` for one-channel models; ``(C, H, W)`` or
-        ``(N, C, H, W)`` with ``C = in_channels`` otherwise. numpy, zarr or dask;
-        numpy input is viewed, not copied. bool is read as uint8 (0/1).
+        numpy, zarr or dask, up to 5-D: at most 4 axes besides the channel axis
+        (t, z, y, x) and one channel axis anywhere. numpy input is viewed, not copied
+        (unless the axes cannot be viewed that way: then, as for zarr and dask, planes
+        are read lazily, one at a time). bool is read as uint8 (0/1).
     in_channels : int
         Channels the model expects.
+    channel_axis : int, optional
+        The image's channel axis (negative counts from the end), e.g. ``0`` for
+        ``(C, Z, Y, X)``, ``-1`` for ``(Y, X, C)``. By default a one-channel model reads
+        every axis but the last two as leading axes, and a model of ``C > 1`` channels
+        reads axis ``-3`` as channels (``(C, H, W)``, ``(N, C, H, W)``, ``(T, Z, C, H, W)``).
+    channels : sequence of int, optional
+        Channels to use, in this order (indices on the channel axis); default all.
     rgb : bool, optional
         Whether the image is known to be RGB(A) (e.g. napari's ``layer.rgb``); by
-        default a 3D image whose last axis is 3 or 4 long is taken as RGB.
+        default an image whose last axis is 3 or 4 long after two axes longer than 4
+        pixels is taken as RGB. RGB is refused unless ``channel_axis`` is given (then it
+        is just 3 or 4 channels); for grey, convert it first with :func:`rgb_to_grey`.
 
     Returns
     -------
     planes : (N, H, W) or (N, C, H, W) array-like
-    restore : callable
-        Maps a per-plane result ``(N, ...)`` back to the image's layout: it drops
-        the plane axis for a single 2D image and is the identity for stacks.
+        ``(N, H, W)`` for one-channel models, ``(N, C, H, W)`` with ``C = in_channels``
+        otherwise. ``planes[p]`` is plane ``p`` (lazy for zarr/dask).
+    restore : Restore
+        Maps a per-plane result ``(N, ...)`` back to ``(*leading, ...)``: drops the
+        plane axis for a single 2-D plane, is the identity for ``(N, H, W)`` stacks.
+        ``restore.leading`` is the shape of the leading axes.
 
     Raises
     ------
     InputError
-        For RGB, empty, 1D or too-many-dimensional images and unsupported dtypes.
+        In one line, for RGB without a channel axis, empty, 1-D, 6-D (or more) images,
+        5 axes without a channel axis, an unsupported dtype, a channel axis that does not
+        exist or is longer than :data:`MAX_CHANNELS`, a channel index out of range, and a
+        channel count that is not the model's.
     """
     shape = tuple(int(s) for s in image.shape)
+    ndim = len(shape)
     _check_dtype(image.dtype)
-    if rgb or (rgb is None and _looks_rgb(shape, in_channels)):
-        raise InputError(RGB_MESSAGE.format(where=f" (shape {shape})"))
+    if ndim > MAX_NON_CHANNEL_AXES + 1:
+        raise InputError(
+            f"cannot segment an image of shape {shape}: {ndim}-D images are not supported "
+            "(at most 5 axes: t, z, c, y, x); save fewer axes per file"
+        )
+    if channel_axis is None and (rgb or (rgb is None and looks_rgb(shape))):
+        raise InputError(rgb_message(f" (shape {shape})", in_channels))
     if 0 in shape:
         raise InputError(f"the image is empty: shape {shape}")
-    if np.dtype(image.dtype) == bool:
-        image = image.view(np.uint8) if isinstance(image, np.ndarray) else image.astype(np.uint8)
-    plane_ndim = 2 if in_channels == 1 else 3
-    if image.ndim == plane_ndim:
-        _check_channels(shape, in_channels, plane_ndim)
-        return _add_plane_axis(image), _drop_plane_axis
-    if image.ndim == plane_ndim + 1:
-        _check_channels(shape, in_channels, plane_ndim)
-        return image, _identity
-    expected = "(H, W) or a stack (N, H, W)"
-    if in_channels > 1:
-        expected = f"(C, H, W) or (N, C, H, W) with C = {in_channels}"
-    raise InputError(
-        f"cannot segment an image of shape {shape} ({len(shape)}D): expected {expected}"
-    )
+    if ndim < 2:
+        raise InputError(
+            f"cannot segment an image of shape {shape} ({ndim}D): expected (H, W) or a "
+            "stack (N, H, W)"
+        )
+    axis = _channel_axis(shape, in_channels, channel_axis, channels)
+    chosen = _chosen_channels(shape, axis, channels, in_channels)
+    spatial = [a for a in range(ndim) if a != axis]
+    if len(spatial) > MAX_NON_CHANNEL_AXES:
+        raise InputError(
+            f"cannot segment an image of shape {shape} ({ndim}D) without a channel axis: at "
+            "most t, z, y, x; name its channel axis (--channel-axis / the channel axis field)"
+        )
+    leading = tuple(shape[a] for a in spatial[:-2])
+    restore = Restore(leading)
+    if np.dtype(image.dtype) == bool and isinstance(image, np.ndarray):
+        image = image.view(np.uint8)
+    if isinstance(image, np.ndarray):
+        planes = _numpy_planes(image, axis, chosen, leading, in_channels)
+        if planes is not None:
+            return planes, restore
+    elif axis in (None, ndim - 3) and chosen is None and len(leading) <= 1:
+        # Already (N, [C,] H, W) or a single (C, H, W) / (H, W) plane: kept as it is.
+        if np.dtype(image.dtype) == bool:
+            image = image.astype(np.uint8) if hasattr(image, "astype") else _AsUint8(image)
+        return (_add_plane_axis(image) if not leading else image), restore
+    return _PlaneStack(image, axis, chosen, leading, keep_channels=in_channels > 1), restore
+
+
+def rgb_message(where: str = "", in_channels: int = 1) -> str:
+    """The one-line refusal of an RGB image, ``where`` naming it (e.g. ``" (x.png)"``)."""
+    expects = "one grayscale channel" if in_channels == 1 else f"{in_channels} channels"
+    return RGB_MESSAGE.format(where=where).replace("one grayscale channel", expects)
+
+
+def _channel_axis(
+    shape: tuple[int, ...], in_channels: int, channel_axis: int | None, channels: Any
+) -> int | None:
+    """The channel axis as a non-negative index, or ``None`` for one-channel planes."""
+    ndim = len(shape)
+    if channel_axis is None:
+        if in_channels == 1:
+            if channels is not None:
+                raise InputError(
+                    f"channels {_list(channels)} were chosen but the image of shape {shape} "
+                    "has no channel axis; name it (--channel-axis / the channel axis field)"
+                )
+            return None
+        if ndim < 3:
+            raise InputError(
+                f"the model expects {_channel_count(in_channels)} but the image of shape "
+                f"{shape} has no channel axis; give a (C, H, W) image or name its channel "
+                "axis (--channel-axis / the channel axis field)"
+            )
+        return ndim - 3
+    if isinstance(channel_axis, bool) or not isinstance(channel_axis, (int, np.integer)):
+        raise InputError(f"the channel axis must be an axis number, got {channel_axis!r}")
+    if not -ndim <= channel_axis < ndim:
+        raise InputError(
+            f"channel axis {channel_axis} does not exist in an image of shape {shape}; "
+            f"choose an axis from {-ndim} to {ndim - 1} (--channel-axis / the channel axis field)"
+        )
+    if ndim < 3:
+        raise InputError(
+            f"an image with a channel axis needs 3 axes or more (C, H, W), got shape {shape}; "
+            "give no channel axis for a 2-D image"
+        )
+    return int(channel_axis) % ndim
+
+
+def _chosen_channels(
+    shape: tuple[int, ...], axis: int | None, channels: Any, in_channels: int
+) -> tuple[int, ...] | None:
+    """Checked channel selection (``None``: all channels, or no channel axis)."""
+    if axis is None:
+        return None
+    count = shape[axis]
+    if count > MAX_CHANNELS:
+        raise InputError(
+            f"the channel axis (axis {axis}) of the image of shape {shape} has {count} "
+            f"entries, more than the {MAX_CHANNELS} channels supported; name the right "
+            "channel axis (--channel-axis / the channel axis field) or keep fewer channels "
+            "per file"
+        )
+    chosen = None
+    if channels is not None:
+        chosen = _channel_indices(channels)
+        for index in chosen:
+            if not 0 <= index < count:
+                raise InputError(
+                    f"channel {index} is out of range: the channel axis (axis {axis}) has "
+                    f"{count} channel{'s' if count > 1 else ''} (0 to {count - 1}); choose "
+                    f"channels from 0 to {count - 1} (--channels / the Channels field)"
+                )
+    selected = count if chosen is None else len(chosen)
+    if selected != in_channels:
+        if chosen is None:
+            raise InputError(
+                f"the model expects {_channel_count(in_channels)} but the image of shape "
+                f"{shape} has {count} on its channel axis (axis {axis}); choose channels "
+                "with --channels / the Channels field"
+            )
+        raise InputError(
+            f"the model expects {_channel_count(in_channels)} but {selected} "
+            f"{'are' if selected > 1 else 'is'} chosen (channels {_list(chosen)} of axis "
+            f"{axis}); choose {in_channels} with --channels / the Channels field"
+        )
+    if chosen == tuple(range(count)):
+        return None  # all, in order: a plain view
+    return chosen
+
+
+def _channel_indices(channels: Any) -> tuple[int, ...]:
+    if isinstance(channels, (str, bytes)) or not hasattr(channels, "__iter__"):
+        channels = [channels]
+    chosen = []
+    for value in channels:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise InputError(f"channels are numbers like 0,2; got {_list(channels)}")
+        chosen.append(int(value))
+    if not chosen:
+        raise InputError("no channel is chosen; choose at least one (--channels / Channels)")
+    return tuple(chosen)
+
+
+def _channel_count(count: int) -> str:
+    return f"{count} channel{'s' if count != 1 else ''}"
+
+
+def _list(values: Any) -> str:
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        return str(values)
+    return ",".join(str(v) for v in values)
+
+
+def looks_rgb(shape: tuple[int, ...]) -> bool:
+    """Whether an image of ``shape`` is taken as RGB(A) when nothing says: ``(..., H, W, 3|4)``
+    with ``H`` and ``W`` above 4 pixels."""
+    # A "stack" of planes 3 or 4 pixels wide is not a plausible microscopy image,
+    # whereas (..., H, W, 3|4) is what every RGB reader returns.
+    return len(shape) >= 3 and shape[-1] in (3, 4) and min(shape[-3:-1]) > 4
+
+
+def _numpy_planes(
+    image: np.ndarray,
+    axis: int | None,
+    chosen: tuple[int, ...] | None,
+    leading: tuple[int, ...],
+    in_channels: int,
+) -> np.ndarray | None:
+    """``(N, [C,] H, W)`` view of a numpy image, or ``None`` when no view can express it."""
+    array = image
+    if axis is not None:
+        array = np.moveaxis(array, axis, -3)
+        if chosen is not None:
+            picked = _as_slice(chosen)
+            if picked is None:
+                return None  # an irregular selection: read plane by plane instead
+            array = array[..., picked, :, :]
+        if in_channels == 1:
+            array = array[..., 0, :, :]
+    target = (math.prod(leading), *array.shape[len(leading) :])
+    unchanged = axis in (None, image.ndim - 3) and chosen is None
+    if unchanged and target == image.shape:
+        return image  # already (N, [C,] H, W): the image itself
+    try:
+        return np.reshape(array, target, copy=False)
+    except ValueError:  # leading axes interleaved with the channel axis in memory
+        return None
+
+
+def _as_slice(chosen: tuple[int, ...]) -> slice | None:
+    """The channels as a slice (a view), or ``None`` if they are not evenly spaced."""
+    if len(chosen) == 1:
+        return slice(chosen[0], chosen[0] + 1)
+    step = chosen[1] - chosen[0]
+    if step == 0 or any(b - a != step for a, b in itertools.pairwise(chosen)):
+        return None
+    stop = chosen[-1] + step
+    return slice(chosen[0], stop if stop >= 0 else None, step)
+
+
+def plane_index(leading_shape: tuple[int, ...], position: tuple[int, ...]) -> int:
+    """Flat plane index of a position on the leading axes (row-major).
+
+    Parameters
+    ----------
+    leading_shape : tuple of int
+        Shape of the leading axes (``Restore.leading``), e.g. ``(T, Z)``; ``()`` for
+        one plane.
+    position : tuple of int
+        Index on each leading axis, e.g. ``(t, z)``.
+
+    Returns
+    -------
+    int
+        ``t * Z + z`` for ``(T, Z)``; ``0`` for ``()``.
+
+    Raises
+    ------
+    InputError
+        If the position has the wrong length or lies outside the leading axes.
+    """
+    leading = tuple(int(s) for s in leading_shape)
+    position = tuple(int(p) for p in position)
+    if len(position) != len(leading) or not all(
+        0 <= p < s for p, s in zip(position, leading, strict=True)
+    ):
+        raise InputError(f"position {position} is outside the leading axes {leading}")
+    return int(np.ravel_multi_index(position, leading)) if leading else 0
+
+
+def plane_position(leading_shape: tuple[int, ...], index: int) -> tuple[int, ...]:
+    """Position on the leading axes of flat plane ``index``: the inverse of :func:`plane_index`.
+
+    Raises
+    ------
+    InputError
+        If ``index`` is not in ``0 .. prod(leading_shape) - 1``.
+    """
+    leading = tuple(int(s) for s in leading_shape)
+    count = math.prod(leading)
+    if not 0 <= int(index) < count:
+        raise InputError(f"plane {index} is out of range for {count} plane(s)")
+    return tuple(int(i) for i in np.unravel_index(int(index), leading)) if leading else ()
+
+
+def leading_axes(ndim: int, *, in_channels: int = 1, channel_axis: int | None = None) -> tuple:
+    """Which axes of an ``ndim``-D image are leading axes (as :func:`as_planes` reads them).
+
+    Returns
+    -------
+    tuple of int
+        Axis numbers, e.g. ``(0, 1)`` for ``(T, Z, Y, X)``, ``(0, 2)`` for ``(T, C, Z, Y, X)``
+        with ``channel_axis=1``, ``(0,)`` for ``(Z, C, Y, X)`` with ``in_channels=2``.
+    """
+    if channel_axis is None and in_channels > 1 and ndim >= 3:
+        channel_axis = ndim - 3
+    axis = None if channel_axis is None else int(channel_axis) % ndim
+    spatial = [a for a in range(ndim) if a != axis]
+    return tuple(spatial[:-2])
+
+
+def rgb_to_grey(image: Any) -> Any:
+    """Luminance ``0.299 R + 0.587 G + 0.114 B`` of an ``(..., 3|4)`` RGB(A) image.
+
+    Alpha is dropped. numpy images are converted at once; zarr and dask images are
+    converted lazily, region by region, as they are read.
+
+    Parameters
+    ----------
+    image : (..., 3) or (..., 4) array-like
+
+    Returns
+    -------
+    (...) float32 ndarray, or a lazy array-like of that shape and dtype
+
+    Raises
+    ------
+    InputError
+        If the last axis is not 3 or 4 long.
+    """
+    shape = tuple(int(s) for s in image.shape)
+    if len(shape) < 3 or shape[-1] not in (3, 4):
+        raise InputError(
+            f"cannot read an image of shape {shape} as RGB: its last axis should hold 3 "
+            "(RGB) or 4 (RGBA) colours"
+        )
+    if isinstance(image, np.ndarray):
+        return _grey(image)
+    return _GreyView(image)
+
+
+def _grey(colour: np.ndarray) -> np.ndarray:
+    red, green, blue = (np.float32(w) for w in LUMINANCE)
+    grey = colour[..., 0].astype(np.float32) * red
+    grey += colour[..., 1].astype(np.float32) * green
+    grey += colour[..., 2].astype(np.float32) * blue
+    return grey
+
+
+class _GreyView:
+    """:func:`rgb_to_grey` of a lazy image, computed on the regions read."""
+
+    def __init__(self, colour: Any) -> None:
+        self.colour = colour
+        self.shape = tuple(int(s) for s in colour.shape[:-1])
+        self.dtype = np.dtype(np.float32)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = _full_key(key, self.ndim)
+        return _grey(np.asarray(self.colour[(*key, slice(0, 3))]))
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return np.asarray(self[...], dtype=dtype)
+
+
+def _full_key(key: Any, ndim: int) -> tuple:
+    """``key`` with its Ellipsis expanded and padded with full slices to ``ndim`` entries."""
+    key = key if isinstance(key, tuple) else (key,)
+    if any(k is Ellipsis for k in key):
+        at = next(i for i, k in enumerate(key) if k is Ellipsis)
+        fill = ndim - (len(key) - 1 - sum(k is None for k in key))
+        key = (*key[:at], *(slice(None),) * fill, *key[at + 1 :])
+    if any(k is None for k in key):
+        raise IndexError("new axes are not supported when indexing planes")
+    if len(key) > ndim:
+        raise IndexError(f"too many indices for {ndim} axes")
+    return (*key, *(slice(None),) * (ndim - len(key)))
+
+
+class _AsUint8:
+    """A lazy bool image read as uint8 (0/1)."""
+
+    def __init__(self, image: Any) -> None:
+        self.image = image
+        self.shape = tuple(int(s) for s in image.shape)
+        self.dtype = np.dtype(np.uint8)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return np.asarray(self.image[key]).astype(np.uint8)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return np.asarray(self[...], dtype=dtype)
+
+
+class _PlaneStack:
+    """``(N, [C,] H, W)`` planes of an image of any layout, read lazily.
+
+    ``stack[p]`` is a lazy view of plane ``p``; ``stack[p, ...region]`` reads only that
+    region of that plane from the image (the selected channels' span of the channel
+    axis, then the chosen channels in order).
+
+    Parameters
+    ----------
+    image : array-like
+        The image (numpy, zarr, dask...).
+    axis : int or None
+        Its channel axis (non-negative).
+    chosen : tuple of int or None
+        Channels to keep, in order (``None``: all).
+    leading : tuple of int
+        Shape of the leading axes.
+    keep_channels : bool
+        Whether planes have a channel axis (``C > 1`` models); else the one chosen
+        channel is dropped.
+    """
+
+    def __init__(
+        self,
+        image: Any,
+        axis: int | None,
+        chosen: tuple[int, ...] | None,
+        leading: tuple[int, ...],
+        *,
+        keep_channels: bool,
+    ) -> None:
+        self.image = image
+        self.axis = axis
+        shape = tuple(int(s) for s in image.shape)
+        self.spatial = [a for a in range(len(shape)) if a != axis]
+        self.leading = leading
+        if axis is not None:
+            self.chosen = chosen if chosen is not None else tuple(range(shape[axis]))
+        else:
+            self.chosen = None
+        self.keep_channels = keep_channels and axis is not None
+        height, width = shape[self.spatial[-2]], shape[self.spatial[-1]]
+        plane = (len(self.chosen), height, width) if self.keep_channels else (height, width)
+        self.shape = (math.prod(leading), *plane)
+        boolean = np.dtype(image.dtype) == bool
+        self.dtype = np.dtype(np.uint8) if boolean else np.dtype(image.dtype)
+        self.ndim = len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> Any:
+        key = _full_key(key, self.ndim)
+        first, rest = key[0], key[1:]
+        if isinstance(first, (int, np.integer)):
+            index = int(first)
+            if index < 0:
+                index += len(self)
+            if not 0 <= index < len(self):
+                raise IndexError(f"plane {first} is out of range for {len(self)} plane(s)")
+            if all(isinstance(k, slice) and k == slice(None) for k in rest):
+                return _PlaneOf(self, index)
+            return self._read(index, rest)
+        indices = range(len(self))[first] if isinstance(first, slice) else np.asarray(first)
+        return np.stack([self._read(int(i), rest) for i in np.atleast_1d(indices)])
+
+    def _read(self, index: int, rest: tuple) -> np.ndarray:
+        """Plane ``index`` indexed by ``rest`` (keys of ``([C,] H, W)``) as numpy."""
+        channel_key = rest[0] if self.keep_channels else slice(None)
+        source: list[Any] = [slice(None)] * len(self.image.shape)
+        position = plane_position(self.leading, index)
+        for axis, value in zip(self.spatial[:-2], position, strict=True):
+            source[axis] = value
+        for axis, value in zip(self.spatial[-2:], rest[-2:], strict=True):
+            if not isinstance(value, (slice, int, np.integer)):
+                raise IndexError("planes are indexed with integers and slices only")
+            source[axis] = value
+        if self.axis is not None:
+            # The span of the chosen channels: at most 8, each read once.
+            source[self.axis] = slice(min(self.chosen), max(self.chosen) + 1)
+        block = np.asarray(self.image[tuple(source)])
+        if block.dtype == bool:
+            block = block.view(np.uint8)
+        if self.axis is not None:
+            remaining = [a for a, k in enumerate(source) if isinstance(k, slice)]
+            block = np.moveaxis(block, remaining.index(self.axis), 0)
+            block = block[[c - min(self.chosen) for c in self.chosen]]
+            block = block[channel_key] if self.keep_channels else block[0]
+        return block
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return np.asarray(self[:], dtype=dtype)
+
+    def __repr__(self) -> str:
+        return f"<planes {self.shape} of {type(self.image).__name__} {tuple(self.image.shape)}>"
+
+
+class _PlaneOf:
+    """Plane ``index`` of a :class:`_PlaneStack`, read lazily: ``view[key]`` reads only ``key``."""
+
+    def __init__(self, stack: _PlaneStack, index: int) -> None:
+        self.stack = stack
+        self.index = index
+        self.shape = tuple(stack.shape[1:])
+        self.dtype = stack.dtype
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return self.stack._read(self.index, _full_key(key, self.ndim))
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return np.asarray(self[...], dtype=dtype)
+
+
+def read_axes(path: str | os.PathLike) -> str | None:
+    """The axis letters of an image file, e.g. ``"TZCYX"``, ``"ZYX"``, ``"YXS"``, or ``None``.
+
+    TIFF: tifffile's axes of the first series (ImageJ hyperstacks and OME-TIFF name
+    them; ``Q`` is an unknown axis, ``S`` the samples of an RGB(A) pixel). OME-Zarr: the
+    names of the first multiscale's axes (``t``, ``c``, ``z``... upper-cased; an axis of
+    type ``channel`` is ``C``, ``time`` ``T``). ``None`` for other files, plain zarr
+    arrays and anything that cannot be read (reading the image says why).
+    """
+    path = Path(path)
+    try:
+        if is_zarr_path(path):
+            return _zarr_axes(path)
+        if path.suffix.lower() in (".tif", ".tiff") and path.is_file():
+            with _TiffLog(), tifffile.TiffFile(path) as tiff:
+                return str(tiff.series[0].axes) if tiff.series else None
+    except Exception:  # damaged files are reported by the reader, in one line
+        return None
+    return None
+
+
+def _zarr_axes(path: Path) -> str | None:
+    import json
+
+    attrs: Any = None
+    if (path / ".zattrs").is_file():
+        attrs = json.loads((path / ".zattrs").read_text())
+    elif (path / "zarr.json").is_file():
+        attrs = json.loads((path / "zarr.json").read_text()).get("attributes")
+    if not isinstance(attrs, dict):
+        return None
+    ome = attrs.get("ome")
+    multiscales = attrs.get("multiscales") or (ome or {}).get("multiscales")
+    axes = multiscales[0].get("axes") if multiscales else None
+    if not axes:
+        return None
+    letters = []
+    for entry in axes:
+        name, kind = (entry, None) if isinstance(entry, str) else (entry["name"], entry.get("type"))
+        if kind == "channel":
+            letters.append("C")
+        elif kind == "time":
+            letters.append("T")
+        else:
+            letters.append(name.upper() if len(name) == 1 else "Q")
+    return "".join(letters)
 
 
 def _check_dtype(dtype: Any) -> None:
@@ -594,25 +1143,11 @@ def _check_dtype(dtype: Any) -> None:
     )
 
 
-def _looks_rgb(shape: tuple[int, ...], in_channels: int) -> bool:
-    # A "stack" of planes 3 or 4 pixels wide is not a plausible microscopy image,
-    # whereas (H, W, 3|4) is what every RGB reader returns.
-    return in_channels == 1 and len(shape) == 3 and shape[-1] in (3, 4) and min(shape[:2]) > 4
-
-
-def _check_channels(shape: tuple[int, ...], in_channels: int, plane_ndim: int) -> None:
-    if plane_ndim == 3 and shape[-3] != in_channels:
-        raise InputError(
-            f"the model expects {in_channels} channels but the image of shape {shape} has "
-            f"{shape[-3]} on its channel axis (read as (..., C, H, W))"
-        )
-
-
 def _add_plane_axis(image: Any) -> Any:
-    try:
+    module = type(image).__module__
+    if isinstance(image, np.ndarray) or module.startswith("dask"):
         return image[np.newaxis]
-    except (TypeError, IndexError):  # array-likes without newaxis indexing (zarr)
-        return _OnePlaneStack(image)
+    return _OnePlaneStack(image)  # array-likes without newaxis indexing (zarr)
 
 
 class _OnePlaneStack:
@@ -641,26 +1176,28 @@ class _OnePlaneStack:
         return np.asarray(self.image, dtype=dtype)[np.newaxis]
 
 
-def _drop_plane_axis(result: Any) -> Any:
-    return result[0]
-
-
-def _identity(result: Any) -> Any:
-    return result
-
-
 __all__ = [
+    "LUMINANCE",
+    "MAX_CHANNELS",
     "READ_SUFFIXES",
     "RGB_MESSAGE",
     "UNKNOWN_MEMORY",
     "WRITE_SUFFIXES",
     "ZARR_METADATA",
+    "Restore",
     "as_planes",
     "available_memory",
     "check_fits_in_memory",
     "describe_array",
     "format_bytes",
     "is_zarr_path",
+    "leading_axes",
+    "looks_rgb",
+    "plane_index",
+    "plane_position",
+    "read_axes",
     "read_image",
+    "rgb_message",
+    "rgb_to_grey",
     "write_image",
 ]

@@ -68,7 +68,13 @@ import numpy as np
 from napari_unet.core import normalise
 from napari_unet.core.errors import InputError, OutputError, UNetError
 from napari_unet.core.events import Progress, TileDone, drain
-from napari_unet.core.io import READ_SUFFIXES, as_planes, is_zarr_path, read_image
+from napari_unet.core.io import (
+    READ_SUFFIXES,
+    as_planes,
+    is_zarr_path,
+    plane_position,
+    read_image,
+)
 from napari_unet.core.io import ZARR_METADATA as _ZARR_METADATA
 from napari_unet.core.model import UNet, UNetConfig
 from napari_unet.core.modelfile import ModelBundle
@@ -624,13 +630,18 @@ def default_axes(ndim: int, *, channels: bool = False) -> list[dict[str, str]]:
 
     With ``channels`` the axis before ``y`` is a channel axis ``c`` and a further
     leading axis is time ``t`` (NGFF orders t, c, z, y, x); otherwise a leading axis is ``z``.
+    Two leading axes are ``t, z``; before a channel axis the ``z`` gets no type (NGFF
+    wants channels before space axes, which a ``(T, Z, K, Y, X)`` result cannot follow).
     """
     space = [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
+    time, channel = {"name": "t", "type": "time"}, {"name": "c", "type": "channel"}
     leading = {
         (2, False): [],
         (3, False): [{"name": "z", "type": "space"}],
-        (3, True): [{"name": "c", "type": "channel"}],
-        (4, True): [{"name": "t", "type": "time"}, {"name": "c", "type": "channel"}],
+        (4, False): [time, {"name": "z", "type": "space"}],
+        (3, True): [channel],
+        (4, True): [time, channel],
+        (5, True): [time, {"name": "z"}, channel],
     }.get((ndim, channels))
     if leading is None:
         raise InputError(f"cannot name the axes of a {ndim}D result")
@@ -1103,6 +1114,9 @@ def run_record(model: ModelBundle | UNet, plan: BlockPlan, options: Any, stats: 
         "threshold": options.threshold,
         "min_size": options.min_size,
         "stats": stats,
+        # as lists: a resumed run compares them with the JSON record
+        "channel_axis": getattr(options, "channel_axis", None),
+        "channels": None if getattr(options, "channels", None) is None else list(options.channels),
         **plan.describe(),
     }
 
@@ -1124,6 +1138,11 @@ def check_options(options: Any) -> None:
             "merging cells across weak boundaries needs whole planes and is not available "
             "for block-wise (large image) segmentation; turn it off (--merge-boundaries 0)"
         )
+    if options.output == "labels" and getattr(options, "link", False):
+        raise InputError(
+            "linking labels through z needs the whole result in memory and is not available "
+            "for block-wise (.zarr) segmentation; write a .tif OUTPUT, or turn it off (--no-link)"
+        )
 
 
 # -------------------------------------------------------------- one block
@@ -1138,7 +1157,7 @@ def iter_block(
     options: Any,
     store: BlockStore,
     *,
-    has_plane_axis: bool,
+    leading: tuple[int, ...],
     num_classes: int,
 ) -> Generator[TileDone, None, dict[str, Any]]:
     """Segment one block, write it into ``store`` and mark it done.
@@ -1154,8 +1173,9 @@ def iter_block(
         The plane's normalisation stats (computed once for the whole plane).
     options : SegmentOptions
     store : BlockStore
-    has_plane_axis : bool
-        Whether the result array has a leading plane axis.
+    leading : tuple of int
+        Shape of the result's leading axes (``()`` for a single plane); ``block.plane`` is
+        the flat index over them.
     num_classes : int
         Classes the network predicts (the channels of a probabilities result).
 
@@ -1192,7 +1212,7 @@ def iter_block(
             result[(..., *local)] = data
             yield TileDone(block.plane, index, grid.total, region, data)
     record: dict[str, Any] = {"rows": [block.rows.start, block.rows.stop]}
-    target = (block.plane,) if has_plane_axis else ()
+    target = plane_position(leading, block.plane)
     target += (slice(None),) * (result.ndim - 2) + (block.rows, block.cols)
     if options.output == "labels":
         labels = instance_labels(result)
@@ -1334,12 +1354,12 @@ def finish_labels(store: BlockStore, plan: BlockPlan, *, min_size: int = 0) -> I
     """
     records = store.done()
     raw, result = store.raw(mode="r"), store.result()
-    has_plane_axis = len(result.shape) == 3
+    leading = tuple(result.shape[:-2])  # labels: (*leading, H, W)
     for plane in range(plan.planes):
         offsets, table = label_table(plan, records, plane, min_size=min_size)
         blocks = [b for b in plan.blocks if b.plane == plane]
         for count, block in enumerate(blocks, start=1):
-            target = ((plane,) if has_plane_axis else ()) + (block.rows, block.cols)
+            target = (*plane_position(leading, plane), block.rows, block.cols)
             local = np.asarray(raw[target])
             shifted = np.where(local > 0, local.astype(np.int64) + offsets[block.key], 0)
             result[target] = table[shifted]
@@ -1356,9 +1376,9 @@ class Prepared:
     stack: Any
     plane_ndim: int
     plan: BlockPlan
-    stats: list[dict[str, float]]
+    stats: list[dict[str, Any]]
     store: BlockStore
-    has_plane_axis: bool
+    leading: tuple[int, ...]
 
 
 def prepare(
@@ -1388,12 +1408,10 @@ def prepare(
     check_options(options)
     config = model.config
     sources = [*inputs, *source_paths(image)]
-    image = readable(image)
-    shape = tuple(int(s) for s in image.shape)
-    as_planes(_ShapeOnly(shape, image.dtype), in_channels=config.in_channels)  # checks only
-    plane_ndim = 2 if config.in_channels == 1 else 3
-    planes = 1 if len(shape) == plane_ndim else shape[0]
-    plane_shape = shape[-plane_ndim:]
+    stack, leading = planes_of(readable(image), config, options)  # checks; reads nothing
+    planes = int(stack.shape[0])
+    plane_shape = tuple(int(s) for s in stack.shape[1:])
+    plane_ndim = len(plane_shape)
     plan = plan_blocks(
         plane_shape, config, planes=planes, tile_size=options.tile_size, block_size=block_size
     )
@@ -1401,34 +1419,39 @@ def prepare(
     result_shape: tuple[int, ...] = (height, width)
     if options.output == "probabilities":
         result_shape = (config.num_classes, *result_shape)
-    has_plane_axis = planes > 1 or len(shape) > plane_ndim
-    if has_plane_axis:
-        result_shape = (planes, *result_shape)
+    result_shape = (*leading, *result_shape)
     resuming = check_store_output(path, inputs=sources, overwrite=overwrite, resume=resume)
     if resuming:
         BlockStore(path).check_resumable(plan, run_record(model, plan, options, []), result_shape)
     spec = _normalisation_of(model)
     # Normalisation is global: each block of a plane uses the whole plane's stats.
     stats = [
-        normalise.compute_stats(plane_of(image, p, plane_ndim), spec, where=f"plane {p}")
+        normalise.compute_stats(
+            plane_of(stack, p, plane_ndim),
+            spec,
+            where=f"plane {p}",
+            per_channel=plane_ndim == 3,
+        )
         for p in range(planes)
     ]
     run = run_record(model, plan, options, stats)
     store = prepare_store(path, plan, run, result_shape, resume=resuming, overwrite=overwrite)
-    return Prepared(image, plane_ndim, plan, stats, store, has_plane_axis)
+    return Prepared(stack, plane_ndim, plan, stats, store, leading)
 
 
-class _ShapeOnly:
-    """Stands in for an image in :func:`as_planes` checks without touching its data."""
+def planes_of(image: Any, config: UNetConfig, options: Any) -> tuple[Any, tuple[int, ...]]:
+    """``(N, [C,] H, W)`` lazy planes of ``image`` and the shape of its leading axes.
 
-    def __init__(self, shape: tuple[int, ...], dtype: Any) -> None:
-        self.shape, self.dtype, self.ndim = shape, np.dtype(dtype), len(shape)
-
-    def __getitem__(self, key: Any) -> _ShapeOnly:
-        return self
-
-    def astype(self, dtype: Any) -> _ShapeOnly:
-        return _ShapeOnly(self.shape, dtype)
+    :func:`~napari_unet.core.io.as_planes` with the options' channel axis and channels:
+    checks the image (one-line errors), reads no pixel.
+    """
+    stack, restore = as_planes(
+        image,
+        in_channels=config.in_channels,
+        channel_axis=getattr(options, "channel_axis", None),
+        channels=getattr(options, "channels", None),
+    )
+    return stack, restore.leading
 
 
 def segment_blocks_iter(
@@ -1448,13 +1471,16 @@ def segment_blocks_iter(
     Parameters
     ----------
     model : ModelBundle or UNet
-    image : (H, W) or (N, H, W) array-like
+    image : array-like
         numpy, zarr, dask (use :func:`full_resolution` for multiscale data); read one
-        tile window at a time, never whole.
+        tile window at a time, never whole. ``(H, W)``, up to two leading axes
+        (``(Z, H, W)``, ``(T, Z, H, W)``) and a channel axis (``options.channel_axis``,
+        ``options.channels``: see :func:`~napari_unet.core.io.as_planes`).
     path : path-like
         The output ``.zarr`` (OME-Zarr, see the module docstring).
     options : SegmentOptions, optional
-        ``split_touching`` is not available block-wise.
+        ``split_touching``, ``fill_boundaries``, ``merge_boundaries`` and ``link`` need
+        whole planes or the whole result and are refused block-wise.
     block_size : int
         Block (and chunk) edge in pixels, rounded to whole tiles.
     resume : bool
@@ -1482,7 +1508,8 @@ def segment_blocks_iter(
     Returns
     -------
     zarr.Array
-        The result array ``"0"`` of the store, ``(H, W)`` or with plane/class axes.
+        The result array ``"0"`` of the store, ``(*leading, H, W)`` or
+        ``(*leading, K, H, W)`` (probabilities).
 
     Raises
     ------
@@ -1520,7 +1547,7 @@ def segment_blocks_iter(
             prepared.stats[block.plane],
             options,
             store,
-            has_plane_axis=prepared.has_plane_axis,
+            leading=prepared.leading,
             num_classes=model.config.num_classes,
         )
         done += 1
@@ -1559,6 +1586,7 @@ __all__ = [
     "open_image",
     "open_output_store",
     "plan_blocks",
+    "planes_of",
     "readable",
     "segment_blocks_iter",
     "segment_to_zarr",

@@ -18,7 +18,9 @@ Specs
 ``{"method": "fixed", "offset": o, "scale": s}``
     The same ``(x - o) / s`` for every image (e.g. ``offset=0, scale=255`` for uint8).
 
-Stats are computed once per plane, from a strided subsample of at most
+Multichannel planes ``(C, H, W)`` are normalised per channel (``per_channel=True``):
+channels of one image have unrelated intensity ranges (a bright nuclear stain next to a
+faint membrane stain). Stats are computed once per plane, from a strided subsample of at most
 :data:`MAX_STAT_PIXELS` pixels, so a huge lazy (zarr/dask) plane is never read whole.
 
 Non-finite pixels
@@ -88,8 +90,8 @@ def validate_spec(spec: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def compute_stats(
-    image: Any, spec: dict[str, Any] | None = None, *, where: str = ""
-) -> dict[str, float]:
+    image: Any, spec: dict[str, Any] | None = None, *, where: str = "", per_channel: bool = False
+) -> dict[str, Any]:
     """Offset and scale that normalise one plane according to ``spec``.
 
     Also counts the plane's NaN and infinite pixels, which :func:`apply` replaces:
@@ -105,12 +107,18 @@ def compute_stats(
         Normalisation spec (see the module docstring); default :data:`DEFAULT_SPEC`.
     where : str
         Names the plane in messages, e.g. ``"plane 3"`` or ``"cells.tif, plane 3"``.
+    per_channel : bool
+        For a ``(C, H, W)`` plane: one offset and scale per channel (channels of a
+        multichannel image have unrelated intensity ranges), from the same subsample.
+        ``fixed`` specs give the same numbers for every channel.
 
     Returns
     -------
     dict
         ``{"offset": float, "scale": float}`` with ``scale != 0``; a constant plane
-        gets ``scale = 1`` so it normalises to zeros instead of dividing by zero.
+        gets ``scale = 1`` so it normalises to zeros instead of dividing by zero. With
+        ``per_channel``, ``offset`` and ``scale`` are lists of ``C`` floats (fixed specs:
+        floats).
 
     Raises
     ------
@@ -126,12 +134,24 @@ def compute_stats(
     if spec["method"] == "fixed" and _never_non_finite(image):
         return {"offset": spec["offset"], "scale": spec["scale"]}  # nothing to read
     sample = subsample(image)
-    sampled, values = sample.size, _finite_values(sample)
+    sampled = sample.size
+    if per_channel:
+        values = [_finite_values(channel) for channel in sample]
+    else:
+        values = [_finite_values(sample)]
     del sample  # not kept alive during the percentile (lazy planes: up to 4 M pixels)
     if not _never_non_finite(image):
-        _report_non_finite(image, sampled, values.size, where)
+        _report_non_finite(image, sampled, sum(v.size for v in values), where)
     if spec["method"] == "fixed":
         return {"offset": spec["offset"], "scale": spec["scale"]}
+    stats = [_offset_scale(channel, spec) for channel in values]
+    if not per_channel:
+        return stats[0]
+    return {"offset": [s["offset"] for s in stats], "scale": [s["scale"] for s in stats]}
+
+
+def _offset_scale(values: np.ndarray, spec: dict[str, Any]) -> dict[str, float]:
+    """Offset and scale of finite ``values`` (a flat sample) for a percentile/minmax spec."""
     if values.size == 0:
         return {"offset": 0.0, "scale": 1.0}
     if spec["method"] == "percentile":
@@ -142,8 +162,11 @@ def compute_stats(
     return {"offset": float(low), "scale": scale if scale > 0 else 1.0}
 
 
-def apply(tile: Any, stats: dict[str, float]) -> np.ndarray:
+def apply(tile: Any, stats: dict[str, Any]) -> np.ndarray:
     """Normalise ``tile`` (any shape, real or bool dtype) to float32 ``(x - offset) / scale``.
+
+    Per-channel stats (lists, see :func:`compute_stats`) apply to the channel axis of a
+    ``(..., C, h, w)`` tile.
 
     NaN and infinite results (NaN/Inf pixels, or values beyond float32's range) become
     :data:`NON_FINITE_VALUE`, 0.0, the plane's low normalisation level, so they never
@@ -152,10 +175,19 @@ def apply(tile: Any, stats: dict[str, float]) -> np.ndarray:
     values = np.asarray(tile)
     if values.dtype == bool:
         values = values.view(np.uint8)
+    offset, scale = stats["offset"], stats["scale"]
+    if np.ndim(offset) or np.ndim(scale):
+        offset = np.asarray(offset, np.float64).reshape(-1, 1, 1)
+        scale = np.asarray(scale, np.float64).reshape(-1, 1, 1)
+        if values.ndim < 3 or values.shape[-3] != len(offset):
+            raise InputError(
+                f"per-channel normalisation of {len(offset)} channels does not fit a tile of "
+                f"shape {values.shape}"
+            )
     # float64 arithmetic first: uint16/int32 values minus a large offset lose
     # precision in float32 otherwise; the cast at the end keeps memory small.
     with np.errstate(over="ignore", invalid="ignore"):  # the non-finite results are replaced
-        result = (values.astype(np.float64) - stats["offset"]) / stats["scale"]
+        result = (values.astype(np.float64) - offset) / scale
         result = result.astype(np.float32)
     value = NON_FINITE_VALUE
     return np.nan_to_num(result, copy=False, nan=value, posinf=value, neginf=value)

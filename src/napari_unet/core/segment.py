@@ -23,7 +23,7 @@ import numpy as np
 from napari_unet.core import normalise
 from napari_unet.core.errors import InputError
 from napari_unet.core.events import PlaneDone, TileDone, drain
-from napari_unet.core.io import as_planes, check_fits_in_memory
+from napari_unet.core.io import as_planes, check_fits_in_memory, plane_position
 from napari_unet.core.model import UNet, UNetConfig, pick_device
 from napari_unet.core.modelfile import ModelBundle
 from napari_unet.core.postprocess import (
@@ -75,6 +75,20 @@ class SegmentOptions:
         ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
     batch_size : int
         Tiles per forward pass.
+    channel_axis : int, optional
+        The image's channel axis (negative counts from the end); by default a
+        one-channel model reads no channel axis and a ``C``-channel model axis ``-3``
+        (see :func:`~napari_unet.core.io.as_planes`).
+    channels : tuple of int, optional
+        Channels to use, in order (indices on the channel axis); default all.
+    link : bool
+        ``labels`` only: after every plane is segmented, link the instance labels through
+        the last leading axis (z of ``(T, Z, Y, X)``; frame to frame on a time axis) with
+        :func:`~napari_unet.core.linking.link_planes`, so one object keeps one id across
+        planes. Ids are unique over the whole result.
+    link_iou : float
+        Smallest overlap (intersection over union, in (0, 1]) for an object to take the
+        id of an object in the previous plane.
     """
 
     output: Output = "labels"
@@ -86,6 +100,10 @@ class SegmentOptions:
     merge_boundaries: float = 0.0
     device: str = "auto"
     batch_size: int = 1
+    channel_axis: int | None = None
+    channels: tuple[int, ...] | None = None
+    link: bool = False
+    link_iou: float = 0.25
 
     def __post_init__(self) -> None:
         if self.output not in _OUTPUTS:
@@ -102,6 +120,28 @@ class SegmentOptions:
             raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.tile_size is not None and self.tile_size < 1:
             raise InputError(f"tile_size must be a positive number of pixels, got {self.tile_size}")
+        if self.channels is not None:
+            object.__setattr__(self, "channels", _channel_tuple(self.channels))
+        if not 0.0 < self.link_iou <= 1.0:
+            raise InputError(f"link_iou must be above 0 and at most 1, got {self.link_iou}")
+
+
+def _channel_tuple(channels: Any) -> tuple[int, ...]:
+    """Channels as a hashable tuple: from a list, one number, or text like ``"0,2"``.
+
+    Only the form is checked here; :func:`~napari_unet.core.io.as_planes` checks the
+    indices against the image.
+    """
+    if isinstance(channels, str):
+        try:
+            return tuple(int(part) for part in channels.split(","))
+        except ValueError:
+            raise InputError(
+                f"channels are numbers separated by commas, e.g. 0,2; got {channels!r}"
+            ) from None
+    if isinstance(channels, (int, np.integer)):
+        return (int(channels),)
+    return tuple(channels)
 
 
 #: Post-processing settings a model file may recommend (in ``provenance["postprocess"]``).
@@ -150,17 +190,20 @@ def segment_iter(
     model : ModelBundle or UNet
         A loaded model; a bare :class:`UNet` uses its ``normalisation`` attribute if
         it has one, else :data:`~napari_unet.core.normalise.DEFAULT_SPEC`.
-    image : (H, W) or (N, H, W) array-like
-        numpy, zarr or dask; read one tile at a time.
+    image : array-like
+        numpy, zarr or dask; read one tile at a time. ``(H, W)``, or with up to two
+        leading axes (``(Z, H, W)``, ``(T, Z, H, W)``) and a channel axis (see
+        ``options.channel_axis`` and :func:`~napari_unet.core.io.as_planes`).
     options : SegmentOptions, optional
         Defaults to ``SegmentOptions()``.
     planes : iterable of int, optional
-        Plane indices to segment (default all); others are left untouched in ``out``.
+        Flat plane indices to segment (default all; see
+        :func:`~napari_unet.core.io.plane_index`); others are left untouched in ``out``.
     out : array, optional
-        Where results go, in the image's layout or with a plane axis:
-        ``(H, W)``/``(N, H, W)`` for labels and mask, ``(K, H, W)``/``(N, K, H, W)`` for
-        probabilities. Allocated (zeros) when omitted. While a plane is in progress a
-        labels output holds the 0/1 mask of its finished tiles.
+        Where results go, in the result's layout ``(*leading, H, W)`` (labels, mask) /
+        ``(*leading, K, H, W)`` (probabilities), or flat with one plane axis
+        ``(N, H, W)`` / ``(N, K, H, W)``. Allocated (zeros) when omitted. While a plane is
+        in progress a labels output holds the 0/1 mask of its finished tiles.
     predictor : callable, optional
         A prebuilt ``(B, C, h, w) -> (B, K, h', w')`` predictor for ``model``; by default
         one is built (and cached per model bundle and device).
@@ -171,18 +214,37 @@ def segment_iter(
         Per tile; ``data`` is ``(h, w)`` uint8 mask (``labels``, ``mask``) or ``(K, h, w)``
         float32 probabilities.
     PlaneDone
-        Per plane, once all its tiles are done; ``data`` is the plane's final result
-        (instance labels after labelling the whole plane, so ids are consistent across
-        tile seams).
+        Per plane (``plane`` is the flat index), once all its tiles are done; ``data`` is
+        the plane's result (instance labels after labelling the whole plane, so ids are
+        consistent across tile seams; with ``options.link`` the ids change once more
+        when every plane is done).
 
     Returns
     -------
     ndarray
-        The result in the image's layout (``out`` when given).
+        The result, ``(*leading, H, W)`` or ``(*leading, K, H, W)`` (``out`` when given;
+        no leading axes for a single plane).
+
+    Raises
+    ------
+    InputError
+        For images, channels or options that cannot be segmented (one line each).
+
+    Notes
+    -----
+    With ``options.link`` every group of planes along the last leading axis that holds a
+    segmented plane is linked again as a whole (planes of ``out`` not segmented in this
+    call included), its ids placed above those of the other groups.
     """
     options = options or SegmentOptions()
     config = model.config
-    stack, restore = as_planes(image, in_channels=config.in_channels)
+    stack, restore = as_planes(
+        image,
+        in_channels=config.in_channels,
+        channel_axis=options.channel_axis,
+        channels=options.channels,
+    )
+    leading = restore.leading
     plane_shape = tuple(stack.shape[1:])
     height, width = plane_shape[-2:]
     selected = _check_planes(planes, len(stack))
@@ -198,14 +260,16 @@ def segment_iter(
     spec = _normalisation_of(model)
     if out is None:
         out = np.zeros(full_shape, dtype=out_dtype)
-        has_plane_axis = True
+        layout = "flat"
     else:
-        single_image = len(image.shape) < len(stack.shape)
-        has_plane_axis = _check_out(out, full_shape, single_image)
+        layout = _check_out(out, full_shape, leading)
+    where = _plane_namer(leading)
+    multichannel = len(plane_shape) == 3
 
     for p in selected:
         plane = stack[p]
-        stats = normalise.compute_stats(plane, spec, where=f"plane {p}")
+        at = _out_prefix(p, layout, leading)
+        stats = normalise.compute_stats(plane, spec, where=where(p), per_channel=multichannel)
         plane_mask = np.zeros((height, width), np.uint8) if options.output == "labels" else None
         merging = plane_mask is not None and options.merge_boundaries > 0
         plane_foreground = np.zeros((height, width), np.float32) if merging else None
@@ -218,7 +282,7 @@ def segment_iter(
             transform=lambda tile, stats=stats: normalise.apply(tile, stats),
         ):
             data = _tile_result(done.data, options)
-            out[_index(p, done.region, options.output, has_plane_axis)] = data
+            out[_index(at, done.region, options.output)] = data
             if plane_mask is not None:
                 plane_mask[done.region] = data
             if plane_foreground is not None:
@@ -226,11 +290,13 @@ def segment_iter(
             yield TileDone(p, done.index, done.total, done.region, data)
         if plane_mask is not None:
             result = _plane_labels(plane_mask, plane_foreground, options)
-            out[_index(p, (slice(None), slice(None)), "labels", has_plane_axis)] = result
+            out[_index(at, (slice(None), slice(None)), "labels")] = result
         else:
-            result = np.asarray(out[p] if has_plane_axis else out)
+            result = np.asarray(out[at] if at else out)
         yield PlaneDone(p, result)
-    return restore(out) if has_plane_axis else out
+    if options.link and options.output == "labels" and leading:
+        link_through(out, leading, selected, layout=layout, min_iou=options.link_iou)
+    return restore(out) if layout == "flat" else out
 
 
 def segment(
@@ -331,21 +397,100 @@ def _result_shape(
     return (count, *plane)
 
 
-def _check_out(out: Any, full_shape: tuple[int, ...], single_image: bool) -> bool:
-    """Whether ``out`` has the plane axis; raise if it fits neither layout."""
+def _check_out(out: Any, full_shape: tuple[int, ...], leading: tuple[int, ...]) -> str:
+    """The layout of ``out``: ``"flat"`` (N, ...) or ``"leading"`` (*leading, ...)."""
     shape = tuple(out.shape)
     if shape == full_shape:
-        return True
-    if single_image and shape == full_shape[1:]:
-        return False
-    expected = f"{full_shape[1:]} or {full_shape}" if single_image else str(full_shape)
+        return "flat"
+    laid_out = (*leading, *full_shape[1:])
+    if shape == laid_out:
+        return "leading"
+    expected = str(full_shape) if laid_out == full_shape else f"{laid_out} or {full_shape}"
     raise InputError(f"out has shape {shape}; expected {expected} for this image and output")
 
 
-def _index(p: int, region: tuple[slice, slice], output: str, has_plane_axis: bool) -> tuple:
+def _out_prefix(p: int, layout: str, leading: tuple[int, ...]) -> tuple[int, ...]:
+    """Index of plane ``p`` in an ``out`` of ``layout``."""
+    return (p,) if layout == "flat" else plane_position(leading, p)
+
+
+def _index(at: tuple[int, ...], region: tuple[slice, slice], output: str) -> tuple:
     channels = (slice(None),) if output == "probabilities" else ()
-    plane = (p,) if has_plane_axis else ()
-    return (*plane, *channels, *region)
+    return (*at, *channels, *region)
+
+
+def _plane_namer(leading: tuple[int, ...]) -> Callable[[int], str]:
+    """Names a plane in messages: ``"plane (t, z) = (1, 4)"``, ``"plane 3"``, or nothing."""
+    if not leading:
+        return lambda p: ""  # a single 2-D image
+    if len(leading) == 1:
+        return lambda p: f"plane {p}"
+    return lambda p: f"plane {p} (position {plane_position(leading, p)})"
+
+
+def link_through(
+    out: Any,
+    leading: tuple[int, ...],
+    segmented: Iterable[int],
+    *,
+    layout: str = "leading",
+    min_iou: float = 0.25,
+) -> None:
+    """Link labels in ``out`` along the last leading axis, in place.
+
+    Each group of planes that differ only on the last leading axis (one z-stack of a
+    (T, Z, H, W) result) and holds a plane of ``segmented`` is linked by
+    :func:`~napari_unet.core.linking.link_planes`; its ids are shifted above every id of
+    the groups linked before it and of the groups left alone, so ids stay unique.
+
+    Parameters
+    ----------
+    out : (*leading, H, W) or (N, H, W) array
+        Per-plane instance labels (numpy, or any array-like with slicing).
+    leading : tuple of int
+        Shape of the leading axes (at least one).
+    segmented : iterable of int
+        Flat indices of the planes segmented in this run.
+    layout : {"leading", "flat"}
+        How ``out`` is laid out.
+    min_iou : float
+        As in :func:`~napari_unet.core.linking.link_planes`.
+    """
+    from napari_unet.core.linking import link_planes
+
+    depth = leading[-1]
+    groups = sorted({p // depth for p in segmented})
+    count = math.prod(leading) // depth
+    left_alone = [g for g in range(count) if g not in set(groups)]
+    offset = max(
+        (int(np.max(_group(out, g, depth, leading, layout))) for g in left_alone), default=0
+    )
+    limit = np.iinfo(np.int32).max
+    for g in groups:
+        linked = link_planes(np.asarray(_group(out, g, depth, leading, layout)), min_iou=min_iou)
+        top = int(linked.max()) if linked.size else 0
+        if offset + top > limit:
+            raise InputError(
+                f"linking gives more than {limit} objects; link fewer planes at a time"
+            )
+        _set_group(out, g, depth, leading, layout, np.where(linked > 0, linked + offset, 0))
+        offset += top
+
+
+def _group_index(g: int, depth: int, leading: tuple[int, ...], layout: str) -> tuple:
+    if layout == "flat":
+        return (slice(g * depth, (g + 1) * depth),)
+    return (*plane_position(leading, g * depth)[:-1], slice(None))
+
+
+def _group(out: Any, g: int, depth: int, leading: tuple[int, ...], layout: str) -> Any:
+    return out[_group_index(g, depth, leading, layout)]
+
+
+def _set_group(
+    out: Any, g: int, depth: int, leading: tuple[int, ...], layout: str, value: np.ndarray
+) -> None:
+    out[_group_index(g, depth, leading, layout)] = value.astype(np.int32, copy=False)
 
 
 def _plane_labels(
@@ -380,4 +525,4 @@ def _as_dict(options: SegmentOptions | None) -> dict[str, Any]:
     return {f.name: getattr(options, f.name) for f in fields(SegmentOptions)}
 
 
-__all__ = ["SegmentOptions", "get_predictor", "segment", "segment_iter"]
+__all__ = ["SegmentOptions", "get_predictor", "link_through", "segment", "segment_iter"]

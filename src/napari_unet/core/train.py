@@ -32,7 +32,7 @@ import math
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -49,6 +49,7 @@ from .augment import AugmentConfig, augment_batch
 from .device import amp_context
 from .errors import AnnotationError, InputError, ModelFileError
 from .events import Preview, TrainingFinished, TrainStep, Validation
+from .io import as_planes
 from .losses import weighted_cross_entropy
 from .model import UNet, UNetConfig, margin, nearest_valid_input_size, pick_device
 from .modelfile import ModelBundle
@@ -141,30 +142,65 @@ class TrainConfig:
 class _Plane:
     """One annotated plane, mirror-padded so any patch centred inside it can be cut."""
 
-    image: np.ndarray  # (H + 2p, W + 2p) float32, normalised
+    image: np.ndarray  # ([C,] H + 2p, W + 2p) float32, normalised
     labels: np.ndarray  # (H + 2p, W + 2p) int64, IGNORE outside annotations
     weights: np.ndarray  # (H + 2p, W + 2p) float32, 0 where ignored
     centres: np.ndarray  # (M, 2) annotated pixel coordinates in padded coordinates
     annotated_count: int  # all annotated pixels (centres may be a subsample)
 
 
-def _as_plane_list(arrays: Sequence[np.ndarray] | np.ndarray, what: str) -> list[np.ndarray]:
-    """Split a list of 2D images / 3D stacks (or one array) into 2D planes."""
+def _as_list(arrays: Sequence[Any] | Any) -> list[Any]:
+    """One array (anything with a shape) or a sequence of arrays, as a list."""
     if isinstance(arrays, np.ndarray) or hasattr(arrays, "shape"):
-        arrays = [arrays]
-    planes: list[np.ndarray] = []
-    for array in arrays:
-        array = np.asarray(array)
-        if array.ndim == 2:
-            planes.append(array)
-        elif array.ndim == 3:
-            planes.extend(array)
-        else:
-            raise InputError(
-                f"{what} must be 2D (rows, columns) or a 3D stack (planes, rows, columns); "
-                f"got shape {array.shape}"
-            )
-    return planes
+        return [arrays]
+    return list(arrays)
+
+
+def _annotated_planes(
+    images: Sequence[Any] | Any,
+    annotations: Sequence[Any] | Any,
+    *,
+    in_channels: int,
+    channel_axis: int | None,
+    channels: Sequence[int] | None,
+    skip_empty: bool,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(image plane, annotation plane)`` pairs of every plane with any annotation.
+
+    Images of any layout :func:`~napari_unet.core.io.as_planes` accepts (leading t, z
+    axes; a channel axis); each annotation has its image's shape without the channel
+    axis. Only the planes whose annotation is not all zero are read from the image
+    (lazily for zarr or dask images).
+
+    Returns
+    -------
+    list of ((H, W) or (C, H, W) ndarray, (H, W) ndarray)
+    """
+    images, annotations = _as_list(images), _as_list(annotations)
+    stacks = [
+        as_planes(image, in_channels=in_channels, channel_axis=channel_axis, channels=channels)
+        for image in images
+    ]
+    if len(images) != len(annotations):
+        image_planes = sum(int(stack.shape[0]) for stack, _ in stacks)
+        label_planes = sum(
+            math.prod(np.shape(a)[:-2]) if np.ndim(a) > 2 else 1 for a in annotations
+        )
+        raise AnnotationError(
+            f"{image_planes} image planes but {label_planes} annotation planes; give one "
+            "annotation plane per image plane"
+        )
+    pairs = []
+    for (stack, restore), annotation in zip(stacks, annotations, strict=True):
+        annotation = np.asarray(annotation)
+        expected = (*restore.leading, *stack.shape[-2:])
+        check_annotation_matches(expected, annotation.shape, without_channels=stack.ndim == 4)
+        flat = annotation.reshape((-1, *annotation.shape[-2:]))
+        for index, plane_labels in enumerate(flat):
+            if skip_empty and not np.any(plane_labels):
+                continue
+            pairs.append((np.asarray(stack[index]), plane_labels))
+    return pairs
 
 
 class Trainer:
@@ -174,12 +210,14 @@ class Trainer:
     ----------
     base : ModelBundle or UNetConfig
         Model to fine-tune, or the architecture of a network trained from scratch.
-    images : sequence of ndarray
-        2D ``(H, W)`` images or ``(N, H, W)`` stacks.
-    annotations : sequence of ndarray
+    images : array-like or sequence of array-likes
+        ``(H, W)`` images or stacks with up to two leading axes (``(Z, H, W)``,
+        ``(T, Z, H, W)``), with a channel axis for multichannel models (see
+        ``channel_axis``); numpy, zarr or dask (only annotated planes are read).
+    annotations : array-like or sequence of array-likes
         Matching label arrays in the given ``convention`` (see
-        :func:`~napari_unet.core.annotations.targets_from_annotation`). Planes with
-        nothing annotated are skipped.
+        :func:`~napari_unet.core.annotations.targets_from_annotation`), each with its
+        image's shape without the channel axis. Planes with nothing annotated are skipped.
     convention : {"sparse", "dense", "binary", "auto"}
         How to read the annotations.
     config : TrainConfig
@@ -187,9 +225,16 @@ class Trainer:
     validation : tuple of (images, annotations), optional
         Held-out data for validation; by default fixed patches of the training data.
     preview_image : ndarray, optional
-        ``(H, W)`` plane predicted every ``config.preview_every`` steps.
+        ``(H, W)`` plane (``(C, H, W)`` for a multichannel model) predicted every
+        ``config.preview_every`` steps.
     name : str
         Name of the resulting model.
+    channel_axis : int, optional
+        The images' channel axis (as in :func:`~napari_unet.core.io.as_planes`); by
+        default none for one-channel models and axis ``-3`` for ``C``-channel models.
+    channels : sequence of int, optional
+        Channels to use, in order; their count must be the network's ``in_channels``
+        (for a new network: ``UNetConfig(in_channels=C)``).
     """
 
     def __init__(
@@ -203,6 +248,8 @@ class Trainer:
         validation: tuple[Sequence[np.ndarray], Sequence[np.ndarray]] | None = None,
         preview_image: np.ndarray | None = None,
         name: str = "fine-tuned",
+        channel_axis: int | None = None,
+        channels: Sequence[int] | None = None,
     ) -> None:
         self.config = config or TrainConfig()
         self.device = pick_device(self.config.device)
@@ -232,6 +279,8 @@ class Trainer:
         self.preview_image = preview_image
         self._preview_stats: tuple[np.ndarray | None, dict[str, float]] = (None, {})
         self._validation_source = validation
+        self.channel_axis = channel_axis
+        self.channels = None if channels is None else tuple(channels)
         self.update_annotations(images, annotations)
 
     # ----------------------------------------------------------------- setup
@@ -289,37 +338,31 @@ class Trainer:
         AnnotationError
             If shapes differ or nothing usable is annotated anywhere.
         """
-        image_planes = _as_plane_list(images, "images")
-        label_planes = _as_plane_list(annotations, "annotations")
-        if len(image_planes) != len(label_planes):
-            raise AnnotationError(
-                f"{len(image_planes)} image planes but {len(label_planes)} annotation planes; "
-                "give one annotation plane per image plane"
-            )
-        self.planes = self._prepare(image_planes, label_planes, skip_empty=True)
+        self.planes = self._prepare(_annotated_planes(images, annotations, **self._layout()))
         if not self.planes:
             raise AnnotationError(
                 "nothing is annotated: paint some background with label 1 and at least one "
                 "cell with label 2 or higher"
             )
         if self._validation_source is not None:
-            val_images = _as_plane_list(self._validation_source[0], "validation images")
-            val_labels = _as_plane_list(self._validation_source[1], "validation annotations")
-            validation_planes = self._prepare(val_images, val_labels, skip_empty=True)
+            val_images, val_labels = self._validation_source
+            validation_planes = self._prepare(
+                _annotated_planes(val_images, val_labels, **self._layout())
+            )
         else:
             validation_planes = self.planes
         self._validation_batch = self._fixed_patches(validation_planes)
 
-    def _prepare(
-        self, images: list[np.ndarray], annotations: list[np.ndarray], *, skip_empty: bool
-    ) -> list[_Plane]:
-        pairs = [
-            (image, annotation)
-            for image, annotation in zip(images, annotations, strict=True)
-            if not (skip_empty and not np.any(annotation))
-        ]
-        for image, annotation in zip(images, annotations, strict=True):
-            check_annotation_matches(image.shape, annotation.shape)
+    def _layout(self) -> dict[str, Any]:
+        """How images are read (see :func:`_annotated_planes`)."""
+        return {
+            "in_channels": self.unet_config.in_channels,
+            "channel_axis": self.channel_axis,
+            "channels": self.channels,
+            "skip_empty": True,
+        }
+
+    def _prepare(self, pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[_Plane]:
         convention = _resolve_convention(self.convention, [a for _, a in pairs])
         # Classes are checked over the whole set: one plane may hold only background strokes.
         targets = [
@@ -338,7 +381,7 @@ class Trainer:
         weights = weight_map(
             targets.instances, classes=targets.classes, w0=self.config.w0, sigma=self.config.sigma
         )
-        stats = normalise.compute_stats(image, self.normalisation)
+        stats = normalise.compute_stats(image, self.normalisation, per_channel=image.ndim == 3)
         normalised = normalise.apply(image, stats)
         labels = targets.classes.astype(np.int64, copy=False)
         return _pad_plane(normalised, labels, weights, pad, self._rng)
@@ -347,7 +390,7 @@ class Trainer:
     def _sample_batch(
         self, planes: list[_Plane], count: int, rng: np.random.Generator
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Cut ``count`` input-sized patches centred near annotated pixels."""
+        """Cut ``count`` input-sized patches ``(count, C, h, w)`` centred near annotated pixels."""
         sizes = np.array([p.annotated_count for p in planes], dtype=np.float64)
         choice = rng.choice(len(planes), size=count, p=sizes / sizes.sum())
         half = self.patch_input // 2
@@ -358,23 +401,24 @@ class Trainer:
             row, col = plane.centres[rng.integers(len(plane.centres))]
             row = int(
                 np.clip(
-                    row + rng.integers(-jitter, jitter + 1), half, plane.image.shape[0] - half - 1
+                    row + rng.integers(-jitter, jitter + 1), half, plane.image.shape[-2] - half - 1
                 )
             )
             col = int(
                 np.clip(
-                    col + rng.integers(-jitter, jitter + 1), half, plane.image.shape[1] - half - 1
+                    col + rng.integers(-jitter, jitter + 1), half, plane.image.shape[-1] - half - 1
                 )
             )
             window = (
                 slice(row - half, row - half + self.patch_input),
                 slice(col - half, col - half + self.patch_input),
             )
-            images.append(plane.image[window])
+            images.append(plane.image[(..., *window)])
             labels.append(plane.labels[window])
             weights.append(plane.weights[window])
+        batch = np.stack(images)
         return (
-            torch.from_numpy(np.stack(images)[:, None]),
+            torch.from_numpy(batch[:, None] if batch.ndim == 3 else batch),
             torch.from_numpy(np.stack(labels)),
             torch.from_numpy(np.stack(weights)),
         )
@@ -541,13 +585,16 @@ class Trainer:
         return Validation(self.step, loss, accuracy, is_best)
 
     def predict(self, image: np.ndarray, stats: dict[str, float] | None = None) -> np.ndarray:
-        """``(K, H, W)`` probabilities of the current network on one ``(H, W)`` plane.
+        """``(K, H, W)`` probabilities of the current network on one ``(H, W)`` plane
+        (``(C, H, W)`` for a multichannel network).
 
         ``stats`` are the plane's normalisation statistics, computed when omitted.
         """
         self.network.eval()
         if stats is None:
-            stats = normalise.compute_stats(image, self.normalisation)
+            stats = normalise.compute_stats(
+                image, self.normalisation, per_channel=np.ndim(image) == 3
+            )
         grid = plan_tiles(image.shape, self.unet_config)
         predictor = make_predictor(
             self.network, self.device, channels_last=self._channels_last(self.unet_config)
@@ -559,7 +606,9 @@ class Trainer:
         image = self.preview_image
         cached_image, stats = self._preview_stats
         if cached_image is not image:
-            stats = normalise.compute_stats(image, self.normalisation, where="preview plane")
+            stats = normalise.compute_stats(
+                image, self.normalisation, where="preview plane", per_channel=image.ndim == 3
+            )
             self._preview_stats = (image, stats)
         return self.predict(image, stats)
 
@@ -672,7 +721,8 @@ def _pad_plane(
     image: np.ndarray, labels: np.ndarray, weights: np.ndarray, pad: int, rng: np.random.Generator
 ) -> _Plane:
     """Mirror-pad the image (context, as in the paper) and pad targets as ignored."""
-    padded_image = np.pad(image, pad, mode="symmetric").astype(np.float32, copy=False)
+    spatial = [(0, 0)] * (image.ndim - 2) + [(pad, pad)] * 2  # channels are not padded
+    padded_image = np.pad(image, spatial, mode="symmetric").astype(np.float32, copy=False)
     padded_labels = np.pad(labels, pad, mode="constant", constant_values=IGNORE)
     padded_weights = np.pad(weights.astype(np.float32), pad, mode="constant")
     centres = np.argwhere(labels != IGNORE)
