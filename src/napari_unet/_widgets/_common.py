@@ -117,25 +117,17 @@ def in_separate_turns(*steps: Callable[[], None]) -> None:
 
 
 def add_unselected(add_layer: Callable[..., Any], viewer: Any, *args: Any, **kwargs: Any) -> Any:
-    """Add a layer with ``add_layer`` (e.g. ``viewer.add_labels``) without selecting it.
+    """Add a layer with ``add_layer`` (e.g. ``viewer.add_labels``) without keeping it selected.
 
     napari makes every new layer the active one. Our output and preview layers must not
     take the selection from the layer the user works with (the image the Segment widget
-    follows, the annotations being painted), and each switch of the layer controls cost
-    ~10-20 ms of a first click's budget. napari has no public switch for this, so its
-    layer list's ``_activate_on_insert`` flag is turned off for the insertion; should a
-    napari release drop the flag, the previous selection is restored instead.
+    follows, the annotations being painted), so the previous selection is restored at
+    once, through napari's public selection API (its private ``_activate_on_insert``
+    switch warns in plugins and goes away in napari 0.10).
     """
     layers = viewer.layers
     previous = layers.selection.active
-    flag = getattr(layers, "_activate_on_insert", None)
-    if flag is not None:
-        layers._activate_on_insert = False
-    try:
-        layer = add_layer(*args, **kwargs)
-    finally:
-        if flag is not None:
-            layers._activate_on_insert = flag
+    layer = add_layer(*args, **kwargs)
     if previous is not None and previous in layers and layers.selection.active is not previous:
         layers.selection.active = previous
     return layer
