@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import torch
 from magicgui.widgets import Label
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
@@ -418,6 +419,10 @@ def os_error_message(error: OSError) -> str:
     return f"{reason}{where}"
 
 
+class WorkerError(Exception):
+    """A bug inside a worker, re-raised as a type that lets the worker finish normally."""
+
+
 def reporting_errors(generator_function: Callable) -> Callable:
     """Wrap a worker generator function so the user gets one line, never a traceback.
 
@@ -447,6 +452,12 @@ def reporting_errors(generator_function: Callable) -> Callable:
             yield JobFailed(InputError(OUT_OF_MEMORY))
         except OSError as error:  # a file that vanished, a full disk, no permission...
             yield JobFailed(InputError(os_error_message(error)))
+        except torch.OutOfMemoryError:  # a RuntimeError: the GPU's memory is full
+            yield JobFailed(InputError(OUT_OF_MEMORY))
+        except RuntimeError as error:
+            # superqt takes any RuntimeError from a generator worker for "the worker was
+            # deleted" and never emits `finished`: the dock would stay busy for good.
+            raise WorkerError(f"{type(error).__name__}: {error}") from error
         finally:
             generator.close()
         return None
