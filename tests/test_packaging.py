@@ -124,7 +124,7 @@ def test_license_file_exists_and_is_listed(pyproject):
 
 def test_optional_dependencies(pyproject):
     extras = pyproject["project"]["optional-dependencies"]
-    bioimageio = {"bioimageio.core>=0.9", "bioimageio.spec>=0.5.4"}
+    bioimageio = {"bioimageio.core>=0.11", "bioimageio.spec>=0.5.12", "pydantic<2.14"}
     assert set(extras["bioimageio"]) == bioimageio
     assert bioimageio <= set(extras["testing"])
     assert "hypothesis>=6.100" in extras["testing"]

@@ -69,6 +69,7 @@ examples:
   napari-unet sample nuclei -o nuclei.tif             write a bundled sample image
   napari-unet segment cells.tif -o labels.tif --model nuclei
   napari-unet train --images a.tif --labels a_labels.tif -o mine.safetensors
+  napari-unet export mine.safetensors -o mine.zip     bioimage.io package (deepImageJ...)
   napari-unet segment --help                          all segmentation options
 """
 
@@ -878,6 +879,56 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------- export
+
+
+def _add_export_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="write a model as a bioimage.io package (deepImageJ, ilastik, QuPath...)",
+        description="Write MODEL as a bioimage.io model package (.zip): TorchScript and "
+        "PyTorch weights, the model's normalisation, a halo for tiled prediction, test "
+        "images, cover, model card and citation. Needs the bioimageio extra: "
+        "pip install 'napari-unet[bioimageio]'.",
+    )
+    parser.add_argument("model", metavar="MODEL", help="model name or .safetensors file")
+    parser.add_argument(
+        "-o", "--output-path", dest="output_path", required=True, metavar="ZIP",
+        help="the package to write (NAME.zip)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--test-image", metavar="IMAGE", help="TIFF/PNG for the package's test input and cover "
+        "(default: the bundled nuclei sample)",
+    )  # fmt: skip
+    parser.add_argument("--license", metavar="SPDX", help="licence id (default: the card's)")
+    parser.add_argument(
+        "--author", action="append", metavar="NAME", help="an author (repeat for several)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace ZIP if it exists")
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    output = Path(args.output_path)
+    inputs = [args.test_image] if args.test_image else []
+    check_output(output, inputs=inputs, overwrite=args.overwrite)
+    from napari_unet.core.export import export_bioimageio
+    from napari_unet.core.io import read_image
+    from napari_unet.core.modelfile import load_model
+
+    bundle = load_model(_model_path(args.model))
+    test_image = read_image(args.test_image) if args.test_image else None
+    path = export_bioimageio(
+        bundle,
+        output,
+        overwrite=args.overwrite,
+        test_image=test_image,
+        license=args.license,
+        authors=args.author,
+    )
+    print(f"{PROG}: wrote the bioimage.io package of {bundle.name} to {path}", file=sys.stderr)
+    return 0
+
+
 # ----------------------------------------------------------------------- sample
 
 #: Bundled sample name -> loader in napari_unet._sample_data (plain arrays, no Qt).
@@ -916,6 +967,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "segment": _cmd_segment,
     "train": _cmd_train,
     "models": _cmd_models,
+    "export": _cmd_export,
     "sample": _cmd_sample,
 }
 #: Subcommand name -> function adding its parser to the subparsers.
@@ -923,6 +975,7 @@ PARSERS: dict[str, Callable[[Any], None]] = {
     "segment": _add_segment_parser,
     "train": _add_train_parser,
     "models": _add_models_parser,
+    "export": _add_export_parser,
     "sample": _add_sample_parser,
 }
 

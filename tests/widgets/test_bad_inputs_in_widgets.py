@@ -27,6 +27,22 @@ def _open(viewer, name: str):
     return widget
 
 
+def _panel_with_model(make_napari_viewer, panel: str, tmp_path: Path, image, make):
+    """A viewer showing ``image`` with the ``panel`` dock offering the model ``make`` writes.
+
+    Returns the viewer, the widget, the models folder and its snapshot before the run.
+    """
+    folder = tmp_path / "models"
+    folder.mkdir()
+    path = make(folder)
+    before = _snapshot(folder)
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="blobs")
+    widget = _open(viewer, panel)
+    widget.add_model_file(path)
+    return viewer, widget, folder, before
+
+
 MODEL_FILES: list[tuple[str, Callable[[Path], str], str]] = [
     ("text file", lambda f: _write(f / "t.safetensors", b"weights: many\n" * 10), "not a safe"),
     (
@@ -66,14 +82,9 @@ def _write(path: Path, data: bytes) -> str:
 def test_a_hostile_model_file_in_segment_is_one_line(
     make_napari_viewer, qtbot, notifications, tmp_path, blobs, make, message
 ):
-    folder = tmp_path / "models"
-    folder.mkdir()
-    path = make(folder)
-    before = _snapshot(folder)
-    viewer = make_napari_viewer()
-    viewer.add_image(blobs, name="blobs")
-    widget = _open(viewer, "Segment")
-    widget.add_model_file(path)
+    viewer, widget, folder, before = _panel_with_model(
+        make_napari_viewer, "Segment", tmp_path, blobs, make
+    )
 
     widget.segment_current_slice()
     qtbot.waitUntil(lambda: not widget.is_running, timeout=TIMEOUT_MS)
@@ -94,18 +105,13 @@ def test_a_hostile_model_file_in_segment_is_one_line(
 def test_a_hostile_base_model_in_fine_tune_is_one_line(
     make_napari_viewer, qtbot, notifications, tmp_path, blobs, make, message
 ):
-    folder = tmp_path / "models"
-    folder.mkdir()
-    path = make(folder)
-    before = _snapshot(folder)
-    viewer = make_napari_viewer()
-    viewer.add_image(blobs, name="blobs")
-    widget = _open(viewer, "Fine-tune")
+    _viewer, widget, folder, before = _panel_with_model(
+        make_napari_viewer, "Fine-tune", tmp_path, blobs, make
+    )
     annotations = widget.new_annotations()
     annotations.data[2:10, 40:60] = 1
     annotations.data[15:25, 20:30] = 2
     painted = annotations.data.copy()
-    widget.add_model_file(path)
 
     widget.start()
     qtbot.waitUntil(lambda: not widget.is_training, timeout=TIMEOUT_MS)

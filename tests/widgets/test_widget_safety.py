@@ -380,6 +380,7 @@ def test_closing_the_wrapper_closes_the_job():
             "Permission denied: /data/out.zarr",
         ),
         (OSError(28, "No space left on device"), "No space left on device"),
+        (torch.OutOfMemoryError("CUDA out of memory"), _common.OUT_OF_MEMORY),
     ],
 )
 def test_worker_failures_become_one_line(error, message):
@@ -391,3 +392,27 @@ def test_worker_failures_become_one_line(error, message):
     events = list(job())
     assert events[0] == "started" and isinstance(events[1], _common.JobFailed)
     assert str(events[1].error) == message
+
+
+def test_a_runtime_error_in_a_worker_ends_the_run(
+    make_napari_viewer, qtbot, tiny_model_file, blobs, monkeypatch
+):
+    """superqt swallows RuntimeErrors of generator workers: the dock must not stay busy."""
+    from napari_unet._widgets import segment as segment_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug deep in torch")
+        yield  # a generator, like the real one
+
+    viewer = make_napari_viewer()
+    viewer.add_image(blobs, name="blobs")
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
+    widget.add_model_file(tiny_model_file)
+    monkeypatch.setattr(segment_module, "segment_iter", broken)
+    with qtbot.capture_exceptions() as caught:
+        for _attempt in range(2):  # the run ends, so the dock takes the next click
+            assert widget.segment_current_slice() is not None
+            qtbot.waitUntil(lambda: not widget.is_running, timeout=60_000)
+    # napari shows the bug (with its traceback, as for any plugin bug) once per run.
+    assert [type(error).__name__ for _kind, error, _tb in caught] == ["WorkerError"] * 2
+    assert "a bug deep in torch" in str(caught[0][1])

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import torch
 from magicgui.widgets import Label
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
@@ -116,25 +117,17 @@ def in_separate_turns(*steps: Callable[[], None]) -> None:
 
 
 def add_unselected(add_layer: Callable[..., Any], viewer: Any, *args: Any, **kwargs: Any) -> Any:
-    """Add a layer with ``add_layer`` (e.g. ``viewer.add_labels``) without selecting it.
+    """Add a layer with ``add_layer`` (e.g. ``viewer.add_labels``) without keeping it selected.
 
     napari makes every new layer the active one. Our output and preview layers must not
     take the selection from the layer the user works with (the image the Segment widget
-    follows, the annotations being painted), and each switch of the layer controls cost
-    ~10-20 ms of a first click's budget. napari has no public switch for this, so its
-    layer list's ``_activate_on_insert`` flag is turned off for the insertion; should a
-    napari release drop the flag, the previous selection is restored instead.
+    follows, the annotations being painted), so the previous selection is restored at
+    once, through napari's public selection API (its private ``_activate_on_insert``
+    switch warns in plugins and goes away in napari 0.10).
     """
     layers = viewer.layers
     previous = layers.selection.active
-    flag = getattr(layers, "_activate_on_insert", None)
-    if flag is not None:
-        layers._activate_on_insert = False
-    try:
-        layer = add_layer(*args, **kwargs)
-    finally:
-        if flag is not None:
-            layers._activate_on_insert = flag
+    layer = add_layer(*args, **kwargs)
     if previous is not None and previous in layers and layers.selection.active is not previous:
         layers.selection.active = previous
     return layer
@@ -425,6 +418,10 @@ def os_error_message(error: OSError) -> str:
     return f"{reason}{where}"
 
 
+class WorkerError(Exception):
+    """A bug inside a worker, re-raised as a type that lets the worker finish normally."""
+
+
 def reporting_errors(generator_function: Callable) -> Callable:
     """Wrap a worker generator function so the user gets one line, never a traceback.
 
@@ -454,6 +451,12 @@ def reporting_errors(generator_function: Callable) -> Callable:
             yield JobFailed(InputError(OUT_OF_MEMORY))
         except OSError as error:  # a file that vanished, a full disk, no permission...
             yield JobFailed(InputError(os_error_message(error)))
+        except torch.OutOfMemoryError:  # a RuntimeError: the GPU's memory is full
+            yield JobFailed(InputError(OUT_OF_MEMORY))
+        except RuntimeError as error:
+            # superqt takes any RuntimeError from a generator worker for "the worker was
+            # deleted" and never emits `finished`: the dock would stay busy for good.
+            raise WorkerError(f"{type(error).__name__}: {error}") from error
         finally:
             generator.close()
         return None

@@ -5,8 +5,11 @@ the dock draws the loss curve live and a preview layer shows the current model's
 prediction on the plane in view. **Stop** (``worker.quit()``) keeps the best weights.
 When a run ends, its best model joins the session's models, so the Segment widget
 offers it at once; **Save model...** writes it to a file (atomically; it is enabled only
-once a step has completed). A loss that becomes NaN or infinite ends the run with the
-last good weights, and the dock says so.
+once a step has completed), and **Export for bioimage.io...** writes it as a bioimage.io
+model package (``.zip``, for deepImageJ, ilastik, QuPath and the BioImage Model Zoo; see
+:mod:`napari_unet.core.export`) in a background worker: the first export imports
+bioimageio (~5 s) and each takes a few seconds more. A loss that becomes NaN or
+infinite ends the run with the last good weights, and the dock says so.
 
 **Stacks and channels.** The image may be an nD stack ((t, z, y, x)...) with a channel
 axis, or several layers chosen as its channels (the same channel controls as Segment).
@@ -25,12 +28,15 @@ is stopped, fails, or the panel or viewer closes.
 
 Closing the panel or the viewer during a run stops it: nothing is saved and nothing
 touches the closed widget (see :class:`~napari_unet._widgets._common.DockLifetime`).
+An export in progress cannot be interrupted: it completes (the package is written
+atomically, as asked) without touching the closed widget.
 Errors reach the user as one-line notifications, replaced NaN/infinite pixels as a
 warning.
 
 Callable without clicking: :meth:`FinetuneWidget.new_annotations`,
 :meth:`FinetuneWidget.start`, :meth:`FinetuneWidget.stop`,
-:meth:`FinetuneWidget.save_model`, :meth:`FinetuneWidget.save_to_user_models`.
+:meth:`FinetuneWidget.save_model`, :meth:`FinetuneWidget.save_to_user_models`,
+:meth:`FinetuneWidget.export_bioimageio`.
 """
 
 from __future__ import annotations
@@ -87,6 +93,7 @@ from napari_unet._widgets._common import (
     show_layer,
 )
 from napari_unet._widgets._loss_plot import LossPlot
+from napari_unet.core import export as bioimageio_export
 from napari_unet.core.annotations import check_annotation_matches
 from napari_unet.core.augment import AugmentConfig
 from napari_unet.core.errors import AnnotationError, InputError, UNetError
@@ -96,6 +103,7 @@ from napari_unet.core.model import SMALL
 from napari_unet.core.modelfile import ModelBundle, save_user_model, user_models_dir
 from napari_unet.core.modelfile import save_model as write_model_file
 from napari_unet.core.postprocess import foreground_probability
+from napari_unet.core.safety import free_path
 from napari_unet.core.train import TrainConfig, Trainer
 
 if TYPE_CHECKING:
@@ -157,6 +165,44 @@ def _train_job(
         trainer.preview_image = preview_image
     yield _TrainerReady(trainer)
     yield from trainer.run(config.steps)
+
+
+@dataclass(frozen=True)
+class _Exported:
+    """Yielded by :func:`_export_events` once the package is written."""
+
+    path: Path
+
+
+@reporting_errors
+def _export_events(bundle: ModelBundle, path: Path, overwrite: bool):
+    """Write ``bundle`` as a bioimage.io package at ``path``; yield :class:`_Exported`
+    (or, through :func:`reporting_errors`, a :class:`JobFailed` / :class:`JobWarning`).
+
+    The core function is looked up on its module at call time (tests replace it).
+    """
+    yield _Exported(bioimageio_export.export_bioimageio(bundle, path, overwrite=overwrite))
+
+
+def _export_job(bundle: ModelBundle, path: Path, overwrite: bool) -> list[Any]:
+    """Worker function: the events of :func:`_export_events`, returned together.
+
+    A function worker, not a generator worker: superqt's generator worker takes any
+    ``RuntimeError`` for a deleted worker and then never emits ``finished``, so a bug in
+    the export (the core raises RuntimeError for those) would leave the dock exporting
+    forever. A function worker relays it to napari (with its traceback) and finishes.
+    """
+    return list(_export_events(bundle, path, overwrite))
+
+
+@dataclass
+class _ExportRun:
+    """State of one export, owned by the main thread."""
+
+    name: str
+    path: Path
+    #: The package written; ``None`` until then, and after a failure.
+    exported: Path | None = None
 
 
 @dataclass
@@ -244,6 +290,7 @@ class FinetuneWidget(Container):
         self._browsed: list[Path] = []
         self._model_cache: dict = {}
         self._worker: Any = None
+        self._export_worker: Any = None
         self._run: _TrainRun | None = None
         self._previous: _TrainRun | None = None
         self._bundle: ModelBundle | None = None
@@ -325,13 +372,19 @@ class FinetuneWidget(Container):
         self._status = Label(value="")
         self._status.native.setWordWrap(True)
         self._save_button = PushButton(text="Save model...", enabled=False)
+        self._export_button = PushButton(
+            text="Export for bioimage.io...",
+            enabled=False,
+            tooltip="write the trained model as a bioimage.io package (.zip) for deepImageJ, "
+            "ilastik, QuPath and the BioImage Model Zoo",
+        )
         self.extend([
             self._image_combo, *self._channels.widgets, self._new_button,
             self._annotation_combo, self._legend, self._convention, self._base_combo,
             self._steps, self._learning_rate,
             self._advanced_toggle, self._advanced, self._name, self._start_button,
             self._stop_button, self._device_line.label, self._plot_box, self._status,
-            self._save_button,
+            self._save_button, self._export_button,
         ])  # fmt: skip
         self._channels.sync()
 
@@ -340,6 +393,7 @@ class FinetuneWidget(Container):
         self._start_button.clicked.connect(self.start)
         self._stop_button.clicked.connect(self.stop)
         self._save_button.clicked.connect(lambda: self.save_model())
+        self._export_button.clicked.connect(lambda: self.export_bioimageio())
         self._advanced_toggle.changed.connect(self._toggle_advanced)
         self._base_combo.changed.connect(self._on_base_chosen)
         self._image_combo.changed.connect(self._suggest_name)
@@ -428,6 +482,11 @@ class FinetuneWidget(Container):
     def trained_bundle(self) -> ModelBundle | None:
         """The best model of the last finished or stopped run."""
         return self._bundle
+
+    @property
+    def is_exporting(self) -> bool:
+        """Whether a bioimage.io export is in progress."""
+        return self._export_worker is not None
 
     @property
     def loss_plot(self) -> LossPlot:
@@ -776,6 +835,7 @@ class FinetuneWidget(Container):
         self._bundle = trainer.best_bundle()
         self._session.add(self._bundle)
         self._save_button.enabled = True
+        self._export_button.enabled = not self.is_exporting
         best = f"best step {trainer.best_step}" if trainer.best_step else "last weights"
         verb = "stopped" if run.stopped else ("failed" if run.failed else "finished")
         kept = f"model '{self._bundle.name}' is in the Segment widget"
@@ -860,6 +920,102 @@ class FinetuneWidget(Container):
         if path.suffix == ".safetensors":
             return path, True
         return path.with_name(f"{path.name}.safetensors"), False
+
+    # ------------------------------------------------------------------ bioimage.io
+    def export_bioimageio(self, path: str | Path | None = None, *, overwrite: bool = False) -> Any:
+        """Export the trained model as a bioimage.io model package; return the worker.
+
+        Asks for the file with a save dialog when ``path`` is omitted (the dialog asks
+        before replacing a file). The package is written in a background worker
+        (:func:`napari_unet.core.export.export_bioimageio`, atomically), so the viewer
+        stays responsive; the status line says "exporting NAME for bioimage.io..." and
+        then "exported PATH", errors arrive as one-line notifications. An existing
+        ``path`` is replaced only with ``overwrite`` or after the dialog asked.
+
+        Returns
+        -------
+        worker or None
+            The started worker; ``None`` when nothing was started (no trained model,
+            cancelled, refused, an export already running, or the panel closed).
+        """
+        if self.is_closed:
+            return None
+        if self._bundle is None:
+            notify_error("no trained model yet: start a training run first")
+            return None
+        if self._export_worker is not None:
+            notify_info("an export is already running: wait until it has finished")
+            return None
+        if path is None:
+            chosen = self._ask_export_path()
+            if chosen is None:
+                return None
+            path, overwrite = chosen
+        path = Path(path)
+        if not overwrite and (path.exists() or path.is_symlink()):
+            notify_error(
+                f"{path} already exists; choose another file name (Export for bioimage.io... "
+                "asks before replacing a file)"
+            )
+            return None
+        return self._start_export(self._bundle, path, overwrite)
+
+    def _start_export(self, bundle: ModelBundle, path: Path, overwrite: bool) -> Any:
+        run = _ExportRun(bundle.name, path)
+        worker = thread_worker(_export_job, start_thread=False)(bundle, path, overwrite)
+        worker.returned.connect(lambda events: self._on_export_events(run, events))
+        worker.finished.connect(lambda: self._on_export_finished(run, worker))
+        self._export_worker = worker
+        self._export_button.enabled = False
+        self._status.value = f"exporting {bundle.name} for bioimage.io..."
+        worker.start()
+        return worker
+
+    def _on_export_events(self, run: _ExportRun, events: list[Any]) -> None:
+        for event in events:
+            if isinstance(event, _Exported):
+                run.exported = event.path
+            elif isinstance(event, JobFailed):
+                if not self.is_closed:
+                    notify_error(event.error)
+            elif isinstance(event, JobWarning) and not self.is_closed:
+                notify_warning(event.message)
+
+    def _on_export_finished(self, run: _ExportRun, worker: Any) -> None:
+        if self._export_worker is worker:
+            self._export_worker = None
+        if self.is_closed:  # the package is complete (written atomically); no widget touched
+            return
+        self._export_button.enabled = self._bundle is not None
+        if run.exported is not None:  # else a JobFailed, or a bug napari has shown
+            self._status.value = f"exported {run.exported}"
+            notify_info(f"exported {run.name} for bioimage.io: {run.exported}")
+        else:
+            self._status.value = "export failed (see the notification)"
+
+    def _ask_export_path(self) -> tuple[Path, bool] | None:
+        """The package file chosen in a save dialog and whether the dialog confirmed
+        replacing it (not when ``.zip`` had to be added); ``None`` when cancelled.
+
+        The dialog proposes ``<model name>.zip`` in the home folder, or the first free
+        ``<model name>-2.zip``... there, so accepting it replaces nothing.
+        """
+        from qtpy.QtWidgets import QFileDialog
+
+        stem = "".join(c if c.isalnum() or c in "-_." else "-" for c in self._bundle.name)
+        proposed = free_path(Path.home() / f"{stem.strip('-.') or 'model'}.zip")
+        path, _ = QFileDialog.getSaveFileName(
+            self.native,
+            "Export the model for bioimage.io",
+            str(proposed),
+            "bioimage.io model packages (*.zip)",
+        )
+        if not path:
+            return None
+        path = Path(path)
+        if path.suffix.lower() == ".zip":
+            return path, True
+        return path.with_name(f"{path.name}.zip"), False
 
 
 __all__ = ["FinetuneWidget"]
