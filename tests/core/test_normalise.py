@@ -250,7 +250,7 @@ def test_nan_and_inf_pixels_never_spread_through_segmentation():
     np.testing.assert_allclose(probabilities.sum(axis=0), 1.0, atol=1e-5)
     messages = [str(w.message) for w in caught if w.category is NonFiniteWarning]
     assert messages == [
-        "plane 0: 4 NaN/infinite pixels replaced by the low intensity level before segmentation"
+        "4 NaN/infinite pixels replaced by the low intensity level before segmentation"
     ]
     # they are segmented as pixels at the low level: as if they had held that value
     with pytest.warns(NonFiniteWarning):
