@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-from types import SimpleNamespace
 
 import numpy as np
 from qtpy.QtCore import QTimer
@@ -68,24 +67,23 @@ def test_add_unselected_keeps_the_active_layer(make_napari_viewer):
     assert viewer.layers.selection.active is user_layer
 
 
-def test_add_unselected_restores_the_selection_without_napari_private_flag():
-    # A layer list without ``_activate_on_insert`` (a future napari) that selects every
-    # new layer: the previous selection comes back.
-    class LayerList(list):
-        def __init__(self, *layers: str) -> None:
-            super().__init__(layers)
-            self.selection = SimpleNamespace(active=layers[-1])
+def test_add_unselected_keeps_the_selection_and_tells_no_listener(make_napari_viewer):
+    """A real viewer: the new layer is inserted, the user's selection never changes, and
+    nothing listening to the selection (layer controls, layer list) is told otherwise."""
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.zeros((8, 8)), name="image")
+    viewer.add_labels(np.zeros((8, 8), np.int32), name="annotations")
+    viewer.layers.selection.active = image
+    told = []
+    viewer.layers.selection.events.active.connect(told.append)
+    viewer.layers.selection.events.changed.connect(told.append)
 
-        def add(self, name: str) -> str:
-            self.append(name)
-            self.selection.active = name
-            return name
+    added = add_unselected(viewer.add_labels, viewer, np.zeros((8, 8), np.int32), name="out")
 
-    layers = LayerList("image", "annotations")
-    layers.selection.active = "image"
-    added = add_unselected(layers.add, SimpleNamespace(layers=layers), "out")
-    assert added == "out" and layers == ["image", "annotations", "out"]
-    assert layers.selection.active == "image"
+    assert [layer.name for layer in viewer.layers] == ["image", "annotations", "out"]
+    assert added is viewer.layers["out"]
+    assert viewer.layers.selection.active is image and set(viewer.layers.selection) == {image}
+    assert told == []
 
 
 def test_segment_click_adds_its_layer_in_a_later_turn_hidden_then_shown(

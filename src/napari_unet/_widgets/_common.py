@@ -117,19 +117,24 @@ def in_separate_turns(*steps: Callable[[], None]) -> None:
 
 
 def add_unselected(add_layer: Callable[..., Any], viewer: Any, *args: Any, **kwargs: Any) -> Any:
-    """Add a layer with ``add_layer`` (e.g. ``viewer.add_labels``) without keeping it selected.
+    """Add a layer with ``add_layer`` (e.g. ``viewer.add_labels``) without selecting it.
 
     napari makes every new layer the active one. Our output and preview layers must not
     take the selection from the layer the user works with (the image the Segment widget
-    follows, the annotations being painted), so the previous selection is restored at
-    once, through napari's public selection API (its private ``_activate_on_insert``
-    switch warns in plugins and goes away in napari 0.10).
+    follows, the annotations being painted). The selection's events are held while the
+    layer is inserted and the previous selection is put back, so nothing that listens to
+    the selection (the layer controls, the layer list) sees a change: switching the layer
+    controls there and back cost a first run's longest stall 50-90 ms
+    (benchmarks/bench_responsiveness.py). Only public API: napari's private
+    ``_activate_on_insert`` switch warns in plugins and goes away in napari 0.10.
     """
-    layers = viewer.layers
-    previous = layers.selection.active
-    layer = add_layer(*args, **kwargs)
-    if previous is not None and previous in layers and layers.selection.active is not previous:
-        layers.selection.active = previous
+    selection = viewer.layers.selection
+    active, selected = selection.active, set(selection)
+    with selection.events.blocker_all():
+        layer = add_layer(*args, **kwargs)
+        selection.clear()
+        selection.update(selected)
+        selection.active = active
     return layer
 
 
