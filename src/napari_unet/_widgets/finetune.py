@@ -864,18 +864,10 @@ class FinetuneWidget(Container):
         if self._bundle is None:
             notify_error("no trained model yet: start a training run first")
             return None
-        if path is None:
-            chosen = self._ask_save_path()
-            if chosen is None:
-                return None
-            path, overwrite = chosen
-        path = Path(path)
-        if not overwrite and (path.exists() or path.is_symlink()):
-            notify_error(
-                f"{path} already exists; choose another file name (Save model... asks "
-                "before replacing a file)"
-            )
+        target = self._target(path, overwrite, self._ask_save_path, "Save model...")
+        if target is None:
             return None
+        path, overwrite = target
         try:
             saved = write_model_file(self._bundle, path, overwrite=overwrite)
         except (UNetError, OSError) as error:
@@ -900,6 +892,33 @@ class FinetuneWidget(Container):
         self._session.files_changed()
         self._status.value = f"saved {saved}"
         return saved
+
+    @staticmethod
+    def _target(
+        path: str | Path | None,
+        overwrite: bool,
+        ask: Callable[[], tuple[Path, bool] | None],
+        action: str,
+    ) -> tuple[Path, bool] | None:
+        """The file to write and whether it may be replaced; ``None`` to write nothing.
+
+        Without ``path`` the user is asked (``ask``: a save dialog, which confirms a
+        replacement itself). An existing file is refused in one line unless replacing it
+        was asked for: nothing the user has is overwritten unasked.
+        """
+        if path is None:
+            chosen = ask()
+            if chosen is None:
+                return None
+            path, overwrite = chosen
+        path = Path(path)
+        if not overwrite and (path.exists() or path.is_symlink()):
+            notify_error(
+                f"{path} already exists; choose another file name ({action} asks before "
+                "replacing a file)"
+            )
+            return None
+        return path, overwrite
 
     def _ask_save_path(self) -> tuple[Path, bool] | None:
         """The file chosen in a save dialog and whether the dialog confirmed replacing it
@@ -946,18 +965,10 @@ class FinetuneWidget(Container):
         if self._export_worker is not None:
             notify_info("an export is already running: wait until it has finished")
             return None
-        if path is None:
-            chosen = self._ask_export_path()
-            if chosen is None:
-                return None
-            path, overwrite = chosen
-        path = Path(path)
-        if not overwrite and (path.exists() or path.is_symlink()):
-            notify_error(
-                f"{path} already exists; choose another file name (Export for bioimage.io... "
-                "asks before replacing a file)"
-            )
+        target = self._target(path, overwrite, self._ask_export_path, "Export for bioimage.io...")
+        if target is None:
             return None
+        path, overwrite = target
         return self._start_export(self._bundle, path, overwrite)
 
     def _start_export(self, bundle: ModelBundle, path: Path, overwrite: bool) -> Any:
