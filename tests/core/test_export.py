@@ -316,3 +316,22 @@ def test_crop_size_prefers_about_256_pixels():
     assert sample_crop_size(TINY, 150, 696) == 144
     assert sample_crop_size(UNetConfig(), 520, 696) == 256  # 208 + 3 * 16
     assert sample_crop_size(UNetConfig(), 230, 696) == 224
+
+
+def test_a_two_channel_model_is_normalised_per_channel_in_its_package(offline, tmp_path):
+    """napari-unet normalises each channel on its own; the package must say so, and its
+    own model test (declared preprocessing, then the network) must reproduce our output."""
+    bundle = random_model(UNetConfig(in_channels=2, depth=3, base_width=4), seed=3, name="two")
+    bundle.state_dict = {k: v * 2 if v.ndim == 4 else v for k, v in bundle.state_dict.items()}
+    rng = np.random.default_rng(0)
+    # channels of very different ranges: normalising them jointly would change the output
+    image = np.stack([rng.integers(0, 50, (256, 256)), rng.integers(100, 5000, (256, 256))])
+    package = export_bioimageio(bundle, tmp_path / "two.zip", test_image=image.astype(np.float32))
+    description = bioimageio_core.load_description(
+        package, perform_io_checks=True, known_files={UNET_PAPER_URL: None}
+    )
+    (step,) = [p for p in description.inputs[0].preprocessing if p.id == "scale_range"]
+    assert [str(axis) for axis in step.kwargs.axes] == ["y", "x"]
+    summary = bioimageio_core.test_model(description)
+    assert summary.status == "passed", summary.format()
+    assert offline == []

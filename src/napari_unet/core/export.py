@@ -560,8 +560,10 @@ def _write_test_tensors(
     plane = raw[0] if bundle.config.in_channels == 1 else raw
     probabilities = segment(bundle, plane, output="probabilities", device="cpu")
     test_output = np.asarray(probabilities, dtype=np.float32)[None]
-    stats = normalise.compute_stats(raw, bundle.normalisation)
-    normalised = normalise.apply(test_input, stats)
+    # as segment() does: a multichannel plane is normalised channel by channel
+    multichannel = bundle.config.in_channels > 1
+    stats = normalise.compute_stats(raw, bundle.normalisation, per_channel=multichannel)
+    normalised = normalise.apply(raw, stats)[None]
     with torch.inference_mode():
         packaged = wrapper(torch.from_numpy(normalised)).numpy()
     difference = float(np.abs(packaged - test_output).max())
@@ -739,10 +741,15 @@ def _channel_names(names: list[str], fallback: str) -> list[str]:
     return result
 
 
-def _preprocessing(spec: dict[str, Any]) -> list[dict[str, Any]]:
-    """The bioimage.io preprocessing of napari-unet's normalisation ``spec``."""
+def _preprocessing(spec: dict[str, Any], channels: int = 1) -> list[dict[str, Any]]:
+    """The bioimage.io preprocessing of napari-unet's normalisation ``spec``.
+
+    napari-unet normalises each plane, and each channel of a multichannel plane on its
+    own (``normalise.compute_stats(per_channel=True)``): the percentiles are taken over
+    y and x only when there are several channels.
+    """
     spec = normalise.validate_spec(spec)
-    axes = ["channel", "y", "x"]  # napari-unet normalises each plane, channels jointly
+    axes = ["y", "x"] if channels > 1 else ["channel", "y", "x"]
     if spec["method"] == "fixed":
         gain = 1.0 / spec["scale"]
         return [{"id": "scale_linear", "kwargs": {"gain": gain, "offset": -spec["offset"] * gain}}]
@@ -818,7 +825,7 @@ def _rdf(
                 "data": {"type": "float32"},
                 "test_tensor": {"source": "test_input.npy"},
                 "sample_tensor": {"source": "sample_input.tif"},
-                "preprocessing": _preprocessing(bundle.normalisation),
+                "preprocessing": _preprocessing(bundle.normalisation, bundle.config.in_channels),
             }
         ],
         "outputs": [
