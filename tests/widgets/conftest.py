@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from napari.utils import progress
 
 from napari_unet._widgets import _common
 from napari_unet.core.model import UNetConfig
@@ -61,3 +62,29 @@ def tiny_base_file(tmp_path: Path) -> Path:
     return save_model(
         random_model(TINY, seed=2, name="tinybase"), tmp_path / "tinybase.safetensors"
     )
+
+
+class Recorded(progress):
+    """napari's progress bar, remembering ``(n, total)`` after each of its updates."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.counts: list[tuple[int, int]] = []
+        super().__init__(*args, **kwargs)
+
+    def update(self, n: int = 1) -> None:
+        super().update(n)
+        self.counts.append((self.n, self.total))
+
+
+@pytest.fixture
+def bars(monkeypatch: pytest.MonkeyPatch) -> list[Recorded]:
+    """Every napari progress bar the widgets open, in order."""
+    opened: list[Recorded] = []
+
+    def open_bar(*args, **kwargs) -> Recorded:
+        bar = Recorded(*args, **kwargs)
+        opened.append(bar)
+        return bar
+
+    monkeypatch.setattr(_common, "progress", open_bar)
+    return opened

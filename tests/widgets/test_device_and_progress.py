@@ -131,32 +131,6 @@ def _finetune_panel(viewer, base: Path, steps: int):
     return dock, widget
 
 
-class Recorded(progress):
-    """napari's progress bar, remembering ``(n, total)`` after each of its updates."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        self.counts: list[tuple[int, int]] = []
-        super().__init__(*args, **kwargs)
-
-    def update(self, n: int = 1) -> None:
-        super().update(n)
-        self.counts.append((self.n, self.total))
-
-
-@pytest.fixture
-def bars(monkeypatch: pytest.MonkeyPatch) -> list[Recorded]:
-    """Every napari progress bar the widgets open, in order."""
-    opened: list[Recorded] = []
-
-    def open_bar(*args, **kwargs) -> Recorded:
-        bar = Recorded(*args, **kwargs)
-        opened.append(bar)
-        return bar
-
-    monkeypatch.setattr(_common, "progress", open_bar)
-    return opened
-
-
 def _steps_seen(worker, widget) -> list[tuple[int, object]]:
     """Per TrainStep: its step and the widget's progress bar once the widget handled it
     (``None`` when the run's end was handled first: napari's bar processes Qt events)."""

@@ -18,9 +18,7 @@ import dask.array as da
 import numpy as np
 import pytest
 import zarr
-from napari.utils import progress
 
-from napari_unet._widgets import _common
 from napari_unet._widgets.finetune import FinetuneWidget
 from napari_unet._widgets.segment import NO_LINK_NOTE, SegmentWidget
 from napari_unet.core.io import RGB_MESSAGE, rgb_to_grey
@@ -98,32 +96,6 @@ def _statuses_seen(worker, widget) -> list[str]:
     seen: list[str] = []
     worker.yielded.connect(lambda _event: seen.append(widget._status.value))
     return seen
-
-
-class Recorded(progress):
-    """napari's progress bar, remembering ``(n, total)`` after each of its updates."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        self.counts: list[tuple[int, int]] = []
-        super().__init__(*args, **kwargs)
-
-    def update(self, n: int = 1) -> None:
-        super().update(n)
-        self.counts.append((self.n, self.total))
-
-
-@pytest.fixture
-def bars(monkeypatch: pytest.MonkeyPatch) -> list[Recorded]:
-    """Every napari progress bar the widgets open, in order."""
-    opened: list[Recorded] = []
-
-    def open_bar(*args, **kwargs) -> Recorded:
-        bar = Recorded(*args, **kwargs)
-        opened.append(bar)
-        return bar
-
-    monkeypatch.setattr(_common, "progress", open_bar)
-    return opened
 
 
 # ------------------------------------------------------------------- (t, z, y, x)
