@@ -49,8 +49,9 @@ plane, as TIFF or, for an OUTPUT ending in .zarr, as OME-Zarr (NGFF 0.4).
 Images may have up to two leading axes (t, z) and a channel axis: (Y, X), (Z, Y, X),
 (T, Z, Y, X), (C, Y, X), (T, Z, C, Y, X)... Every (Y, X) plane is segmented and the
 result keeps the leading axes. The channel axis comes from OME/ImageJ metadata or
---channel-axis; --channels picks the channels the model reads, in order. With --link
-(default on for a z axis named in the file and a .tif OUTPUT) each object keeps one id
+--channel-axis; --channels picks the channels the model reads, in order; each channel is
+normalised on its own. With --link (default on for a z axis named in the file and a
+.tif OUTPUT) each object keeps one id
 through the stack: it takes the id of the object it overlaps most (IoU >= --link-iou) in
 the previous plane. Along a time axis this is frame-to-frame overlap tracking: it does
 not follow divisions, objects missing from a frame, or moves larger than an object.
