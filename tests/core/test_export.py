@@ -321,6 +321,7 @@ def test_crop_size_prefers_about_256_pixels():
 def test_a_two_channel_model_is_normalised_per_channel_in_its_package(offline, tmp_path):
     """napari-unet normalises each channel on its own; the package must say so, and its
     own model test (declared preprocessing, then the network) must reproduce our output."""
+    attempts_before = len(offline)
     bundle = random_model(UNetConfig(in_channels=2, depth=3, base_width=4), seed=3, name="two")
     bundle.state_dict = {k: v * 2 if v.ndim == 4 else v for k, v in bundle.state_dict.items()}
     rng = np.random.default_rng(0)
@@ -334,4 +335,4 @@ def test_a_two_channel_model_is_normalised_per_channel_in_its_package(offline, t
     assert [str(axis) for axis in step.kwargs.axes] == ["y", "x"]
     summary = bioimageio_core.test_model(description)
     assert summary.status == "passed", summary.format()
-    assert offline == []
+    assert offline[attempts_before:] == []  # (bioimageio's predict() in another test tries)
