@@ -65,6 +65,7 @@ from napari_unet.core.errors import InputError
 from napari_unet.core.model import UNetConfig, is_valid_input_size, margin
 from napari_unet.core.modelfile import ModelBundle, builtin_models_dir, read_description
 from napari_unet.core.safety import atomic_write, check_output
+from napari_unet.core.segment import segment
 from napari_unet.core.tiling import default_halo
 
 #: What to install when bioimageio is missing.
@@ -554,8 +555,6 @@ def _write_test_tensors(
     Also checks the package's network against it, so a package that would fail its own
     test is never written.
     """
-    from napari_unet.core.segment import segment
-
     raw = test_input[0]
     plane = raw[0] if bundle.config.in_channels == 1 else raw
     probabilities = segment(bundle, plane, output="probabilities", device="cpu")

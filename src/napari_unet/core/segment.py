@@ -24,6 +24,7 @@ from napari_unet.core import normalise
 from napari_unet.core.errors import InputError
 from napari_unet.core.events import PlaneDone, TileDone, drain
 from napari_unet.core.io import as_planes, check_fits_in_memory, plane_position
+from napari_unet.core.linking import link_planes
 from napari_unet.core.model import UNet, UNetConfig, pick_device
 from napari_unet.core.modelfile import ModelBundle
 from napari_unet.core.postprocess import (
@@ -456,7 +457,6 @@ def link_through(
     min_iou : float
         As in :func:`~napari_unet.core.linking.link_planes`.
     """
-    from napari_unet.core.linking import link_planes
 
     depth = leading[-1]
     groups = sorted({p // depth for p in segmented})
