@@ -12,6 +12,7 @@ from napari_unet.core.metrics import (
     f1_score,
     iou_matrix,
     match_counts,
+    median_object_diameter,
     pixel_error,
 )
 
@@ -70,3 +71,51 @@ def test_rand_error_of_labels_that_fill_the_membranes():
     grown = np.where(np.arange(10) < 5, 1, 2)[None, :].repeat(10, axis=0)
     assert em_labels_rand_error(truth, grown) == pytest.approx(0.0)  # membrane ignored
     assert em_labels_rand_error(truth, np.ones((10, 10), int)) > 0.3  # one merged cell
+
+
+def _discs(shape: tuple[int, int], centres_radii: list[tuple[int, int, float]]) -> np.ndarray:
+    """Instance labels of discs (ids 1, 2, ...) at (row, column) centres with radii."""
+    rows, cols = np.mgrid[: shape[0], : shape[1]]
+    labels = np.zeros(shape, np.int32)
+    for index, (row, col, radius) in enumerate(centres_radii, start=1):
+        labels[(rows - row) ** 2 + (cols - col) ** 2 <= radius**2] = index
+    return labels
+
+
+def test_median_object_diameter_of_discs_is_close_to_twice_their_radius():
+    labels = _discs((100, 100), [(20, 20, 8), (20, 70, 10), (70, 45, 12)])
+    diameter = median_object_diameter(labels)
+    # rasterised discs have about the disc's area: the median (radius 10) gives ~20 px
+    assert diameter == pytest.approx(20.0, abs=0.5)
+    area = np.sum(labels == 2)
+    assert diameter == pytest.approx(2 * np.sqrt(area / np.pi))
+
+
+def test_median_object_diameter_counts_each_plane_and_handles_no_objects():
+    small = _discs((60, 60), [(30, 30, 5)])
+    large = _discs((60, 60), [(15, 15, 10), (40, 40, 10)])
+    # same id 1 in both planes: 3 objects in total, median radius 10
+    assert median_object_diameter(np.stack([small, large])) == pytest.approx(20.0, abs=0.5)
+    assert median_object_diameter(np.zeros((2, 8, 8), np.uint16)) is None
+    mask = np.zeros((30, 30), bool)
+    mask[5:15, 5:15] = True  # a boolean mask is one object per plane
+    assert median_object_diameter(mask) == pytest.approx(2 * np.sqrt(100 / np.pi))
+
+
+def test_median_object_diameter_can_exclude_objects_cut_by_the_border():
+    # two discs cut in half by the border and one whole disc
+    labels = _discs((80, 80), [(0, 40, 10), (40, 0, 10), (50, 50, 10)])
+    assert median_object_diameter(labels) < 18.0  # the halves dominate the median
+    assert median_object_diameter(labels, exclude_border=True) == pytest.approx(20.0, abs=0.5)
+    # when every object touches the border they are all kept rather than none
+    only_cut = _discs((80, 80), [(0, 40, 10)])
+    assert median_object_diameter(only_cut, exclude_border=True) == pytest.approx(
+        median_object_diameter(only_cut)
+    )
+
+
+def test_median_object_diameter_rejects_bad_input():
+    with pytest.raises(ValueError, match="shape"):
+        median_object_diameter(np.zeros(5, int))
+    with pytest.raises(ValueError, match="integer"):
+        median_object_diameter(np.zeros((5, 5), np.float32))

@@ -105,3 +105,46 @@ def em_labels_rand_error(truth_mask: np.ndarray, predicted_labels: np.ndarray) -
     truth_regions, _ = ndi.label(truth_mask.astype(bool))
     error, _, _ = adapted_rand_error(truth_regions, np.asarray(predicted_labels))
     return float(error)
+
+
+def median_object_diameter(labels: np.ndarray, *, exclude_border: bool = False) -> float | None:
+    """Median equivalent diameter of the objects of an instance labelling, in pixels.
+
+    The equivalent diameter of an object is that of the disc of the same area,
+    ``2 * sqrt(area / pi)``. Each plane is measured on its own: an id that appears in two
+    planes counts as two objects.
+
+    Parameters
+    ----------
+    labels : (H, W) or (N, H, W) ndarray of int or bool
+        Instance ids, 0 = background (a boolean mask is one object per plane).
+    exclude_border : bool
+        Ignore objects touching the border of their plane (they are cut, so they look
+        smaller); used on crops. When every object touches the border they are all kept,
+        since a biased measurement beats none.
+
+    Returns
+    -------
+    diameter : float or None
+        The median over all objects, or None when there is no object.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim not in (2, 3):
+        raise ValueError(f"labels must be (H, W) or (N, H, W), got shape {labels.shape}")
+    if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
+        raise ValueError(f"labels must hold integer ids, got dtype {labels.dtype}")
+    planes = labels[None] if labels.ndim == 2 else labels
+    areas, touching = [], []
+    for plane in planes:
+        ids, counts = np.unique(plane[plane != 0], return_counts=True)
+        edge = np.concatenate([plane[0], plane[-1], plane[:, 0], plane[:, -1]])
+        areas.append(counts)
+        touching.append(np.isin(ids, edge))
+    area = np.concatenate(areas)
+    if area.size == 0:
+        return None
+    if exclude_border:
+        inner = ~np.concatenate(touching)
+        if inner.any():
+            area = area[inner]
+    return float(np.median(2.0 * np.sqrt(area / np.pi)))
