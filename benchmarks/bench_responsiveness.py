@@ -266,16 +266,16 @@ def main() -> None:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from _report import write_section
         from napari_unet._sample_data import em_stack, nuclei_image
-        from napari_unet._widgets.finetune import FinetuneWidget
-        from napari_unet._widgets.segment import SegmentWidget
         from napari_unet.core.modelfile import list_models, random_model, save_model
 
         time_widget_steps()
         viewer = napari.Viewer(show=True)
-        segment_widget = SegmentWidget(viewer)
-        finetune_widget = FinetuneWidget(viewer)
-        viewer.window.add_dock_widget(segment_widget, name="Segment")
-        viewer.window.add_dock_widget(finetune_widget, name="Fine-tune", tabify=True)
+        # Opened as a user opens them (Plugins > U-Net segmentation), through the
+        # plugin's dock widget contributions.
+        _, segment_widget = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
+        _, finetune_widget = viewer.window.add_plugin_dock_widget(
+            "napari-unet", "Fine-tune", tabify=True
+        )
         builtin = [m for m in list_models() if m.source == "built-in"]
         if builtin:
             model_note = f"built-in model `{builtin[0].name}`"
