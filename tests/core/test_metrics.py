@@ -119,3 +119,17 @@ def test_median_object_diameter_rejects_bad_input():
         median_object_diameter(np.zeros(5, int))
     with pytest.raises(ValueError, match="integer"):
         median_object_diameter(np.zeros((5, 5), np.float32))
+
+
+def test_median_object_diameter_of_several_labellings_pools_their_objects():
+    small = _discs((40, 40), [(20, 20, 5)])
+    large = _discs((90, 70), [(20, 20, 12), (60, 40, 12)])
+    pooled = median_object_diameter([small, large])
+    assert pooled == pytest.approx(median_object_diameter(large))  # 2 of the 3 are large
+    assert median_object_diameter((small,)) == pytest.approx(median_object_diameter(small))
+    assert median_object_diameter([]) is None
+    # border exclusion over the whole set: the cut disc of one image is dropped
+    cut = _discs((40, 40), [(0, 20, 12)])
+    assert median_object_diameter([cut, small], exclude_border=True) == pytest.approx(
+        median_object_diameter(small)
+    )

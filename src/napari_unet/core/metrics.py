@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from scipy import ndimage as ndi
 from scipy.optimize import linear_sum_assignment
@@ -107,7 +109,9 @@ def em_labels_rand_error(truth_mask: np.ndarray, predicted_labels: np.ndarray) -
     return float(error)
 
 
-def median_object_diameter(labels: np.ndarray, *, exclude_border: bool = False) -> float | None:
+def median_object_diameter(
+    labels: np.ndarray | Sequence[np.ndarray], *, exclude_border: bool = False
+) -> float | None:
     """Median equivalent diameter of the objects of an instance labelling, in pixels.
 
     The equivalent diameter of an object is that of the disc of the same area,
@@ -116,8 +120,10 @@ def median_object_diameter(labels: np.ndarray, *, exclude_border: bool = False) 
 
     Parameters
     ----------
-    labels : (H, W) or (N, H, W) ndarray of int or bool
-        Instance ids, 0 = background (a boolean mask is one object per plane).
+    labels : (H, W) or (N, H, W) ndarray of int or bool, or a list or tuple of them
+        Instance ids, 0 = background (a boolean mask is one object per plane). A list or
+        tuple holds several labellings (e.g. of images of different sizes): the median
+        is over all their objects.
     exclude_border : bool
         Ignore objects touching the border of their plane (they are cut, so they look
         smaller); used on crops. When every object touches the border they are all kept,
@@ -128,23 +134,39 @@ def median_object_diameter(labels: np.ndarray, *, exclude_border: bool = False) 
     diameter : float or None
         The median over all objects, or None when there is no object.
     """
+    stacks = list(labels) if isinstance(labels, list | tuple) else [labels]
+    measured = [_object_areas(stack) for stack in stacks]
+    area = np.concatenate([areas for areas, _ in measured] + [np.zeros(0)])
+    if area.size == 0:
+        return None
+    if exclude_border:
+        inner = ~np.concatenate([touching for _, touching in measured] + [np.zeros(0, bool)])
+        if inner.any():
+            area = area[inner]
+    return float(np.median(2.0 * np.sqrt(area / np.pi)))
+
+
+def _object_areas(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel count of every object of every plane, and whether it touches its plane's border.
+
+    Parameters
+    ----------
+    labels : (H, W) or (N, H, W) ndarray of int or bool
+
+    Returns
+    -------
+    areas : (M,) ndarray of int64
+    touching : (M,) ndarray of bool
+    """
     labels = np.asarray(labels)
     if labels.ndim not in (2, 3):
         raise ValueError(f"labels must be (H, W) or (N, H, W), got shape {labels.shape}")
     if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
         raise ValueError(f"labels must hold integer ids, got dtype {labels.dtype}")
-    planes = labels[None] if labels.ndim == 2 else labels
-    areas, touching = [], []
-    for plane in planes:
+    areas, touching = [np.zeros(0, np.int64)], [np.zeros(0, bool)]
+    for plane in labels[None] if labels.ndim == 2 else labels:
         ids, counts = np.unique(plane[plane != 0], return_counts=True)
         edge = np.concatenate([plane[0], plane[-1], plane[:, 0], plane[:, -1]])
-        areas.append(counts)
+        areas.append(counts.astype(np.int64))
         touching.append(np.isin(ids, edge))
-    area = np.concatenate(areas)
-    if area.size == 0:
-        return None
-    if exclude_border:
-        inner = ~np.concatenate(touching)
-        if inner.any():
-            area = area[inner]
-    return float(np.median(2.0 * np.sqrt(area / np.pi)))
+    return np.concatenate(areas), np.concatenate(touching)
