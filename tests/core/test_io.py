@@ -306,3 +306,60 @@ def test_an_interrupted_first_write_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         write_image(tmp_path / "new" / "result.tif", np.zeros((4, 4), np.uint8))
     assert list((tmp_path / "new").iterdir()) == []
+
+
+def test_an_interrupted_calibrated_write_leaves_the_old_file(tmp_path, monkeypatch):
+    from napari_unet.core.calibration import Calibration, read_calibration
+
+    calibration = Calibration("yx", (0.325, 0.325), (0, 0), ("µm", "µm"), "ImageJ")
+    target = write_image(
+        tmp_path / "result.tif", np.ones((4, 4), np.uint8), calibration=calibration
+    )
+    before = target.read_bytes()
+    monkeypatch.setattr(tifffile, "imwrite", _interrupted_imwrite([]))
+    with pytest.raises(KeyboardInterrupt):  # not swallowed by the metadata fallback
+        write_image(target, np.zeros((4, 4), np.uint8), overwrite=True, calibration=calibration)
+    assert target.read_bytes() == before
+    assert read_calibration(target).scale == (0.325, 0.325)
+    assert [p.name for p in tmp_path.iterdir()] == ["result.tif"]
+
+
+# ------------------------------------------------------------------ result records
+
+
+def test_result_info_round_trips_through_imagej_and_ome(tmp_path):
+    from napari_unet.core.io import read_result_info
+
+    record = {"napari_unet": {"scale_factor": 0.5, "scale_reason": "measured diameter 30 px"}}
+    for name, dtype in (("imagej.tif", np.uint16), ("ome.tif", np.int32)):
+        write_image(tmp_path / name, np.zeros((2, 4, 4), dtype), description_extra=record)
+        with tifffile.TiffFile(tmp_path / name) as tiff:
+            assert (tiff.is_imagej, tiff.is_ome) == (dtype == np.uint16, dtype == np.int32)
+        assert read_result_info(tmp_path / name) == record
+
+
+def test_result_info_is_none_for_what_we_did_not_write(tmp_path):
+    from napari_unet.core.io import read_result_info
+
+    write_image(tmp_path / "plain.tif", np.zeros((4, 4), np.uint8))
+    # Fiji's Info property is free text
+    tifffile.imwrite(
+        tmp_path / "fiji.tif", np.zeros((4, 4), np.uint8), imagej=True, metadata={"Info": "x=1"}
+    )
+    tifffile.imwrite(
+        tmp_path / "list.tif", np.zeros((4, 4), np.uint8), imagej=True, metadata={"Info": "[1]"}
+    )
+    (tmp_path / "broken.tif").write_bytes(b"II*\x00 broken")
+    for name in ("plain.tif", "fiji.tif", "list.tif", "broken.tif", "missing.tif"):
+        assert read_result_info(tmp_path / name) is None
+
+
+def test_result_info_of_a_zarr_store_is_its_record(tmp_path):
+    from napari_unet.core.io import read_result_info
+
+    root = zarr.open_group(str(tmp_path / "labels.zarr"), mode="w", zarr_format=2)
+    assert read_result_info(tmp_path / "labels.zarr") is None
+    root.attrs["napari_unet"] = {"complete": True, "scale_factor": 2.0}
+    assert read_result_info(tmp_path / "labels.zarr") == {
+        "napari_unet": {"complete": True, "scale_factor": 2.0}
+    }
