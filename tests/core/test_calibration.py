@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -690,3 +691,16 @@ def test_description_extra_is_stored_in_both_formats(tmp_path):
     write_image(tmp_path / "plain.tif", np.zeros((8, 8), np.uint8), description_extra=record)
     assert read_result_info(tmp_path / "plain.tif") == json.loads(json.dumps(record))
     assert read_calibration(tmp_path / "plain.tif") is None
+
+
+def test_an_image_sequence_axis_is_written_as_an_other_axis(tmp_path):
+    # tifffile names the planes of some TIFF sequences "I", which OME-XML has no letter for
+    calibration = Calibration("iyx", (1.0, 0.5, 0.5), (0, 0, 0), (None, "µm", "µm"), "TIFF")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # written with its calibration, not without
+        result = write_image(
+            tmp_path / "x.tif", np.zeros((3, 8, 8), np.uint8), calibration=calibration
+        )
+    read = read_calibration(result)
+    assert read.axes == "qyx"
+    assert read.pixel_size == PixelSize(0.5, 0.5)

@@ -839,7 +839,7 @@ def tiff_calibration_kwargs(
     """
     if calibration is None and info is None:
         return {}
-    ndim = len(shape) if shape is not None else calibration.ndim  # type: ignore[union-attr]
+    ndim = len(shape) if shape is not None else calibration.ndim if calibration else 2
     calibration = (calibration or Calibration.identity(ndim)).for_ndim(ndim)
     if calibration.source not in _OME_SOURCES and _imagej_can_hold(calibration.axes, dtype):
         return _imagej_kwargs(calibration, info)
@@ -882,11 +882,17 @@ def _imagej_kwargs(calibration: Calibration, info: str | None) -> dict[str, Any]
     return kwargs
 
 
+#: Axis letters tifffile's OME writer knows; another (tifffile's "I" of image sequences)
+#: is written as "Q", OME's "other".
+_OME_AXES = "TZCYXSAPRHEQ"
+
+
 def _ome_kwargs(
     calibration: Calibration, shape: tuple[int, ...] | None, info: str | None
 ) -> dict[str, Any]:
     axes = calibration.axes
-    metadata: dict[str, Any] = {"axes": axes.upper()}
+    letters = "".join(letter if letter in _OME_AXES else "Q" for letter in axes.upper())
+    metadata: dict[str, Any] = {"axes": letters}
     kwargs: dict[str, Any] = {"ome": True, "metadata": metadata}
     for letter in "xyz":
         index = axes.find(letter)
