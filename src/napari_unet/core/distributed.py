@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_unet.core.errors import InputError
-from napari_unet.core.events import Progress, drain
+from napari_unet.core.events import Progress, ScaleChosen, drain
 from napari_unet.core.largeimage import (
     DEFAULT_BLOCK_SIZE,
     Block,
@@ -50,6 +50,7 @@ from napari_unet.core.largeimage import (
 )
 from napari_unet.core.model import UNet
 from napari_unet.core.modelfile import ModelBundle
+from napari_unet.core.resample import Resampled
 
 
 def _import_distributed() -> Any:
@@ -164,7 +165,9 @@ def segment_distributed_iter(
     client : distributed.Client
     options : SegmentOptions, optional
         ``split_touching`` and ``link`` (among others) are not available block-wise; the
-        channel axis and channels are honoured as in memory.
+        channel axis and channels, the pixel size and diameter are honoured as in memory
+        (the workers read the image resampled to the model's scale; this process maps
+        the result back).
     block_size : int
         Block edge in pixels (rounded to whole tiles); one task and one chunk per block.
     resume : bool
@@ -181,8 +184,11 @@ def segment_distributed_iter(
 
     Yields
     ------
+    ScaleChosen
+        First, when the model records a scale or the options give one.
     Progress
-        Per finished block (message ``"blocks"``), then per relabelled block.
+        Per finished block (message ``"blocks"``), then per relabelled block (and per
+        chunk mapped back from the model's scale).
 
     Returns
     -------
@@ -197,7 +203,7 @@ def segment_distributed_iter(
     """
     as_completed = _import_distributed().as_completed
 
-    from napari_unet.core.segment import SegmentOptions
+    from napari_unet.core.segment import SegmentOptions, scale_matters
 
     options = options or SegmentOptions()
     source = ImageSource(source)
@@ -213,6 +219,8 @@ def segment_distributed_iter(
         inputs=sources,
     )
     plan, store = prepared.plan, prepared.store
+    if scale_matters(model, options):
+        yield ScaleChosen(prepared.choice)
     if isinstance(model, UNet):
         model = ModelBundle.from_network(
             model, name="network", normalisation=getattr(model, "normalisation", None)
@@ -234,6 +242,7 @@ def segment_distributed_iter(
                 options,
                 prepared.leading,
                 torch_threads,
+                prepared.model_size,
                 key=f"napari-unet-{block.key}-{os.getpid()}-{id(store)}",
                 pure=False,
             )
@@ -261,14 +270,21 @@ def run_block(
     options: Any,
     leading: tuple[int, ...],
     torch_threads: int,
+    model_size: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
-    """One task: segment ``block`` and write it into the store; returns its record."""
+    """One task: segment ``block`` and write it into the store; returns its record.
+
+    With ``model_size`` the image is read resampled to that ``(h, w)`` (the model's
+    scale), which ``plan`` tiles, and the block goes into the store's model-grid scratch.
+    """
     import torch
 
     from napari_unet.core.segment import get_predictor
 
     torch.set_num_threads(torch_threads)
     stack, _ = planes_of(readable(source.open()), model.config, options)
+    if model_size is not None:
+        stack = Resampled(stack, size=model_size)
     generator = iter_block(
         plane_of(stack, block.plane, stack.ndim - 1),
         get_predictor(model, options.device),
@@ -276,7 +292,7 @@ def run_block(
         block,
         stats,
         options,
-        BlockStore(store_path),
+        BlockStore(store_path, model_grid=model_size is not None),
         leading=leading,
         num_classes=model.config.num_classes,
     )

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from napari_unet.core.scaling import ScaleChoice
 
 Result = TypeVar("Result")
 
@@ -23,6 +26,19 @@ def drain(generator: Generator[Any, None, Result]) -> Result:
             next(generator)
         except StopIteration as finished:
             return finished.value
+
+
+@dataclass(frozen=True)
+class ScaleChosen:
+    """The scale an image is segmented at, and why: the first event of a segmentation.
+
+    ``choice.factor_yx`` resamples the image to the model's scale (model grid = input
+    grid x factor; ``(1.0, 1.0)``: not resampled); ``choice.reason`` is one line for the
+    user, e.g. ``"auto: objects measure 41 px (23 objects on ...), the model's 20 px ->
+    x0.488"``. Tiles and planes that follow are reported on the input grid.
+    """
+
+    choice: ScaleChoice
 
 
 @dataclass(frozen=True)

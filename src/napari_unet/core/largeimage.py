@@ -67,7 +67,7 @@ import numpy as np
 
 from napari_unet.core import normalise
 from napari_unet.core.errors import InputError, OutputError, UNetError
-from napari_unet.core.events import Progress, TileDone, drain
+from napari_unet.core.events import Progress, ScaleChosen, TileDone, drain
 from napari_unet.core.io import (
     READ_SUFFIXES,
     as_planes,
@@ -79,7 +79,9 @@ from napari_unet.core.io import ZARR_METADATA as _ZARR_METADATA
 from napari_unet.core.model import UNet, UNetConfig
 from napari_unet.core.modelfile import ModelBundle
 from napari_unet.core.postprocess import instance_labels, semantic_mask
+from napari_unet.core.resample import Resampled, tile_to_input_grid, to_input_grid
 from napari_unet.core.safety import STORE_MARK, check_writable, is_our_store, overlaps
+from napari_unet.core.scaling import ScaleChoice, check_resampled_size
 from napari_unet.core.tiling import TileGrid, plan_tiles, read_region
 
 #: What to give instead, appended to every "not a usable zarr image" message.
@@ -90,6 +92,9 @@ DEFAULT_BLOCK_SIZE = 2048
 STORE_FORMAT = 1
 #: Name of the group holding block records and the labels scratch array.
 WORK_GROUP = "_napari_unet"
+#: Side (model pixels) of the wider central crop ``auto`` measures when the first crop
+#: holds too few objects (in memory the whole plane is measured instead).
+AUTO_FALLBACK_CROP = 2048
 
 _OUT_DTYPES = {"labels": "int32", "mask": "uint8", "probabilities": "float32"}
 
@@ -790,10 +795,15 @@ class BlockStore:
     ----------
     path : path-like
         The ``.zarr`` folder.
+    model_grid : bool
+        Whether the run segments at the model's scale (the image resampled): blocks are
+        then written into a model-grid scratch array (:meth:`target`) and mapped back
+        into the result by :func:`map_back`.
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, *, model_grid: bool = False) -> None:
         self.path = Path(path)
+        self.model_grid = model_grid
 
     @property
     def records(self) -> Path:
@@ -808,9 +818,14 @@ class BlockStore:
         run: dict,
         *,
         overwrite: bool = False,
+        scratch: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
     ):
         """Create a fresh store for ``run`` (replacing a store of ours only with
-        ``overwrite``, see :func:`open_output_store`); return the result array."""
+        ``overwrite``, see :func:`open_output_store`); return the result array.
+
+        ``scratch`` is ``(shape, chunks)`` of the model-grid arrays of a resampled run
+        (the blocks' result, and the labels scratch); by default they are the result's.
+        """
         import zarr
 
         channels = run["output"] == "probabilities"
@@ -825,8 +840,15 @@ class BlockStore:
         )
         root = zarr.open_group(str(self.path), mode="r+", zarr_format=2)
         work = root.create_group(WORK_GROUP)
+        scratch_shape, scratch_chunks = scratch if scratch is not None else (shape, chunks)
+        if scratch is not None:
+            work.create_array(
+                "model", shape=scratch_shape, dtype=dtype, chunks=scratch_chunks, fill_value=0
+            )
         if run["output"] == "labels":
-            work.create_array("raw", shape=shape, dtype="int32", chunks=chunks, fill_value=0)
+            work.create_array(
+                "raw", shape=scratch_shape, dtype="int32", chunks=scratch_chunks, fill_value=0
+            )
         root.attrs[STORE_MARK] = {**run, "complete": False}
         return array
 
@@ -892,7 +914,11 @@ class BlockStore:
         return record
 
     def check_resumable(
-        self, plan: BlockPlan, run: dict[str, Any], result_shape: tuple[int, ...]
+        self,
+        plan: BlockPlan,
+        run: dict[str, Any],
+        result_shape: tuple[int, ...],
+        scratch_shape: tuple[int, ...] | None = None,
     ) -> None:
         """Check a store passed :meth:`check_record` can continue ``run``, before any work.
 
@@ -904,6 +930,9 @@ class BlockStore:
             compared later, by :func:`prepare_store`.
         result_shape : tuple of int
             Of the result array ``"0"``.
+        scratch_shape : tuple of int, optional
+            Of the model-grid arrays (the labels scratch, and the blocks' result of a
+            resampled run); default ``result_shape``.
 
         Raises
         ------
@@ -916,6 +945,7 @@ class BlockStore:
 
         record = self.check_record()
         _refuse_other_settings(self.path, record, run, ignore=("stats",))
+        scratch_shape = result_shape if scratch_shape is None else scratch_shape
         output = run["output"]
         try:
             result = zarr.open_array(str(self.path / "0"), mode="r", zarr_format=2)
@@ -927,15 +957,18 @@ class BlockStore:
                 f"its result array (0) is {result.shape} {result.dtype}, not "
                 f"{result_shape} {_OUT_DTYPES[output]}",
             )
-        if output == "labels" and not record["complete"]:
+        scratches = ["raw"] if output == "labels" else []
+        scratches += ["model"] if self.model_grid else []
+        for name in scratches if not record["complete"] else ():
             try:
-                raw = zarr.open_array(str(self.records / "raw"), mode="r", zarr_format=2)
+                scratch = zarr.open_array(str(self.records / name), mode="r", zarr_format=2)
             except Exception:
-                raw = None
-            if raw is None or raw.shape != result_shape:
+                scratch = None
+            if scratch is None or scratch.shape != scratch_shape:
+                what = "labels scratch" if name == "raw" else "model-scale scratch"
                 raise _damaged(
                     self.path,
-                    f"its labels scratch ({WORK_GROUP}/raw) is gone while the run is unfinished",
+                    f"its {what} ({WORK_GROUP}/{name}) is gone while the run is unfinished",
                 )
         blocks = {block.key: block for block in plan.blocks}
         done = set()
@@ -975,6 +1008,15 @@ class BlockStore:
 
         return zarr.open_array(str(self.records / "raw"), mode=mode, zarr_format=2)
 
+    def target(self, mode: str = "r+") -> Any:
+        """The array blocks are written into: the result, or with ``model_grid`` the
+        model-grid scratch array that :func:`map_back` maps onto the result."""
+        import zarr
+
+        if not self.model_grid:
+            return self.result(mode)
+        return zarr.open_array(str(self.records / "model"), mode=mode, zarr_format=2)
+
     def done(self) -> dict[str, dict[str, Any]]:
         """Records of the finished blocks, by block key."""
         if not self.records.is_dir():
@@ -999,11 +1041,14 @@ def prepare_store(
     *,
     resume: bool,
     overwrite: bool = False,
+    scratch_shape: tuple[int, ...] | None = None,
 ) -> BlockStore:
     """Create the store for ``run``, or with ``resume`` reopen a matching one.
 
     Call :func:`check_store_output` (and, to resume, :meth:`BlockStore.check_resumable`)
-    first: this only compares the records and creates.
+    first: this only compares the records and creates. ``scratch_shape`` is the shape of
+    the model-grid result of a resampled run (``run["scale"]`` holds its factors): blocks
+    go into a scratch array of that shape, the result has ``result_shape``.
 
     Raises
     ------
@@ -1012,7 +1057,7 @@ def prepare_store(
     OutputError
         When creating over something :func:`open_output_store` may not replace.
     """
-    store = BlockStore(path)
+    store = BlockStore(path, model_grid=scratch_shape is not None)
     existing = store.run_record() if resume else None
     if existing is not None:
         _refuse_other_settings(store.path, existing, run)
@@ -1021,12 +1066,24 @@ def prepare_store(
     chunks = (1,) * (len(result_shape) - 2 - (channels is not None))
     if channels is not None:
         chunks += (channels,)
+    scratch = None
+    block_shape = plan.block_shape
+    if scratch_shape is not None:
+        scratch = (scratch_shape, (*chunks, *block_shape))
+        # result chunks: about one block, measured on the input grid
+        block_shape = tuple(
+            max(1, min(size, math.ceil(edge / factor)))
+            for edge, factor, size in zip(
+                block_shape, run["scale"]["factor"], result_shape[-2:], strict=True
+            )
+        )
     store.create(
         result_shape,
         _OUT_DTYPES[run["output"]],
-        (*chunks, *plan.block_shape),
+        (*chunks, *block_shape),
         run,
         overwrite=overwrite,
+        scratch=scratch,
     )
     return store
 
@@ -1064,7 +1121,8 @@ def _refuse_other_settings(
     path: Path, record: dict[str, Any], run: dict[str, Any], *, ignore: tuple[str, ...] = ()
 ) -> None:
     """Raise when the store's ``record`` was written by another run than ``run``."""
-    skip = {"complete", *ignore}
+    _refuse_other_scale(path, record, run)
+    skip = {"complete", "scale", *ignore}
     keys = (set(run) | set(record)) - skip
     changed = sorted({_SETTING_NAMES.get(k, k) for k in keys if run.get(k) != record.get(k)})
     if changed:
@@ -1072,6 +1130,29 @@ def _refuse_other_settings(
             f"cannot resume {path}: it was written with a different {', '.join(changed)}; "
             "rerun with --overwrite instead of --resume to start again"
         )
+
+
+def _refuse_other_scale(path: Path, record: dict[str, Any], run: dict[str, Any]) -> None:
+    """Raise, naming both, when the store was written at another scale than ``run``'s.
+
+    Stores written before scales existed were written at the image's own scale.
+    """
+    theirs = record.get("scale") if isinstance(record.get("scale"), dict) else {}
+    ours = run.get("scale") or {}
+    factor = [float(f) for f in theirs.get("factor", [1.0, 1.0])]
+    wanted = [float(f) for f in ours.get("factor", [1.0, 1.0])]
+    if factor != wanted:
+        why = f" ({theirs['reason']})" if theirs.get("reason") else ""
+        raise InputError(
+            f"cannot resume {path}: it was written at scale {_times(factor)}{why}, this run "
+            f"is at {_times(wanted)} ({ours.get('reason', 'not resampled')}); give the same "
+            "--pixel-size / --diameter, or rerun with --overwrite instead of --resume"
+        )
+
+
+def _times(factors: list[float]) -> str:
+    fy, fx = factors
+    return f"x{fy:.4g}" if fy == fx else f"x{fy:.4g} (y) x{fx:.4g} (x)"
 
 
 def _damaged(path: Path, what: str) -> OutputError:
@@ -1104,9 +1185,21 @@ def _block_record_problem(block: Block | None, record: Any, output: str) -> str 
     return None
 
 
-def run_record(model: ModelBundle | UNet, plan: BlockPlan, options: Any, stats: list) -> dict:
-    """What a store records about its run, to refuse resuming with other settings."""
+def run_record(
+    model: ModelBundle | UNet,
+    plan: BlockPlan,
+    options: Any,
+    stats: list,
+    choice: ScaleChoice | None = None,
+) -> dict:
+    """What a store records about its run, to refuse resuming with other settings.
+
+    ``scale`` records the scale ``choice`` (its factors, and why); a store is resumed only
+    at the same factors.
+    """
+    choice = choice or ScaleChoice(1.0, "none", "not resampled")
     return {
+        "scale": choice.record(),
         "format": STORE_FORMAT,
         "model": getattr(model, "name", type(model).__name__),
         "config": model.config.to_dict(),
@@ -1219,7 +1312,7 @@ def iter_block(
         record.update(_label_record(labels, result, block, grid.shape[1]))
         store.raw()[target] = labels
         result = labels
-    store.result()[target] = result
+    store.target()[target] = result
     store.mark_done(block, record)
     return record
 
@@ -1353,7 +1446,7 @@ def finish_labels(store: BlockStore, plan: BlockPlan, *, min_size: int = 0) -> I
     :class:`~napari_unet.core.events.Progress` per relabelled block.
     """
     records = store.done()
-    raw, result = store.raw(mode="r"), store.result()
+    raw, result = store.raw(mode="r"), store.target()
     leading = tuple(result.shape[:-2])  # labels: (*leading, H, W)
     for plane in range(plan.planes):
         offsets, table = label_table(plan, records, plane, min_size=min_size)
@@ -1371,7 +1464,12 @@ def finish_labels(store: BlockStore, plan: BlockPlan, *, min_size: int = 0) -> I
 
 @dataclass(frozen=True)
 class Prepared:
-    """Everything a block-wise run needs, computed once in the calling process."""
+    """Everything a block-wise run needs, computed once in the calling process.
+
+    ``stack`` holds the planes the network reads: the image's, or with a resampling
+    ``choice`` a lazy :class:`~napari_unet.core.resample.Resampled` view of them at the
+    model's scale, which ``plan`` tiles; ``input_size`` is the image's ``(H, W)``.
+    """
 
     stack: Any
     plane_ndim: int
@@ -1379,6 +1477,13 @@ class Prepared:
     stats: list[dict[str, Any]]
     store: BlockStore
     leading: tuple[int, ...]
+    choice: ScaleChoice
+    input_size: tuple[int, int]
+
+    @property
+    def model_size(self) -> tuple[int, int] | None:
+        """``(h, w)`` of the model grid when the image is resampled, else ``None``."""
+        return self.plan.grid.shape if self.choice.resamples else None
 
 
 def prepare(
@@ -1391,19 +1496,25 @@ def prepare(
     resume: bool,
     overwrite: bool = False,
     inputs: Iterable[str | os.PathLike] = (),
+    predictor: Any | None = None,
 ) -> Prepared:
-    """Check the image, options and output, plan blocks, compute global stats, open the store.
+    """Check the image, options and output, choose the scale, plan blocks, compute global
+    stats, open the store.
 
     Every check that can refuse the run (including the output: see
-    :func:`check_store_output`) comes before the image is read.
+    :func:`check_store_output`) comes before the image is read; ``auto``'s measuring
+    pass then reads a central crop only
+    (:func:`~napari_unet.core.segment.choose_plane_scale`).
 
     Parameters
     ----------
     inputs : iterable of path-like
         Files and stores the run reads, which the output may not overwrite; the store
         or TIFF a zarr ``image`` was opened from is added (see :func:`source_paths`).
+    predictor : callable, optional
+        For ``auto``'s measuring pass (built when needed).
     """
-    from napari_unet.core.segment import _normalisation_of
+    from napari_unet.core.segment import _normalisation_of, choose_plane_scale
 
     check_options(options)
     config = model.config
@@ -1415,14 +1526,32 @@ def prepare(
     plan = plan_blocks(
         plane_shape, config, planes=planes, tile_size=options.tile_size, block_size=block_size
     )
-    height, width = plane_shape[-2:]
-    result_shape: tuple[int, ...] = (height, width)
-    if options.output == "probabilities":
-        result_shape = (config.num_classes, *result_shape)
-    result_shape = (*leading, *result_shape)
+    input_size = plane_shape[-2:]
+    result_shape = _result_shape(options.output, config, leading, input_size)
     resuming = check_store_output(path, inputs=sources, overwrite=overwrite, resume=resume)
+    choice = choose_plane_scale(
+        model,
+        lambda: plane_of(stack, planes // 2, plane_ndim),
+        options,
+        predictor=predictor,
+        fallback_size=AUTO_FALLBACK_CROP,
+    )
+    scratch_shape = None
+    if choice.resamples:
+        model_size = check_resampled_size(input_size, choice)
+        stack = Resampled(stack, size=model_size)
+        plan = plan_blocks(
+            (*plane_shape[:-2], *model_size),
+            config,
+            planes=planes,
+            tile_size=options.tile_size,
+            block_size=block_size,
+        )
+        scratch_shape = _result_shape(options.output, config, leading, model_size)
     if resuming:
-        BlockStore(path).check_resumable(plan, run_record(model, plan, options, []), result_shape)
+        BlockStore(path, model_grid=choice.resamples).check_resumable(
+            plan, run_record(model, plan, options, [], choice), result_shape, scratch_shape
+        )
     spec = _normalisation_of(model)
     # Normalisation is global: each block of a plane uses the whole plane's stats.
     stats = [
@@ -1434,9 +1563,25 @@ def prepare(
         )
         for p in range(planes)
     ]
-    run = run_record(model, plan, options, stats)
-    store = prepare_store(path, plan, run, result_shape, resume=resuming, overwrite=overwrite)
-    return Prepared(stack, plane_ndim, plan, stats, store, leading)
+    run = run_record(model, plan, options, stats, choice)
+    store = prepare_store(
+        path,
+        plan,
+        run,
+        result_shape,
+        resume=resuming,
+        overwrite=overwrite,
+        scratch_shape=scratch_shape,
+    )
+    return Prepared(stack, plane_ndim, plan, stats, store, leading, choice, input_size)
+
+
+def _result_shape(
+    output: str, config: UNetConfig, leading: tuple[int, ...], size: tuple[int, int]
+) -> tuple[int, ...]:
+    """``(*leading, H, W)``, or ``(*leading, K, H, W)`` for probabilities."""
+    channels = (config.num_classes,) if output == "probabilities" else ()
+    return (*leading, *channels, *size)
 
 
 def planes_of(image: Any, config: UNetConfig, options: Any) -> tuple[Any, tuple[int, ...]]:
@@ -1519,7 +1664,7 @@ def segment_blocks_iter(
     InputError
         For an image, options or a store to resume that do not fit.
     """
-    from napari_unet.core.segment import SegmentOptions, get_predictor
+    from napari_unet.core.segment import SegmentOptions, get_predictor, scale_matters
 
     options = options or SegmentOptions()
     prepared = prepare(
@@ -1531,7 +1676,10 @@ def segment_blocks_iter(
         resume=resume,
         overwrite=overwrite,
         inputs=inputs,
+        predictor=predictor,
     )
+    if scale_matters(model, options):
+        yield ScaleChosen(prepared.choice)
     predictor = predictor or get_predictor(model, options.device)
     plan, store = prepared.plan, prepared.store
     finished = set(store.done())
@@ -1539,7 +1687,7 @@ def segment_blocks_iter(
     done = len(plan.blocks) - len(pending)
     for block in pending:
         plane = plane_of(prepared.stack, block.plane, prepared.plane_ndim)
-        yield from iter_block(
+        tiles = iter_block(
             plane,
             predictor,
             plan,
@@ -1550,19 +1698,84 @@ def segment_blocks_iter(
             leading=prepared.leading,
             num_classes=model.config.num_classes,
         )
+        if prepared.model_size is None:
+            yield from tiles
+        else:
+            yield from _on_input_grid(tiles, prepared, options.output)
         done += 1
         yield Progress(done, len(plan.blocks), "blocks")
     yield from finish(store, plan, options)
     return store.result()
 
 
+def _on_input_grid(
+    tiles: Generator[TileDone, None, Any], prepared: Prepared, output: str
+) -> Iterator[TileDone]:
+    """``tiles`` of the model grid reported on the input grid (see
+    :func:`~napari_unet.core.resample.tile_to_input_grid`)."""
+    try:
+        for done in tiles:
+            region, data = tile_to_input_grid(
+                done.data, done.region, prepared.model_size, prepared.input_size, kind=output
+            )
+            yield TileDone(done.plane, done.index, done.total, region, data)
+    finally:
+        tiles.close()
+
+
 def finish(store: BlockStore, plan: BlockPlan, options: Any) -> Iterator[Progress]:
-    """The steps after all blocks: merge labels, mark the store complete, drop the scratch."""
+    """The steps after all blocks: merge labels, map a model-grid result back onto the
+    image's grid, mark the store complete. Every step can be run again."""
     record = store.run_record() or {}
     if not record.get("complete"):
         if options.output == "labels":
             yield from finish_labels(store, plan, min_size=options.min_size)
+        if store.model_grid:
+            yield from map_back(store, options.output)
         store.set_complete(True)
+
+
+def map_back(store: BlockStore, output: str) -> Iterator[Progress]:
+    """Map the model-grid result of a resampled run onto the result, chunk by chunk.
+
+    Labels and masks by nearest neighbour (ids kept), probabilities by the linear
+    operator (see :func:`~napari_unet.core.resample.to_input_grid`); each chunk reads
+    only the model-grid window under it, so memory stays bounded. Idempotent. Yields
+    one :class:`~napari_unet.core.events.Progress` per chunk.
+    """
+    model, result = store.target(mode="r"), store.result()
+    input_size = tuple(result.shape[-2:])
+    axes = 3 if output == "probabilities" else 2
+    leading = tuple(result.shape[:-axes])
+    chunk_rows, chunk_cols = result.chunks[-2:]
+    regions = [
+        (slice(r, min(r + chunk_rows, input_size[0])), slice(c, min(c + chunk_cols, input_size[1])))
+        for r in range(0, input_size[0], chunk_rows)
+        for c in range(0, input_size[1], chunk_cols)
+    ]
+    planes = math.prod(leading)
+    total = planes * len(regions)
+    for p in range(planes):
+        at = plane_position(leading, p)
+        plane = _Prefixed(model, at)
+        for count, region in enumerate(regions, start=1 + p * len(regions)):
+            data = to_input_grid(plane, input_size, kind=output, region=region)
+            result[(*at, ..., *region)] = data
+            yield Progress(count, total, "mapping back to the image's scale")
+
+
+class _Prefixed:
+    """``array[(*prefix, *key)]`` as a lazy array: one plane of a stored result."""
+
+    def __init__(self, array: Any, prefix: tuple[int, ...]) -> None:
+        self.array, self.prefix = array, prefix
+        self.shape = tuple(array.shape[len(prefix) :])
+        self.dtype = array.dtype
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        return np.asarray(self.array[(*self.prefix, *key)])
 
 
 def segment_to_zarr(model: ModelBundle | UNet, image: Any, path: str | os.PathLike, **kwargs):

@@ -15,15 +15,21 @@ from __future__ import annotations
 import math
 import weakref
 from collections.abc import Callable, Generator, Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
 import numpy as np
 
 from napari_unet.core import normalise
+from napari_unet.core.calibration import PixelSize, parse_pixel_size
 from napari_unet.core.errors import InputError
-from napari_unet.core.events import PlaneDone, TileDone, drain
-from napari_unet.core.io import as_planes, check_fits_in_memory, plane_position
+from napari_unet.core.events import PlaneDone, ScaleChosen, TileDone, drain
+from napari_unet.core.io import (
+    as_planes,
+    check_fits_in_memory,
+    describe_array,
+    plane_position,
+)
 from napari_unet.core.linking import link_planes
 from napari_unet.core.model import UNet, UNetConfig, pick_device
 from napari_unet.core.modelfile import ModelBundle
@@ -34,6 +40,18 @@ from napari_unet.core.postprocess import (
     semantic_mask,
 )
 from napari_unet.core.predictor import WHOLE_MAP_MAX_PIXELS, make_predictor
+from napari_unet.core.resample import Resampled, tile_to_input_grid, to_input_grid
+from napari_unet.core.scaling import (
+    AUTO_MIN_OBJECTS,
+    ScaleChoice,
+    auto_start,
+    central_crop,
+    check_diameter,
+    check_resampled_size,
+    choose_scale,
+    measured_objects,
+    scale_from_measurement,
+)
 from napari_unet.core.tiling import TileGrid, iter_tiles, plan_tiles
 
 Output = Literal["labels", "mask", "probabilities"]
@@ -90,6 +108,16 @@ class SegmentOptions:
     link_iou : float
         Smallest overlap (intersection over union, in (0, 1]) for an object to take the
         id of an object in the previous plane.
+    pixel_size : PixelSize, optional
+        The image's pixel size (text like ``"0.325um"`` or a number of µm is parsed).
+        With the model's pixel size it sets the scale (see
+        :func:`~napari_unet.core.scaling.choose_scale`).
+    diameter : float or "auto", optional
+        The objects' diameter in pixels of the image, or ``"auto"`` to measure it; the
+        image is resampled so that objects have the model's diameter. ``None`` (default):
+        the pixel sizes when both are known, else auto for models that record a diameter,
+        else no resampling. ``min_size`` counts pixels of the grid objects are labelled on,
+        the model's scale when the image is resampled (as the model's recommendations do).
     """
 
     output: Output = "labels"
@@ -105,6 +133,8 @@ class SegmentOptions:
     channels: tuple[int, ...] | None = None
     link: bool = False
     link_iou: float = 0.25
+    pixel_size: PixelSize | None = None
+    diameter: float | str | None = None
 
     def __post_init__(self) -> None:
         if self.output not in _OUTPUTS:
@@ -125,6 +155,9 @@ class SegmentOptions:
             object.__setattr__(self, "channels", _channel_tuple(self.channels))
         if not 0.0 < self.link_iou <= 1.0:
             raise InputError(f"link_iou must be above 0 and at most 1, got {self.link_iou}")
+        if self.pixel_size is not None and not isinstance(self.pixel_size, PixelSize):
+            object.__setattr__(self, "pixel_size", parse_pixel_size(self.pixel_size))
+        object.__setattr__(self, "diameter", check_diameter(self.diameter))
 
 
 def _channel_tuple(channels: Any) -> tuple[int, ...]:
@@ -247,57 +280,325 @@ def segment_iter(
     )
     leading = restore.leading
     plane_shape = tuple(stack.shape[1:])
-    height, width = plane_shape[-2:]
+    input_size = tuple(plane_shape[-2:])
     selected = _check_planes(planes, len(stack))
-    full_shape = _result_shape(options.output, len(stack), config, (height, width))
+    full_shape = _result_shape(options.output, len(stack), config, input_size)
     out_dtype = np.dtype(_OUT_DTYPES[options.output])
     if out is None:
         # Refused in one line before any work: np.zeros of a too large result would only
         # fail (or swap) once the network has run.
         check_fits_in_memory(math.prod(full_shape) * out_dtype.itemsize, "the result")
     grid = plan_tiles(plane_shape, config, tile_size=options.tile_size)
+    layout = "flat" if out is None else _check_out(out, full_shape, leading)
+    middle = selected[len(selected) // 2] if selected else 0
+    choice = choose_plane_scale(model, lambda: stack[middle], options, predictor=predictor)
+    model_size = input_size
+    if choice.resamples:
+        model_size = check_resampled_size(input_size, choice)
+        _check_model_plane_fits(plane_shape, model_size, options, config, choice)
+        grid = plan_tiles((*plane_shape[:-2], *model_size), config, tile_size=options.tile_size)
+    if scale_matters(model, options):
+        yield ScaleChosen(choice)
     if predictor is None:
         predictor = get_predictor(model, options.device, whole_maps=_one_small_tile(grid))
-    spec = _normalisation_of(model)
     if out is None:
         out = np.zeros(full_shape, dtype=out_dtype)
-        layout = "flat"
-    else:
-        layout = _check_out(out, full_shape, leading)
     where = _plane_namer(leading)
-    multichannel = len(plane_shape) == 3
-
     for p in selected:
-        plane = stack[p]
         at = _out_prefix(p, layout, leading)
-        stats = normalise.compute_stats(plane, spec, where=where(p), per_channel=multichannel)
-        plane_mask = np.zeros((height, width), np.uint8) if options.output == "labels" else None
-        merging = plane_mask is not None and options.merge_boundaries > 0
-        plane_foreground = np.zeros((height, width), np.float32) if merging else None
-        for done in iter_tiles(
-            plane,
-            predictor,
-            grid,
-            plane=p,
-            batch_size=options.batch_size,
-            transform=lambda tile, stats=stats: normalise.apply(tile, stats),
-        ):
-            data = _tile_result(done.data, options)
-            out[_index(at, done.region, options.output)] = data
-            if plane_mask is not None:
-                plane_mask[done.region] = data
-            if plane_foreground is not None:
-                plane_foreground[done.region] = foreground_probability(done.data)
-            yield TileDone(p, done.index, done.total, done.region, data)
-        if plane_mask is not None:
-            result = _plane_labels(plane_mask, plane_foreground, options)
-            out[_index(at, (slice(None), slice(None)), "labels")] = result
+        plane = _PlaneRun(stack[p], p, where(p), options, _normalisation_of(model), grid)
+        if choice.resamples:
+            result = yield from plane.resampled(predictor, out, at, input_size, config)
         else:
-            result = np.asarray(out[at] if at else out)
+            result = yield from plane.at_input_scale(predictor, out, at)
         yield PlaneDone(p, result)
     if options.link and options.output == "labels" and leading:
         link_through(out, leading, selected, layout=layout, min_iou=options.link_iou)
     return restore(out) if layout == "flat" else out
+
+
+class _PlaneRun:
+    """One plane through the tiles: its results written into ``out`` as tiles finish.
+
+    Parameters
+    ----------
+    plane : (H, W) or (C, H, W) array-like
+        The plane on the input grid (read lazily).
+    index : int
+        Its flat plane index (for events).
+    where : str
+        How messages name it.
+    options : SegmentOptions
+    spec : dict
+        The model's normalisation.
+    grid : TileGrid
+        Tiles of the grid the network runs on: the input's, or the model's when resampled.
+    """
+
+    def __init__(
+        self,
+        plane: Any,
+        index: int,
+        where: str,
+        options: SegmentOptions,
+        spec: dict[str, Any],
+        grid: TileGrid,
+    ) -> None:
+        self.plane, self.index, self.where = plane, index, where
+        self.options, self.spec, self.grid = options, spec, grid
+
+    def tiles(self, image: Any, predictor: Predictor, work: _PlaneWork) -> Iterable[TileDone]:
+        """Predict ``image`` (on the grid's scale) tile by tile, recording into ``work``."""
+        stats = normalise.compute_stats(
+            image, self.spec, where=self.where, per_channel=len(image.shape) == 3
+        )
+        for done in iter_tiles(
+            image,
+            predictor,
+            self.grid,
+            plane=self.index,
+            batch_size=self.options.batch_size,
+            transform=lambda tile: normalise.apply(tile, stats),
+        ):
+            data = _tile_result(done.data, self.options)
+            work.add(done.region, done.data, data)
+            yield TileDone(self.index, done.index, done.total, done.region, data)
+
+    def at_input_scale(
+        self, predictor: Predictor, out: Any, at: tuple[int, ...]
+    ) -> Generator[TileDone, None, np.ndarray]:
+        """Segment the plane as it is; return its result."""
+        output = self.options.output
+        work = _PlaneWork(self.options, self.grid.shape)
+        for done in self.tiles(self.plane, predictor, work):
+            out[_index(at, done.region, output)] = done.data
+            yield done
+        if work.mask is None:
+            return np.asarray(out[at] if at else out)
+        result = work.labels(self.options)
+        out[_index(at, (slice(None), slice(None)), output)] = result
+        return result
+
+    def resampled(
+        self,
+        predictor: Predictor,
+        out: Any,
+        at: tuple[int, ...],
+        input_size: tuple[int, int],
+        config: UNetConfig,
+    ) -> Generator[TileDone, None, np.ndarray]:
+        """Segment the plane at the model's scale and map each result back; return it.
+
+        Tiles are reported on the input grid: masks by nearest neighbour (exact),
+        probabilities mapped per tile (a preview, replaced by the exact mapping of the
+        whole plane when it is done).
+        """
+        output, model_size = self.options.output, self.grid.shape
+        # one model-grid plane in memory at a time (checked by _check_model_plane_fits)
+        image = np.asarray(Resampled(self.plane, size=model_size))
+        work = _PlaneWork(
+            self.options, model_size, num_classes=config.num_classes, keep_probabilities=True
+        )
+        for done in self.tiles(image, predictor, work):
+            region, data = tile_to_input_grid(
+                done.data, done.region, model_size, input_size, kind=output
+            )
+            out[_index(at, region, output)] = data
+            yield TileDone(self.index, done.index, done.total, region, data)
+        del image
+        whole = (slice(None), slice(None))
+        if output == "labels":
+            result = to_input_grid(work.labels(self.options), input_size, kind="labels")
+        elif output == "probabilities":
+            result = to_input_grid(work.probabilities, input_size, kind="probabilities")
+        else:
+            return np.asarray(out[at] if at else out)  # nearest per tile is already exact
+        out[_index(at, whole, output)] = result
+        return result
+
+
+class _PlaneWork:
+    """What a plane keeps while its tiles finish, on the grid the network runs on.
+
+    ``mask`` (labels output), ``foreground`` (labels merged across weak boundaries) and,
+    with ``keep_probabilities`` for a probabilities output, ``probabilities``.
+    """
+
+    def __init__(
+        self,
+        options: SegmentOptions,
+        shape: tuple[int, int],
+        *,
+        num_classes: int = 2,
+        keep_probabilities: bool = False,
+    ) -> None:
+        labels = options.output == "labels"
+        merging = labels and options.merge_boundaries > 0
+        keep = keep_probabilities and options.output == "probabilities"
+        self.mask = np.zeros(shape, np.uint8) if labels else None
+        self.foreground = np.zeros(shape, np.float32) if merging else None
+        self.probabilities = np.zeros((num_classes, *shape), np.float32) if keep else None
+
+    def add(self, region: tuple[slice, slice], probabilities: np.ndarray, data: np.ndarray):
+        """Record one tile: its ``(K, h, w)`` probabilities and its result ``data``."""
+        if self.mask is not None:
+            self.mask[region] = data
+        if self.foreground is not None:
+            self.foreground[region] = foreground_probability(probabilities)
+        if self.probabilities is not None:
+            self.probabilities[(slice(None), *region)] = probabilities
+
+    def labels(self, options: SegmentOptions) -> np.ndarray:
+        """Instance labels of the whole plane (labels output only)."""
+        return _plane_labels(self.mask, self.foreground, options)
+
+
+def scale_matters(model: ModelBundle | UNet, options: Any) -> bool:
+    """Whether a run reports its scale: the model records one or the options give one.
+
+    A model without a scale segmented without a pixel size or diameter runs exactly as
+    before scales existed (no :class:`~napari_unet.core.events.ScaleChosen` event).
+    """
+    given = (getattr(options, "pixel_size", None), getattr(options, "diameter", None))
+    recorded = (getattr(model, "pixel_size", None), getattr(model, "object_diameter", None))
+    return any(value is not None for value in (*given, *recorded))
+
+
+def choose_plane_scale(
+    model: ModelBundle | UNet,
+    plane: Callable[[], Any],
+    options: Any,
+    *,
+    predictor: Predictor | None = None,
+    fallback_size: int | None = None,
+) -> ScaleChoice:
+    """The scale of a run: :func:`~napari_unet.core.scaling.choose_scale`, or when it says
+    ``"auto"`` :func:`measure_scale` on ``plane()`` (called only then: a lazy plane)."""
+    pixel_size = getattr(options, "pixel_size", None)
+    choice = choose_scale(model, pixel_size, getattr(options, "diameter", None))
+    if choice != "auto":
+        return choice
+    return measure_scale(
+        model,
+        plane(),
+        options,
+        start=auto_start(model, pixel_size),
+        predictor=predictor,
+        fallback_size=fallback_size,
+    )
+
+
+def measure_scale(
+    model: ModelBundle | UNet,
+    plane: Any,
+    options: SegmentOptions | None = None,
+    *,
+    start: tuple[float, float] = (1.0, 1.0),
+    predictor: Predictor | None = None,
+    fallback_size: int | None = None,
+) -> ScaleChoice:
+    """``auto``: segment a central crop of ``plane`` and measure its objects' diameter.
+
+    The crop holds at most :data:`~napari_unet.core.scaling.AUTO_CROP` model pixels per
+    side (only it is read); with fewer than
+    :data:`~napari_unet.core.scaling.AUTO_MIN_OBJECTS` objects inside it, the whole
+    plane (or a central crop of ``fallback_size`` model pixels) is measured instead.
+
+    Parameters
+    ----------
+    model : ModelBundle
+        Must record ``object_diameter``.
+    plane : (H, W) or (C, H, W) array-like
+        One plane of the image (channels already chosen).
+    options : SegmentOptions, optional
+        Post-processing of the labels measured (their ``output`` is ignored).
+    start : (float, float)
+        Factors of the measuring pass (1: the image as it is).
+    predictor : callable, optional
+        As in :func:`segment_iter`.
+    fallback_size : int, optional
+        Side of the wider crop measured when the first holds too few objects; default
+        the whole plane.
+
+    Returns
+    -------
+    ScaleChoice
+        From :func:`~napari_unet.core.scaling.scale_from_measurement`.
+    """
+    options = replace(options or SegmentOptions(), output="labels", link=False)
+    model_diameter = getattr(model, "object_diameter", None)
+    if model_diameter is None:
+        raise InputError("measuring the objects' diameter needs a model that records its own")
+    shape = tuple(int(s) for s in plane.shape[-2:])
+    crop = central_crop(shape, start)
+    measured, count, where = _measure(model, plane, crop, start, options, predictor)
+    if fallback_size is None:
+        wider = (slice(0, shape[0]), slice(0, shape[1]))
+    else:
+        wider = central_crop(shape, start, fallback_size)
+    if count < AUTO_MIN_OBJECTS and _pixels(wider) > _pixels(crop):
+        measured, count, where = _measure(model, plane, wider, start, options, predictor)
+    return scale_from_measurement(model_diameter, measured, count, start, where=where)
+
+
+def _pixels(region: tuple[slice, slice]) -> int:
+    return math.prod(part.stop - part.start for part in region)
+
+
+def _measure(
+    model: ModelBundle | UNet,
+    plane: Any,
+    crop: tuple[slice, slice],
+    start: tuple[float, float],
+    options: SegmentOptions,
+    predictor: Predictor | None,
+) -> tuple[float | None, int, str]:
+    """Labels of ``crop`` of ``plane`` at factors ``start``: median diameter, count, and
+    what was measured (for the reason)."""
+    lead = (slice(None),) * (len(plane.shape) - 2)
+    region = np.asarray(plane[(*lead, *crop)])
+    if start != (1.0, 1.0):
+        region = np.asarray(Resampled(region, start))
+    grid = plan_tiles(region.shape, model.config, tile_size=options.tile_size)
+    if predictor is None:
+        predictor = get_predictor(model, options.device, whole_maps=_one_small_tile(grid))
+    run = _PlaneRun(region, 0, "", options, _normalisation_of(model), grid)
+    work = _PlaneWork(options, grid.shape)
+    for _ in run.tiles(region, predictor, work):
+        pass
+    measured, count = measured_objects(work.labels(options))
+    shape = tuple(int(s) for s in plane.shape[-2:])
+    whole = all(part.stop - part.start == size for part, size in zip(crop, shape, strict=True))
+    height, width = grid.shape
+    where = (
+        f"the whole {height} x {width} px image"
+        if whole
+        else (f"a central {height} x {width} px crop")
+    )
+    return measured, count, where
+
+
+def _check_model_plane_fits(
+    plane_shape: tuple[int, ...],
+    model_size: tuple[int, int],
+    options: SegmentOptions,
+    config: UNetConfig,
+    choice: ScaleChoice,
+) -> None:
+    """Refuse, in one line, a model-grid plane (and what is kept of it) too large for memory."""
+    channels = plane_shape[0] if len(plane_shape) == 3 else 1
+    per_pixel = 4 * channels  # the resampled plane, float32
+    if options.output == "labels":
+        per_pixel += 1 + 4 + (4 if options.merge_boundaries > 0 else 0)  # mask, labels
+    elif options.output == "probabilities":
+        per_pixel += 4 * config.num_classes
+    check_fits_in_memory(
+        math.prod(model_size) * per_pixel,
+        f"the image resampled to the model's scale ({choice.reason}: "
+        f"{describe_array(model_size, np.float32)})",
+        hint="check the pixel size (--pixel-size) or diameter (--diameter N), or segment "
+        "into a .zarr output (-o result.zarr), which works block by block",
+    )
 
 
 def segment(
@@ -525,4 +826,13 @@ def _as_dict(options: SegmentOptions | None) -> dict[str, Any]:
     return {f.name: getattr(options, f.name) for f in fields(SegmentOptions)}
 
 
-__all__ = ["SegmentOptions", "get_predictor", "link_through", "segment", "segment_iter"]
+__all__ = [
+    "SegmentOptions",
+    "choose_plane_scale",
+    "get_predictor",
+    "link_through",
+    "measure_scale",
+    "scale_matters",
+    "segment",
+    "segment_iter",
+]

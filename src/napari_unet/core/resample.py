@@ -1,0 +1,502 @@
+"""Resampling images to a model's scale, and results back to the image's grid.
+
+A model sees objects at the size it was trained at; an image taken at another
+magnification is resampled to that scale before segmentation and the result mapped back.
+Both directions work on any region, so the tiled and block-wise pipelines can resample
+tile by tile with bounded memory.
+
+Grids
+-----
+An axis of ``n`` input pixels becomes ``m = max(1, round(n * factor))`` pixels (see
+:func:`resampled_size`); every mapping uses the effective factor ``m / n``, so both grids
+cover the same extent: output pixel ``j`` covers input coordinates
+``[j * n / m, (j + 1) * n / m)`` (pixel ``i`` covers ``[i, i + 1)``).
+
+Operators
+---------
+Each axis is resampled by a linear operator (:class:`AxisOperator`): **area averaging**
+when shrinking (each output pixel is the mean of the input it covers, weighted by
+overlap: no aliasing), **linear interpolation** between pixel centres when enlarging
+(edges repeated), the identity when ``m == n``. An operator is stored as a few taps per
+output pixel (indices and weights), so any output region needs only the input rows and
+columns under its taps.
+
+Exactness
+---------
+Every output value is computed by the same float32 operations in the same order,
+whichever region is asked for: rows first, then columns, taps summed in order. A region
+of a :class:`Resampled` view is therefore bitwise equal to that region of the whole
+resampled image, and tiles cut from it are exact.
+
+Public API
+----------
+- :func:`resampled_size` ``(n, factor) -> int``
+- :func:`axis_operator` ``(size_in, size_out) -> AxisOperator`` (cached)
+- :class:`Resampled` ``(image, factor=None, yx_axes=(-2, -1), *, size=None)``: lazy float32
+  view (numpy, zarr, dask, the lazy readers of :mod:`~napari_unet.core.io` and
+  :mod:`~napari_unet.core.largeimage`); picklable.
+- :func:`nearest_indices` ``(model_size, input_size)``: the model pixel under each input
+  pixel's centre.
+- :func:`to_input_grid` ``(data, input_size, *, kind, region=None)``: a model-grid result
+  (or a region of it) on the input grid: labels and masks by nearest neighbour (ids
+  kept), probabilities by the linear operator.
+- :func:`input_region` ``(model_region, model_size, input_size)`` and
+  :func:`tile_to_input_grid`: a tile's region and data on the input grid.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+#: Most input pixels along one axis read at once by a strided or large request (plus the
+#: kernel width): a strided subsample of a huge lazy plane is read block by block.
+MAX_READ_SPAN = 2048
+
+Kind = Literal["labels", "mask", "probabilities"]
+
+
+def resampled_size(n: int, factor: float) -> int:
+    """Length of an axis of ``n`` pixels resampled by ``factor``: ``max(1, round(n * factor))``."""
+    return max(1, round(int(n) * float(factor)))
+
+
+@dataclass(frozen=True, eq=False)
+class AxisOperator:
+    """Linear resampling of one axis from ``size_in`` to ``size_out`` pixels.
+
+    Output pixel ``j`` is ``sum_k weights[j, k] * input[taps[j, k]]``. Taps never
+    decrease, along ``k`` or ``j``; unused taps repeat the last used index with weight 0.
+
+    Attributes
+    ----------
+    size_in, size_out : int
+    taps : (size_out, K) ndarray of int64
+    weights : (size_out, K) ndarray of float32
+    """
+
+    size_in: int
+    size_out: int
+    taps: np.ndarray
+    weights: np.ndarray
+
+    @property
+    def identity(self) -> bool:
+        """Whether the operator copies its input (same size)."""
+        return self.size_in == self.size_out
+
+    def span(self, indices: np.ndarray) -> tuple[int, int]:
+        """``(start, stop)`` input range the outputs ``indices`` (ascending) read."""
+        return int(self.taps[indices[0], 0]), int(self.taps[indices[-1], -1]) + 1
+
+    def apply(self, data: np.ndarray, axis: int, indices: np.ndarray, offset: int) -> np.ndarray:
+        """Outputs ``indices`` along ``axis`` of ``data``, whose first element is input ``offset``.
+
+        Parameters
+        ----------
+        data : ndarray
+            Any dtype; each tap is gathered, then converted to float32 (a strided
+            selection never converts more than it uses).
+        axis : int
+            The axis to resample.
+        indices : (L,) ndarray of int
+            Output pixels to compute.
+        offset : int
+            Input index of ``data``'s first element along ``axis``.
+
+        Returns
+        -------
+        ndarray of float32
+            ``data`` with ``axis`` replaced by the ``L`` outputs.
+        """
+        if self.identity:
+            return np.take(data, indices - offset, axis=axis).astype(np.float32, copy=False)
+        return _apply_taps(data, axis, self.taps[indices] - offset, self.weights[indices])
+
+
+def _apply_taps(data: np.ndarray, axis: int, taps: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``sum_k weights[:, k] * data[taps[:, k]]`` along ``axis``, in float32, taps in order."""
+    shape = [1] * data.ndim
+    shape[axis] = len(taps)
+    result = np.take(data, taps[:, 0], axis=axis).astype(np.float32, copy=False)
+    result *= weights[:, 0].reshape(shape)
+    for k in range(1, taps.shape[1]):
+        term = np.take(data, taps[:, k], axis=axis).astype(np.float32, copy=False)
+        term *= weights[:, k].reshape(shape)
+        result += term
+    return result
+
+
+@functools.lru_cache(maxsize=64)
+def axis_operator(size_in: int, size_out: int) -> AxisOperator:
+    """The operator resampling ``size_in`` pixels to ``size_out`` (cached, read-only arrays).
+
+    Area averaging when shrinking, linear interpolation when enlarging, identity when the
+    sizes are equal (see the module docstring). Weights are computed from exact integer
+    positions, so they do not depend on float rounding of the factor.
+    """
+    size_in, size_out = int(size_in), int(size_out)
+    if size_in < 1 or size_out < 1:
+        raise ValueError(f"axis sizes must be >= 1, got {size_in} -> {size_out}")
+    if size_out == size_in:
+        taps = np.arange(size_in, dtype=np.int64)[:, None]
+        weights = np.ones((size_in, 1), np.float32)
+    elif size_out < size_in:
+        taps, weights = _area_taps(size_in, size_out)
+    else:
+        taps, weights = _linear_taps(size_in, size_out)
+    taps.setflags(write=False)
+    weights.setflags(write=False)
+    return AxisOperator(size_in, size_out, taps, weights)
+
+
+def _area_taps(n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Area averaging: output ``j`` covers input ``[j n / m, (j + 1) n / m)``.
+
+    In units of ``1 / m`` input pixels every bound is an integer: input pixel ``i``
+    covers ``[i m, (i + 1) m)`` and output ``j`` covers ``[j n, (j + 1) n)``.
+    """
+    j = np.arange(m, dtype=np.int64)
+    first = j * n // m
+    last = -(-(j + 1) * n // m) - 1  # ceil((j + 1) n / m) - 1
+    width = int((last - first).max()) + 1
+    taps = first[:, None] + np.arange(width)
+    used = taps <= last[:, None]
+    overlap = np.minimum((taps + 1) * m, ((j + 1) * n)[:, None]) - np.maximum(
+        taps * m, (j * n)[:, None]
+    )
+    weights = np.where(used, overlap / n, 0.0).astype(np.float32)
+    return np.minimum(taps, last[:, None]), weights
+
+
+def _linear_taps(n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Linear interpolation at output centres ``(j + 1/2) n / m - 1/2`` (input pixel units).
+
+    Centres before the first input centre or after the last take the edge pixel.
+    """
+    j = np.arange(m, dtype=np.int64)
+    numerator, denominator = (2 * j + 1) * n - m, 2 * m  # centre = numerator / denominator
+    left = numerator // denominator
+    fraction = (numerator - left * denominator) / denominator
+    fraction = np.where((left < 0) | (left >= n - 1), 0.0, fraction)
+    left = np.clip(left, 0, n - 1)
+    taps = np.stack([left, np.minimum(left + 1, n - 1)], axis=1)
+    weights = np.stack([1.0 - fraction, fraction], axis=1).astype(np.float32)
+    return taps, weights
+
+
+def nearest_indices(model_size: int, input_size: int) -> np.ndarray:
+    """For each of ``input_size`` pixels, the model pixel under its centre (int64, ascending).
+
+    Input pixel ``i``'s centre ``i + 1/2`` lies in model pixel
+    ``floor((i + 1/2) * model_size / input_size)``, computed in integers.
+    """
+    i = np.arange(int(input_size), dtype=np.int64)
+    return np.minimum((2 * i + 1) * int(model_size) // (2 * int(input_size)), model_size - 1)
+
+
+class Resampled:
+    """A lazy view of ``image`` resampled along its y and x axes; float32.
+
+    Parameters
+    ----------
+    image : array-like
+        numpy, zarr, dask or any object with ``shape``, ``dtype`` and slicing
+        (``image[key]`` with ints and slices). Only the region a request needs is read.
+    factor : float or (float, float), optional
+        Per-axis factor ``(y, x)`` (one number for both): the view's y and x sizes are
+        :func:`resampled_size` of the image's. Give ``factor`` or ``size``.
+    yx_axes : (int, int)
+        The image's y and x axes; every other axis (channels, planes) is untouched.
+    size : (int, int), optional
+        The view's y and x sizes, instead of ``factor`` (e.g. to map a model-grid result
+        back onto an input grid of known size).
+
+    Attributes
+    ----------
+    shape : tuple of int
+    dtype : numpy.dtype
+        Always float32.
+    ndim : int
+
+    Notes
+    -----
+    Indexing takes ints, slices (any positive or negative step) and Ellipsis. A request
+    reads the input under its taps, in blocks of at most :data:`MAX_READ_SPAN` pixels per
+    axis (a strided subsample of a huge plane never reads it whole at once).
+    """
+
+    def __init__(
+        self,
+        image: Any,
+        factor: float | Sequence[float] | None = None,
+        yx_axes: tuple[int, int] = (-2, -1),
+        *,
+        size: tuple[int, int] | None = None,
+    ) -> None:
+        shape = tuple(int(s) for s in image.shape)
+        ndim = len(shape)
+        axes = tuple(int(a) % ndim for a in yx_axes) if ndim >= 2 else ()
+        if len(axes) != 2 or axes[0] == axes[1]:
+            raise ValueError(f"yx_axes {yx_axes} are not two axes of a {ndim}-D image")
+        if size is None:
+            if factor is None:
+                raise ValueError("give a factor or a size")
+            fy, fx = (factor, factor) if np.isscalar(factor) else tuple(factor)
+            size = (resampled_size(shape[axes[0]], fy), resampled_size(shape[axes[1]], fx))
+        self.image = image
+        self.yx_axes = axes
+        self.operators = (
+            axis_operator(shape[axes[0]], int(size[0])),
+            axis_operator(shape[axes[1]], int(size[1])),
+        )
+        out = list(shape)
+        out[axes[0]], out[axes[1]] = int(size[0]), int(size[1])
+        self.shape = tuple(out)
+        self.dtype = np.dtype(np.float32)
+        self.ndim = ndim
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        return f"<Resampled {self.shape} float32 of {type(self.image).__name__}>"
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return np.asarray(self[...], dtype=dtype)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = _full_key(key, self.ndim)
+        selections, reverse = [], []
+        for axis, operator in zip(self.yx_axes, self.operators, strict=True):
+            indices, flip = _selected(key[axis], operator.size_out)
+            selections.append(indices)
+            reverse.append(flip)
+        # where y and x land in the block read: integer keys on other axes drop them
+        dropped = [
+            isinstance(k, (int, np.integer)) and axis not in self.yx_axes
+            for axis, k in enumerate(key)
+        ]
+        positions = [axis - sum(dropped[:axis]) for axis in self.yx_axes]
+        result = self._read(key, selections, positions)
+        # flip, then drop integer-indexed y / x, the later axis first
+        order = sorted(range(2), key=lambda i: -positions[i])
+        for i in order:
+            if reverse[i]:
+                result = np.flip(result, axis=positions[i])
+            if isinstance(key[self.yx_axes[i]], (int, np.integer)):
+                result = np.take(result, 0, axis=positions[i])
+        return result
+
+    def _read(self, key: tuple, selections: list[np.ndarray], positions: list[int]) -> np.ndarray:
+        """The selected outputs, read and resampled block by block."""
+        groups = [
+            _groups(op, indices) for op, indices in zip(self.operators, selections, strict=True)
+        ]
+        pieces = []
+        for rows in groups[0]:
+            row_pieces = [self._block(key, rows, cols, positions) for cols in groups[1]]
+            pieces.append(row_pieces)
+        if len(pieces) == 1 and len(pieces[0]) == 1:
+            return pieces[0][0]
+        # join the blocks with y and x moved last, then put them back
+        moved = [[np.moveaxis(p, positions, (-2, -1)) for p in row] for row in pieces]
+        joined = np.concatenate([np.concatenate(row, axis=-1) for row in moved], axis=-2)
+        return np.moveaxis(joined, (-2, -1), positions)
+
+    def _block(
+        self, key: tuple, rows: np.ndarray, cols: np.ndarray, positions: list[int]
+    ) -> np.ndarray:
+        """Outputs ``rows`` x ``cols``: read the input under their taps and apply both axes."""
+        row_op, col_op = self.operators
+        (r0, r1), (c0, c1) = row_op.span(rows), col_op.span(cols)
+        source = list(key)
+        source[self.yx_axes[0]] = slice(r0, r1)
+        source[self.yx_axes[1]] = slice(c0, c1)
+        block = np.asarray(self.image[tuple(source)])
+        if block.dtype == bool:
+            block = block.view(np.uint8)
+        block = row_op.apply(block, positions[0], rows, r0)
+        return col_op.apply(block, positions[1], cols, c0)
+
+
+def _full_key(key: Any, ndim: int) -> tuple:
+    """``key`` as one int or slice per axis (Ellipsis expanded, missing axes filled)."""
+    key = key if isinstance(key, tuple) else (key,)
+    if any(k is None for k in key):
+        raise IndexError("new axes are not supported by a resampled view")
+    if any(k is Ellipsis for k in key):
+        at = next(i for i, k in enumerate(key) if k is Ellipsis)
+        fill = ndim - (len(key) - 1)
+        key = (*key[:at], *(slice(None),) * fill, *key[at + 1 :])
+    if len(key) > ndim:
+        raise IndexError(f"too many indices for a {ndim}-D resampled view")
+    for k in key:
+        if not isinstance(k, (slice, int, np.integer)):
+            raise IndexError("a resampled view is indexed with ints and slices only")
+    return (*key, *(slice(None),) * (ndim - len(key)))
+
+
+def _selected(selector: Any, size: int) -> tuple[np.ndarray, bool]:
+    """Ascending output indices a selector picks, and whether to flip them afterwards."""
+    if isinstance(selector, (int, np.integer)):
+        index = int(selector)
+        if not -size <= index < size:
+            raise IndexError(f"index {index} is out of bounds for an axis of size {size}")
+        return np.array([index % size]), False
+    indices = np.arange(size)[selector]
+    if len(indices) == 0:
+        raise IndexError("a resampled view cannot return an empty selection")
+    if len(indices) > 1 and indices[1] < indices[0]:
+        return indices[::-1].copy(), True
+    return indices, False
+
+
+def _groups(operator: AxisOperator, indices: np.ndarray) -> list[np.ndarray]:
+    """``indices`` cut so that each group reads at most ~:data:`MAX_READ_SPAN` input pixels."""
+    starts = operator.taps[indices, 0]
+    group = (starts - starts[0]) // MAX_READ_SPAN
+    cuts = np.flatnonzero(np.diff(group)) + 1
+    return np.split(indices, cuts)
+
+
+# ------------------------------------------------------------- back to the input grid
+
+
+def to_input_grid(
+    data: Any,
+    input_size: tuple[int, int],
+    *,
+    kind: Kind,
+    region: tuple[slice, slice] | None = None,
+    yx_axes: tuple[int, int] = (-2, -1),
+) -> np.ndarray:
+    """A model-grid result on the input grid, whole or for one region.
+
+    Parameters
+    ----------
+    data : (..., m_h, m_w) array-like
+        The result at the model's scale (numpy or zarr; only the part the region needs
+        is read).
+    input_size : (int, int)
+        ``(H, W)`` of the input grid.
+    kind : {"labels", "mask", "probabilities"}
+        Labels and masks by nearest neighbour (every value is one of ``data``'s: ids are
+        kept); probabilities by the linear operator (area averaging or interpolation).
+    region : (slice, slice), optional
+        Rows and columns of the input grid (steps of 1); default the whole grid.
+    yx_axes : (int, int)
+        The y and x axes of ``data``.
+
+    Returns
+    -------
+    ndarray
+        ``data``'s dtype for labels and masks, float32 for probabilities; y and x sized
+        as ``region``. A region equals the same region of the whole mapping exactly.
+    """
+    ndim = len(data.shape)
+    axes = tuple(int(a) % ndim for a in yx_axes)
+    model_size = (int(data.shape[axes[0]]), int(data.shape[axes[1]]))
+    region = region or (slice(None), slice(None))
+    if kind == "probabilities":
+        key = [slice(None)] * ndim
+        key[axes[0]], key[axes[1]] = region
+        return Resampled(data, yx_axes=axes, size=input_size)[tuple(key)]
+    if kind not in ("labels", "mask"):
+        raise ValueError(f"kind must be labels, mask or probabilities, got {kind!r}")
+    picks = [
+        nearest_indices(m, n)[part]
+        for m, n, part in zip(model_size, input_size, region, strict=True)
+    ]
+    key = [slice(None)] * ndim
+    for axis, pick in zip(axes, picks, strict=True):
+        key[axis] = slice(int(pick[0]), int(pick[-1]) + 1)
+    window = np.asarray(data[tuple(key)])
+    window = np.take(window, picks[0] - picks[0][0], axis=axes[0])
+    return np.take(window, picks[1] - picks[1][0], axis=axes[1])
+
+
+def input_region(
+    model_region: tuple[slice, slice],
+    model_size: tuple[int, int],
+    input_size: tuple[int, int],
+) -> tuple[slice, slice]:
+    """The input pixels whose nearest model pixel lies in ``model_region``.
+
+    Regions that tile the model grid give regions that tile the input grid (some may be
+    empty when the model grid is the finer one).
+    """
+    slices = []
+    for part, m, n in zip(model_region, model_size, input_size, strict=True):
+        nearest = nearest_indices(m, n)
+        start, stop, _ = part.indices(m)
+        slices.append(
+            slice(
+                int(np.searchsorted(nearest, start, "left")),
+                int(np.searchsorted(nearest, stop, "left")),
+            )
+        )
+    return slices[0], slices[1]
+
+
+def tile_to_input_grid(
+    tile: np.ndarray,
+    model_region: tuple[slice, slice],
+    model_size: tuple[int, int],
+    input_size: tuple[int, int],
+    *,
+    kind: Kind,
+) -> tuple[tuple[slice, slice], np.ndarray]:
+    """A finished tile's region and data on the input grid, from the tile alone.
+
+    Parameters
+    ----------
+    tile : (h, w) or (K, h, w) ndarray
+        The tile's result on the model grid, covering ``model_region``.
+    model_region : (slice, slice)
+        Where the tile lies on the model grid (steps of 1).
+    model_size, input_size : (int, int)
+        The two grids.
+    kind : {"labels", "mask", "probabilities"}
+        Labels and masks are exact (nearest neighbour). Probabilities use the linear
+        operator with the tile's edge repeated where its taps reach the neighbouring
+        tiles: a preview, exact away from the tile's border only.
+
+    Returns
+    -------
+    region : (slice, slice)
+        The tile's input-grid region (see :func:`input_region`; may be empty).
+    data : ndarray
+        ``tile`` on that region.
+    """
+    region = input_region(model_region, model_size, input_size)
+    result = tile
+    for axis, part, inside, m, n in zip(
+        (-2, -1), region, model_region, model_size, input_size, strict=True
+    ):
+        outputs = np.arange(part.start, part.stop)
+        first, stop = inside.start, inside.stop
+        if kind == "probabilities":
+            operator = axis_operator(m, n)
+            taps = np.clip(operator.taps[outputs], first, stop - 1) - first
+            result = _apply_taps(result, result.ndim + axis, taps, operator.weights[outputs])
+        else:
+            result = np.take(result, nearest_indices(m, n)[outputs] - first, axis=axis)
+    return region, result
+
+
+__all__ = [
+    "MAX_READ_SPAN",
+    "AxisOperator",
+    "Resampled",
+    "axis_operator",
+    "input_region",
+    "nearest_indices",
+    "resampled_size",
+    "tile_to_input_grid",
+    "to_input_grid",
+]
