@@ -23,6 +23,10 @@ Splits (fixed, so the numbers are reproducible):
 
 ``--evaluate-only`` re-tunes the post-processing and re-scores a model already in
 ``src/napari_unet/models/`` without training it again (its training record is kept).
+
+Scale (recorded in the model file, see :func:`with_training_scale`): em-membranes 4 x 4 nm
+per pixel (the ISBI 2012 voxels are 4 x 4 x 50 nm); both models the median object diameter
+of their training labels, measured as napari-unet's trainer records it.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import tifffile
 import torch
 
 from napari_unet.core.augment import AugmentConfig
+from napari_unet.core.calibration import PixelSize
 from napari_unet.core.events import TrainStep, Validation
 from napari_unet.core.metrics import (
     dsb_average_precision,
@@ -49,7 +54,7 @@ from napari_unet.core.model import SMALL
 from napari_unet.core.modelfile import STORAGE_DTYPES, ModelBundle, load_model, save_model
 from napari_unet.core.postprocess import grow_and_merge, instance_labels
 from napari_unet.core.segment import SegmentOptions, recommended_options, segment
-from napari_unet.core.train import TrainConfig, Trainer
+from napari_unet.core.train import TrainConfig, Trainer, annotated_object_diameter
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -66,6 +71,12 @@ class Dataset:
     tune_labels: list[np.ndarray]
     convention: str
     description: str
+    #: Pixel size of the images, when the data set states one.
+    pixel_size: PixelSize | None
+    #: For the model card: where the pixel size comes from (or why there is none).
+    pixel_size_source: str
+    #: For the model card: what the objects whose diameter is measured are.
+    objects: str
 
 
 def em_split(rotation: int = 0) -> tuple[list[int], list[int], list[int]]:
@@ -106,6 +117,9 @@ def load_em(rotation: int = 0) -> Dataset:
         f"train, {_slice_list(tune)} choose the kept weights and the post-processing, "
         f"{_slice_list(val)} validation (never used otherwise). "
         "Labels: 1 = cell interior, 0 = membrane.",
+        PixelSize(4.0, 4.0, "nm"),
+        "ISBI 2012 voxels are 4 x 4 x 50 nm",
+        "cells of the training slices' labels (4-connected components of label 1)",
     )
 
 
@@ -127,13 +141,39 @@ def load_nuclei() -> Dataset:
         f"images sorted by name, the first {len(train)} train, the last {n_val} validation "
         f"(never used otherwise); {len(tune)} of the training images (every "
         f"{len(train) // 20}th) choose the kept weights and the post-processing.",
+        None,
+        "the DSB 2018 images come without one",
+        "nuclei of the training images' instance labels (touching nuclei separated by one "
+        "background pixel, as in training)",
     )
 
 
+def with_training_scale(bundle: ModelBundle, data: Dataset) -> ModelBundle:
+    """``bundle`` recording the scale of its training data: the data set's pixel size and
+    the median object diameter of the training labels, as the trainer measures it
+    (:func:`napari_unet.core.train.annotated_object_diameter`)."""
+    diameter = annotated_object_diameter(data.train_labels, data.convention)
+    return replace(bundle, pixel_size=data.pixel_size, object_diameter=diameter)
+
+
+def native_scale(bundle: ModelBundle) -> dict:
+    """Segment options that keep images at the model's own scale (nothing resampled).
+
+    Tuning and scores are of the data set's images as they are; by default a model that
+    records an object diameter measures each image's objects and may resample it.
+    """
+    return {} if bundle.object_diameter is None else {"diameter": bundle.object_diameter}
+
+
 def evaluate(kind: str, bundle, data: Dataset) -> dict[str, float]:
-    """Scores on the validation split, post-processed as the model file recommends."""
-    labels_options = SegmentOptions(**recommended_options(bundle, "labels"), device="cpu")
-    mask_options = SegmentOptions(**recommended_options(bundle, "mask"), output="mask")
+    """Scores on the validation split, post-processed as the model file recommends, at the
+    model's own scale."""
+    labels_options = SegmentOptions(
+        **recommended_options(bundle, "labels"), device="cpu", **native_scale(bundle)
+    )
+    mask_options = SegmentOptions(
+        **recommended_options(bundle, "mask"), output="mask", **native_scale(bundle)
+    )
     scores: dict[str, list[float]] = {}
     for image, truth in zip(data.val_images, data.val_labels, strict=True):
         labels = segment(bundle, image, options=labels_options)
@@ -158,7 +198,7 @@ EM_MASK_THRESHOLDS = np.round(np.arange(0.05, 0.86, 0.05), 2)
 
 def tuning_probabilities(bundle, data: Dataset) -> list[tuple[np.ndarray, np.ndarray]]:
     """``(foreground probability, truth)`` pairs of the tuning images."""
-    options = SegmentOptions(output="probabilities", device="cpu")
+    options = SegmentOptions(output="probabilities", device="cpu", **native_scale(bundle))
     return [
         (segment(bundle, image, options=options)[1], truth)
         for image, truth in zip(data.tune_images, data.tune_labels, strict=True)
@@ -376,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         bundle.provenance["command"] = "python scripts/train_builtin.py " + " ".join(
             sys.argv[1:] if argv is None else argv
         )
-    bundle = as_stored(bundle, args.weights_dtype)
+    bundle = with_training_scale(as_stored(bundle, args.weights_dtype), data)
     bundle.provenance["data"] = data.description
     postprocess, tuning_scores = tune_postprocess(args.model, bundle, data)
     bundle.provenance["postprocess"] = postprocess
@@ -421,6 +461,7 @@ def train_model(args: argparse.Namespace, data: Dataset):
         validation_patches=16,
         seed=args.seed,
         device="cpu",
+        pixel_size=data.pixel_size,
     )
     base = load_model(args.base) if args.base is not None else None
     trainer = Trainer(
@@ -539,6 +580,24 @@ def _scores(scores: dict[str, float]) -> str:
     return ", ".join(f"{name} {value:.4f}" for name, value in scores.items())
 
 
+def _scale_line(bundle, data: Dataset) -> str:
+    """The card's line on the scale recorded in the model file."""
+    size = "unknown" if bundle.pixel_size is None else str(bundle.pixel_size)
+    if bundle.object_diameter is None:
+        diameter = "unknown"
+    else:
+        diameter = (
+            f"{bundle.object_diameter:.2f} px, the median equivalent diameter 2 sqrt(area / pi) "
+            f"of the {data.objects}, objects cut by the image border left out"
+        )
+    return (
+        f"- Scale (recorded in the model file): pixel size {size} ({data.pixel_size_source}); "
+        f"object diameter {diameter}. Measured by "
+        "`napari_unet.core.train.annotated_object_diameter`, as the trainer records it (models "
+        "trained before it did got it from `python scripts/set_builtin_scale.py`)."
+    )
+
+
 def write_card(name: str, bundle, data: Dataset, out_dir: Path = MODELS) -> None:
     record = bundle.provenance
     lines = [
@@ -548,6 +607,7 @@ def write_card(name: str, bundle, data: Dataset, out_dir: Path = MODELS) -> None
         "valid convolutions.",
         f"- Data: {data.description}",
         f"- Annotation convention: {data.convention}",
+        _scale_line(bundle, data),
         *_training_lines(record),
         f"- Trained: {record.get('trained')}",
         f"- Post-processing recommended in the file (chosen on the tuning images): "

@@ -30,7 +30,18 @@ TOLERANCE = 2e-3
 
 
 def _options(bundle, output: str) -> SegmentOptions:
-    return SegmentOptions(**recommended_options(bundle, output), output=output, device="cpu")
+    """The model's recommendations, at the model's own scale.
+
+    The card's scores are of the images as they are: giving the model's own object
+    diameter says the objects already have its size, so nothing is resampled (by default a
+    model recording a diameter measures each image's and may resample it).
+    """
+    return SegmentOptions(
+        **recommended_options(bundle, output),
+        output=output,
+        device="cpu",
+        diameter=bundle.object_diameter,
+    )
 
 
 def test_em_membranes_scores_its_card_on_slices_18_and_19(shared_data: Path):

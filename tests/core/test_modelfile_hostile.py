@@ -228,6 +228,11 @@ _FIELD_CASES: list[tuple] = [
         "abc",
         'must be a number between 0 and 1, got "abc"',
     ),
+    ("scale", [4, 4], "must be a mapping, got [4, 4]"),
+    ("scale.object_diameter", -1, "must be a number of pixels above 0 and at most 10000"),
+    ("scale.pixel_size", [0.0, 4.0], "must be [y, x], two positive finite numbers, or null"),
+    ("scale.unit", "furlong", "must be a length unit"),
+    ("scale.size", 4, "is not a scale setting (known: pixel_size, unit, object_diameter)"),
 ]
 
 
@@ -485,6 +490,10 @@ _FIELDS = [
     "provenance.postprocess.per_output",
     "provenance.postprocess.per_output.labels",
     *(f"provenance.postprocess.per_output.labels.{key}" for key in segment._RECOMMENDABLE),
+    "scale",
+    "scale.pixel_size",
+    "scale.unit",
+    "scale.object_diameter",
 ]
 #: Plausible values too, so that mutations often get past the first check.
 _VALUES = (
@@ -492,6 +501,7 @@ _VALUES = (
     | st.integers(min_value=-2, max_value=300)
     | st.floats(min_value=-0.5, max_value=1.5)
     | st.sampled_from(["valid", "same", "none", "batch", "group", "percentile", "fixed"])
+    | st.sampled_from(["nm", "um", "µm", [4.0, 4.0], [0.5, 0.325]])
 )
 
 

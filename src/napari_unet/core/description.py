@@ -4,8 +4,18 @@ A model file (see :mod:`napari_unet.core.modelfile`) is a safetensors file whose
 metadata holds, under :data:`METADATA_KEY`, the architecture, the normalisation, the class
 names and the provenance as JSON. This module reads that header by hand (no torch) and
 checks every field before anything is built: types, bounds on depth, width, classes and
-channels, the normalisation, the recommended post-processing. A refusal is one
+channels, the normalisation, the recommended post-processing, the scale. A refusal is one
 :class:`~napari_unet.core.errors.ModelFileError` line naming the file and the field.
+
+The optional ``"scale"`` field says at which scale the model was trained::
+
+    "scale": {"pixel_size": [y, x] | null, "unit": "nm" | null, "object_diameter": 22.5 | null}
+
+``pixel_size`` is the (y, x) size of one pixel of the training images in ``unit`` (known
+when the images carried one); ``object_diameter`` the median equivalent diameter of the
+training annotations' objects, in pixels of those images
+(:func:`~napari_unet.core.metrics.median_object_diameter`). A file without the field, as
+written before it existed, has an unknown scale.
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_unet.core import normalise
+from napari_unet.core.calibration import UNITS, PixelSize, canonical_unit
 from napari_unet.core.config import UNetConfig, config_field_problem
 from napari_unet.core.errors import InputError, ModelFileError
 
@@ -30,6 +41,9 @@ FORMAT_VERSION = 1
 SUFFIX = ".safetensors"
 # A safetensors file starts with the 8-byte little-endian length of its JSON header.
 _MAX_HEADER_BYTES = 100_000_000
+#: Largest object diameter (pixels) a model may record: far beyond any U-Net's field of view.
+MAX_OBJECT_DIAMETER = 10_000.0
+_SMALLEST_PIXEL_M, _LARGEST_PIXEL_M = 1e-12, 1e3
 
 
 def default_class_names(num_classes: int) -> list[str]:
@@ -190,6 +204,8 @@ class ParsedDescription:
     normalisation: dict[str, Any]
     class_names: list[str]
     provenance: dict[str, Any]
+    pixel_size: PixelSize | None = None
+    object_diameter: float | None = None
 
 
 def _parse_file_description(path: Path, description: dict[str, Any]) -> ParsedDescription:
@@ -220,7 +236,114 @@ def parse_description(description: dict[str, Any]) -> ParsedDescription:
         provenance = {}
     _require(isinstance(provenance, dict), "provenance", "must be a mapping", provenance)
     _parse_postprocess(provenance.get("postprocess"))
-    return ParsedDescription(name or None, config, normalisation, class_names, dict(provenance))
+    pixel_size, object_diameter = parse_scale(description.get("scale"))
+    return ParsedDescription(
+        name or None,
+        config,
+        normalisation,
+        class_names,
+        dict(provenance),
+        pixel_size,
+        object_diameter,
+    )
+
+
+_SCALE_KEYS = ("pixel_size", "unit", "object_diameter")
+
+
+def parse_scale(scale: Any) -> tuple[PixelSize | None, float | None]:
+    """The checked ``"scale"`` field: ``(pixel size or None, object diameter or None)``.
+
+    Absent (``None``) means unknown, as in files written before the field existed.
+
+    Raises
+    ------
+    FieldProblem
+        Naming ``scale`` or the invalid ``scale.*`` entry.
+    """
+    if scale is None:
+        return None, None
+    _require(isinstance(scale, dict), "scale", "must be a mapping", scale)
+    for key in scale:
+        if key not in _SCALE_KEYS:
+            raise FieldProblem(
+                f"scale.{clipped(key, 40)}",
+                f"is not a scale setting (known: {', '.join(_SCALE_KEYS)})",
+            )
+    diameter = scale.get("object_diameter")
+    _require(
+        diameter is None or (_is_finite_number(diameter) and 0.0 < diameter <= MAX_OBJECT_DIAMETER),
+        "scale.object_diameter",
+        f"must be a number of pixels above 0 and at most {MAX_OBJECT_DIAMETER:g}, or null",
+        diameter,
+    )
+    return _parse_pixel_size(scale.get("pixel_size"), scale.get("unit")), (
+        None if diameter is None else float(diameter)
+    )
+
+
+def _parse_pixel_size(sizes: Any, unit: Any) -> PixelSize | None:
+    unit_name = _known_unit(unit)
+    _require(
+        unit is None or unit_name is not None,
+        "scale.unit",
+        f"must be a length unit ({', '.join(UNITS)}) or null",
+        unit,
+    )
+    if sizes is None:
+        return None
+    _require(
+        isinstance(sizes, list)
+        and len(sizes) == 2
+        and all(_is_finite_number(size) and size > 0 for size in sizes),
+        "scale.pixel_size",
+        "must be [y, x], two positive finite numbers, or null",
+        sizes,
+    )
+    _require(unit_name is not None, "scale.unit", "must name the pixel size's unit", unit)
+    # Far outside any microscope's range, a size would only make the resampling factors
+    # overflow or vanish.
+    metres = [size * UNITS[unit_name] for size in sizes]
+    _require(
+        all(_SMALLEST_PIXEL_M <= size <= _LARGEST_PIXEL_M for size in metres),
+        "scale.pixel_size",
+        "must lie between 1 pm and 1 km per pixel",
+        sizes,
+    )
+    return PixelSize(float(sizes[0]), float(sizes[1]), unit_name)
+
+
+def _known_unit(unit: Any) -> str | None:
+    """The canonical spelling of ``unit``, or None when it is not a known length unit."""
+    if not _is_text(unit):
+        return None
+    try:
+        return canonical_unit(unit)
+    except InputError:
+        return None
+
+
+def scale_json(
+    pixel_size: PixelSize | None, object_diameter: float | None
+) -> dict[str, Any] | None:
+    """The ``"scale"`` field for a model file; None when nothing is known (field left out)."""
+    if pixel_size is None and object_diameter is None:
+        return None
+    return {
+        "pixel_size": None if pixel_size is None else [pixel_size.y, pixel_size.x],
+        "unit": None if pixel_size is None else pixel_size.unit,
+        "object_diameter": object_diameter,
+    }
+
+
+def scale_summary(pixel_size: PixelSize | None, object_diameter: float | None) -> str:
+    """A few words for listings: ``"4 nm/px, objects ~22 px"``; "" when nothing is known."""
+    parts = []
+    if pixel_size is not None:
+        parts.append(f"{pixel_size}/px")
+    if object_diameter is not None:
+        parts.append(f"objects ~{object_diameter:.0f} px")
+    return ", ".join(parts)
 
 
 def _parse_config(config: Any) -> UNetConfig:
@@ -379,6 +502,7 @@ def short_description(provenance: dict[str, Any]) -> str:
 
 __all__ = [
     "FORMAT_VERSION",
+    "MAX_OBJECT_DIAMETER",
     "METADATA_KEY",
     "SUFFIX",
     "FieldProblem",
@@ -388,6 +512,9 @@ __all__ = [
     "default_class_names",
     "one_line",
     "parse_description",
+    "parse_scale",
     "read_description",
+    "scale_json",
+    "scale_summary",
     "short_description",
 ]

@@ -1,7 +1,8 @@
 """Model files (one ``.safetensors`` file per model) and the registry of named models.
 
 A model file holds everything needed to segment: the weights, the architecture
-(:meth:`UNetConfig.to_dict`), the intensity normalisation spec, the class names and
+(:meth:`UNetConfig.to_dict`), the intensity normalisation spec, the class names,
+the scale it was trained at (pixel size and object diameter, when known) and
 provenance (training data, steps, date, version, notes). It is a safetensors file
 whose header metadata stores that description as JSON under :data:`METADATA_KEY`,
 next to a ``"format_version"`` entry. Loading never unpickles anything: safetensors
@@ -37,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import numbers
 import os
 import re
 from collections.abc import Iterator
@@ -50,6 +52,7 @@ from safetensors.torch import save_file
 
 from napari_unet import __version__
 from napari_unet.core import normalise
+from napari_unet.core.calibration import PixelSize
 from napari_unet.core.description import (
     FORMAT_VERSION,
     METADATA_KEY,
@@ -61,6 +64,8 @@ from napari_unet.core.description import (
     one_line,
     parse_description,
     read_description,
+    scale_json,
+    scale_summary,
     short_description,
 )
 from napari_unet.core.errors import (
@@ -108,6 +113,12 @@ class ModelBundle:
     provenance : dict
         Free-form JSON-able facts: ``training_data``, ``steps``, ``date``, ``version``,
         ``description``, ``notes``...
+    pixel_size : PixelSize or None
+        Pixel size of the training images, when they recorded one.
+    object_diameter : float or None
+        Median equivalent diameter of the training annotations' objects, in pixels of the
+        training images (:func:`~napari_unet.core.metrics.median_object_diameter`); None
+        when unknown.
     """
 
     name: str
@@ -116,10 +127,26 @@ class ModelBundle:
     normalisation: dict[str, Any] = field(default_factory=lambda: dict(normalise.DEFAULT_SPEC))
     class_names: list[str] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
+    pixel_size: PixelSize | None = None
+    object_diameter: float | None = None
 
     def __post_init__(self) -> None:
         if not self.class_names:
             self.class_names = default_class_names(self.config.num_classes)
+        if self.pixel_size is not None and not isinstance(self.pixel_size, PixelSize):
+            raise InputError(
+                f"a model's pixel size must be a PixelSize or None, got {self.pixel_size!r}"
+            )
+        if self.object_diameter is not None:
+            if isinstance(self.object_diameter, bool) or not isinstance(
+                self.object_diameter, numbers.Real
+            ):
+                raise InputError(
+                    "a model's object diameter must be a number of pixels or None, got "
+                    f"{self.object_diameter!r}"
+                )
+            # Its range is checked with the rest of the description when saving.
+            self.object_diameter = float(self.object_diameter)
 
     @classmethod
     def from_network(
@@ -130,6 +157,8 @@ class ModelBundle:
         normalisation: dict[str, Any] | None = None,
         class_names: list[str] | None = None,
         provenance: dict[str, Any] | None = None,
+        pixel_size: PixelSize | None = None,
+        object_diameter: float | None = None,
     ) -> ModelBundle:
         """Snapshot ``network``'s weights (copied to CPU) into a bundle."""
         state = {key: value.detach().cpu().clone() for key, value in network.state_dict().items()}
@@ -140,12 +169,19 @@ class ModelBundle:
             normalisation=normalise.validate_spec(normalisation),
             class_names=list(class_names or []),
             provenance=dict(provenance or {}),
+            pixel_size=pixel_size,
+            object_diameter=object_diameter,
         )
 
     @property
     def description(self) -> str:
         """One line for listings: the provenance's description or notes."""
         return short_description(self.provenance)
+
+    @property
+    def scale_summary(self) -> str:
+        """The scale in a few words, ``"4 nm/px, objects ~22 px"`` ("" when unknown)."""
+        return scale_summary(self.pixel_size, self.object_diameter)
 
     def build(self, device: str | torch.device = "cpu") -> UNet:
         """A :class:`UNet` with (a copy of) these weights on ``device``, in eval mode.
@@ -258,6 +294,9 @@ def _description_json(bundle: ModelBundle, path: Path) -> str:
         "class_names": list(bundle.class_names),
         "provenance": provenance,
     }
+    scale = scale_json(bundle.pixel_size, bundle.object_diameter)
+    if scale is not None:  # left out when unknown, as in files written before it existed
+        description["scale"] = scale
     try:
         parsed = parse_description(description)
         description["normalisation"] = parsed.normalisation
@@ -321,6 +360,8 @@ def load_model(path: str | os.PathLike) -> ModelBundle:
         normalisation=parsed.normalisation,
         class_names=parsed.class_names,
         provenance=parsed.provenance,
+        pixel_size=parsed.pixel_size,
+        object_diameter=parsed.object_diameter,
     )
 
 

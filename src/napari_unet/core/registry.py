@@ -21,7 +21,12 @@ from typing import Literal
 
 import platformdirs
 
-from napari_unet.core.description import SUFFIX, read_description, short_description
+from napari_unet.core.description import (
+    SUFFIX,
+    checked_description,
+    scale_summary,
+    short_description,
+)
 from napari_unet.core.errors import ModelFileError, ModelNotFoundError
 from napari_unet.core.safety import TEMP_PREFIX
 
@@ -35,12 +40,17 @@ BUILTIN_MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """One model in :func:`list_models`."""
+    """One model in :func:`list_models`.
+
+    ``description`` is the listing's line: the model's own description, then its scale
+    (``"4 nm/px, objects ~22 px"``) when recorded; ``scale`` is that scale alone.
+    """
 
     name: str
     path: Path
     source: Literal["built-in", "user"]
     description: str = ""
+    scale: str = ""
 
 
 def builtin_models_dir() -> Path:
@@ -120,20 +130,26 @@ def _entry(path: Path, source: Literal["built-in", "user"]) -> ModelEntry:
     try:
         stat = path.stat()
     except OSError as error:
-        description = f"(unreadable: {error})"
+        description, scale = f"(unreadable: {error})", ""
     else:
-        description = _cached_description(path, stat.st_mtime_ns, stat.st_size)
-    return ModelEntry(name=path.stem, path=path, source=source, description=description)
+        description, scale = _cached_description(path, stat.st_mtime_ns, stat.st_size)
+    return ModelEntry(
+        name=path.stem, path=path, source=source, description=description, scale=scale
+    )
 
 
 # Model choosers list the models whenever napari's layer list changes; reading every
 # file's header each time would stall the GUI. A changed file has a new mtime or size.
 @functools.lru_cache(maxsize=512)
-def _cached_description(path: Path, _mtime_ns: int, _size: int) -> str:
+def _cached_description(path: Path, _mtime_ns: int, _size: int) -> tuple[str, str]:
+    """``(listing line, scale)`` of a model file."""
     try:
-        return short_description(read_description(path).get("provenance") or {})
+        parsed = checked_description(path)
     except ModelFileError as error:
-        return f"(unreadable: {error})"
+        return f"(unreadable: {error})", ""
+    scale = scale_summary(parsed.pixel_size, parsed.object_diameter)
+    text = short_description(parsed.provenance)
+    return "; ".join(part for part in (text, scale) if part), scale
 
 
 __all__ = [

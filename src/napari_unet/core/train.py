@@ -23,6 +23,12 @@ cells in a large image are found) from mirror-padded planes, deform them togethe
 with their labels and the precomputed weight map (paper eq. 2) on the training
 device, crop the targets to the valid network output, and minimise the weighted
 cross-entropy.
+
+Scale: the trained model records the pixel size of its training images
+(:attr:`TrainConfig.pixel_size`) and the median diameter of the annotated cells, in
+training pixels (:func:`~napari_unet.core.metrics.median_object_diameter`, border-cut
+cells left out), so that segmenting can later bring other images to that scale. A
+fine-tuned model without a given pixel size inherits its base model's.
 """
 
 from __future__ import annotations
@@ -46,11 +52,13 @@ from .annotations import (
     targets_from_annotation,
 )
 from .augment import AugmentConfig, augment_batch
+from .calibration import PixelSize, parse_pixel_size
 from .device import amp_context
 from .errors import AnnotationError, InputError, ModelFileError
 from .events import Preview, TrainingFinished, TrainStep, Validation
 from .io import as_planes
 from .losses import weighted_cross_entropy
+from .metrics import median_object_diameter
 from .model import UNet, UNetConfig, margin, nearest_valid_input_size, pick_device
 from .modelfile import ModelBundle
 from .predictor import make_predictor
@@ -104,6 +112,10 @@ class TrainConfig:
     amp : bool or None
         Mixed precision (float16 autocast with a gradient scaler); ``None`` means on
         CUDA only. Never used on other devices, where our torch range may not support it.
+    pixel_size : PixelSize or None
+        Pixel size of the training images, recorded in the trained model; also accepts
+        what :func:`~napari_unet.core.calibration.parse_pixel_size` reads (``"4 nm"``,
+        ``0.325`` for µm, ``(y, x)``). ``None``: unknown (a base model's is kept).
     """
 
     steps: int = 200
@@ -123,8 +135,12 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool | None = None
+    pixel_size: PixelSize | None = None
 
     def __post_init__(self) -> None:
+        if self.pixel_size is not None and not isinstance(self.pixel_size, PixelSize):
+            # frozen: the parsed value is set through object.__setattr__
+            object.__setattr__(self, "pixel_size", parse_pixel_size(self.pixel_size))
         if self.steps < 1 or self.batch_size < 1:
             raise InputError("steps and batch size must be at least 1")
         if not 0 < self.learning_rate <= FLOAT32_MAX:  # NaN fails too
@@ -338,7 +354,11 @@ class Trainer:
         AnnotationError
             If shapes differ or nothing usable is annotated anywhere.
         """
-        self.planes = self._prepare(_annotated_planes(images, annotations, **self._layout()))
+        pairs = _annotated_planes(images, annotations, **self._layout())
+        targets = self._targets(pairs)
+        self.planes = self._planes(pairs, targets)
+        #: Median diameter of the annotated cells (pixels), None if none could be measured.
+        self.measured_diameter = _cell_diameter(targets)
         if not self.planes:
             raise AnnotationError(
                 "nothing is annotated: paint some background with label 1 and at least one "
@@ -346,9 +366,8 @@ class Trainer:
             )
         if self._validation_source is not None:
             val_images, val_labels = self._validation_source
-            validation_planes = self._prepare(
-                _annotated_planes(val_images, val_labels, **self._layout())
-            )
+            validation_pairs = _annotated_planes(val_images, val_labels, **self._layout())
+            validation_planes = self._planes(validation_pairs, self._targets(validation_pairs))
         else:
             validation_planes = self.planes
         self._validation_batch = self._fixed_patches(validation_planes)
@@ -362,7 +381,8 @@ class Trainer:
             "skip_empty": True,
         }
 
-    def _prepare(self, pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[_Plane]:
+    def _targets(self, pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[Targets]:
+        """The training targets of each annotated plane."""
         convention = _resolve_convention(self.convention, [a for _, a in pairs])
         # Classes are checked over the whole set: one plane may hold only background strokes.
         targets = [
@@ -371,6 +391,12 @@ class Trainer:
         ]
         if targets:
             check_both_classes(targets)
+        return targets
+
+    def _planes(
+        self, pairs: list[tuple[np.ndarray, np.ndarray]], targets: list[Targets]
+    ) -> list[_Plane]:
+        """Normalised, padded planes with their labels and weight maps."""
         pad = margin(self.unet_config) + self.patch_output
         return [
             self._prepared_plane(image, target, pad)
@@ -641,7 +667,24 @@ class Trainer:
             normalisation=dict(self.normalisation),
             class_names=list(self.class_names),
             provenance=provenance,
+            pixel_size=self.pixel_size,
+            object_diameter=self.object_diameter,
         )
+
+    @property
+    def pixel_size(self) -> PixelSize | None:
+        """The pixel size the trained model records: the given one, else the base's."""
+        if self.config.pixel_size is not None:
+            return self.config.pixel_size
+        return self.base.pixel_size if self.base else None
+
+    @property
+    def object_diameter(self) -> float | None:
+        """The object diameter the trained model records (pixels): the annotated cells'
+        median, else (nothing measurable) the base model's."""
+        if self.measured_diameter is not None:
+            return self.measured_diameter
+        return self.base.object_diameter if self.base else None
 
     def best_bundle(self) -> ModelBundle:
         """Model with the weights of the lowest validation loss so far."""
@@ -740,8 +783,52 @@ def _resolve_convention(convention: Convention, annotations: list[np.ndarray]) -
     return "binary" if kinds == {"binary"} else "sparse"
 
 
+def _cell_diameter(targets: list[Targets]) -> float | None:
+    """Median equivalent diameter (pixels) of the cells of ``targets``.
+
+    Cells cut by their plane's border are left out (unless all are): they look smaller
+    than they are, and segmenting measures an image's objects the same way.
+    """
+    return median_object_diameter([target.instances for target in targets], exclude_border=True)
+
+
+def annotated_object_diameter(
+    annotations: Sequence[np.ndarray] | np.ndarray, convention: Convention = "auto"
+) -> float | None:
+    """The object diameter a :class:`Trainer` records for these annotations, in pixels.
+
+    For measuring a training set without training on it (e.g. to record the scale of a
+    model trained before models recorded one).
+
+    Parameters
+    ----------
+    annotations : array or sequence of arrays
+        ``(H, W)`` or ``(..., H, W)`` labels in ``convention``, as :class:`Trainer` takes
+        them; planes with nothing annotated are skipped.
+    convention : {"sparse", "dense", "binary", "auto"}
+        How to read them (see :func:`~napari_unet.core.annotations.targets_from_annotation`).
+
+    Returns
+    -------
+    float or None
+        The median equivalent diameter of the annotated cells; None without any.
+    """
+    planes = [
+        plane
+        for annotation in _as_list(annotations)
+        for plane in np.asarray(annotation).reshape((-1, *np.shape(annotation)[-2:]))
+        if plane.any()
+    ]
+    resolved = _resolve_convention(convention, planes)
+    return _cell_diameter(
+        [targets_from_annotation(plane, resolved, require_both_classes=False) for plane in planes]
+    )
+
+
 def _jsonable_config(config: TrainConfig) -> dict:
     values = {k: getattr(config, k) for k in config.__dataclass_fields__ if k != "augment"}
+    if config.pixel_size is not None:  # JSON: the model's "scale" holds it in full
+        values["pixel_size"] = str(config.pixel_size)
     values["augment"] = {k: getattr(config.augment, k) for k in config.augment.__dataclass_fields__}
     return values
 
@@ -759,4 +846,4 @@ def train(
     return trainer.best_bundle()
 
 
-__all__ = ["IGNORE", "TrainConfig", "Trainer", "train"]
+__all__ = ["IGNORE", "TrainConfig", "Trainer", "annotated_object_diameter", "train"]
