@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import sys
 from collections.abc import Callable, Generator, Sequence
@@ -213,6 +214,7 @@ def _add_segment_parser(subparsers: Any) -> None:
         "has a mean boundary probability below F; 0 turns it off (default: the model's "
         "recommendation)",
     )
+    _add_scale_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=1, metavar="N", help="tiles per pass")
     parser.add_argument(
         "--block-size",
@@ -271,6 +273,23 @@ def _add_segment_parser(subparsers: Any) -> None:
     )
 
 
+def _add_scale_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--pixel-size",
+        metavar="SIZE[UNIT]",
+        help="the inputs' pixel size, e.g. 0.325um, '4 nm' or 0.5,0.325um (y, x; default "
+        "unit µm); the image is resampled to the model's pixel size (default: read from "
+        "each file's ImageJ, OME-TIFF or OME-Zarr metadata)",
+    )
+    parser.add_argument(
+        "--diameter",
+        metavar="N|auto",
+        help="the objects' typical diameter in the inputs, in pixels, or 'auto' to measure "
+        "it in a first pass; the image is rescaled so objects have the model's size "
+        "(default: auto for models recording their object size, unless pixel sizes decide)",
+    )
+
+
 def _add_channel_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--channel-axis",
@@ -285,6 +304,37 @@ def _add_channel_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="LIST",
         help="channels to use, in order, e.g. 0,2 (default: all)",
     )
+
+
+def _pixel_size_arg(text: str | None) -> Any:
+    """``--pixel-size`` as a :class:`~napari_unet.core.calibration.PixelSize` (None: not
+    given); one line for zero, negative, NaN, unreadable sizes and unknown units."""
+    if text is None:
+        return None
+    from napari_unet.core.calibration import parse_pixel_size
+
+    try:
+        return parse_pixel_size(text)
+    except InputError as error:
+        raise InputError(f"--pixel-size {text!r}: {error}") from None
+
+
+def _diameter_arg(text: str | None) -> float | str | None:
+    """``--diameter``: ``"auto"``, a number of pixels above 0, or None (not given)."""
+    if text is None:
+        return None
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise InputError(
+            f"--diameter takes the objects' diameter in pixels (a number above 0) or "
+            f"'auto', got {text!r}"
+        )
+    return value
 
 
 def _channel_list(text: str | None) -> tuple[int, ...] | None:
@@ -305,6 +355,8 @@ LAZY_TIFF_BYTES = 256 * 2**20
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
+    pixel_size, diameter = _pixel_size_arg(args.pixel_size), _diameter_arg(args.diameter)
+    channels = _channel_list(args.channels)
     inputs = [Path(p) for p in args.inputs]
     large = args.workers is not None or args.scheduler is not None
     outputs = _output_paths(inputs, args.output_path, args.output, large=large)
@@ -329,8 +381,9 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         device=args.device,
         batch_size=args.batch_size,
         link_iou=args.link_iou,
+        pixel_size=pixel_size,
+        diameter=diameter,
     )
-    channels = _channel_list(args.channels)
     if large and args.rgb == "grey":
         raise InputError(
             "--rgb grey is not available with --workers/--scheduler (the workers read the "
@@ -439,7 +492,7 @@ def _postprocess_options(args: argparse.Namespace, bundle: Any, *, zarr: bool) -
 
 
 def _segment_to_tiff(bundle, source: Path, target: Path, options, args, channels) -> None:
-    from napari_unet.core.io import as_planes, read_image, write_image
+    from napari_unet.core.io import RESULT_INFO_KEY, as_planes, read_image, write_image
     from napari_unet.core.segment import segment_iter
 
     # Big TIFFs and zarr stores are read tile by tile; the result is in memory anyway.
@@ -447,6 +500,8 @@ def _segment_to_tiff(bundle, source: Path, target: Path, options, args, channels
         source.suffix.lower() in (".tif", ".tiff") and source.stat().st_size > LAZY_TIFF_BYTES
     )
     image = read_image(source, lazy=lazy, rgb=_keeps_colour(args))
+    calibration, options = _input_scale(source, options)
+    read_ndim = len(image.shape)
     image, options = _dims_for(source, image, options, args, channels, in_memory=True)
     stack, _ = as_planes(
         image,
@@ -456,12 +511,93 @@ def _segment_to_tiff(bundle, source: Path, target: Path, options, args, channels
     )
     generator = segment_iter(bundle, image, options=options)
     planes = int(stack.shape[0])
+    chosen: list[Any] = []
     result = drain_with_progress(
-        generator,
+        _announcing_scale(generator, source, chosen),
         description=source.name,
         total_of=lambda event, planes=planes: getattr(event, "total", 0) * planes or None,
     )
-    write_image(target, result, overwrite=args.overwrite)
+    # A colour axis turned grey is gone from the image: drop it from the calibration too.
+    dropped = options.channel_axis if len(image.shape) == read_ndim else read_ndim - 1
+    result_calibration = _result_calibration(
+        calibration, read_ndim, dropped, args, bundle.config.num_classes
+    )
+    record = {RESULT_INFO_KEY: {"scale": chosen[0].record()}} if chosen else None
+    write_image(
+        target,
+        result,
+        overwrite=args.overwrite,
+        calibration=result_calibration,
+        description_extra=record,
+    )
+
+
+def _input_scale(source: Path, options: Any) -> tuple[Any, Any]:
+    """The input's calibration (None when its file records none) and ``options`` with
+    its pixel size: ``--pixel-size`` when given, else the file's."""
+    from dataclasses import replace
+
+    from napari_unet.core.calibration import read_calibration
+
+    calibration = read_calibration(source)
+    if options.pixel_size is None and calibration is not None:
+        options = replace(options, pixel_size=calibration.pixel_size)
+    return calibration, options
+
+
+def _result_calibration(
+    calibration: Any, ndim: int, channel_axis: int | None, args: Any, classes: int
+) -> Any:
+    """The calibration of a TIFF result: the input's (``ndim`` axes as read, its pixel
+    size replaced by ``--pixel-size`` when given) without its channel axis, with the
+    class axis of probabilities; None when nothing is known."""
+    from napari_unet.core.calibration import Calibration
+
+    given = _pixel_size_arg(args.pixel_size)
+    if calibration is None:
+        if given is None:
+            return None
+        calibration = Calibration.from_pixel_size(given, "yx")
+        channel_axis = None  # only y and x are known
+    else:
+        if calibration.ndim != ndim:  # e.g. axes the reader squeezed: match by letter
+            calibration = calibration.for_ndim(ndim)
+        if given is not None:
+            calibration = calibration.with_pixel_size(given)
+    classes_axis = classes if args.output == "probabilities" else None
+    try:
+        return calibration.for_result(channel_axis, classes_axis)
+    except InputError as error:  # the result matters more than its metadata
+        print(f"{PROG}: note: the result records no calibration: {error}", file=sys.stderr)
+        return None
+
+
+def _announcing_scale(
+    generator: Generator[Any, None, Any], source: Path, chosen: list[Any]
+) -> Generator[Any, None, Any]:
+    """Pass events on; print the scale the core chose for ``source`` (and why) in one
+    line and remember it in ``chosen``."""
+    from napari_unet.core.events import ScaleChosen
+
+    try:
+        while True:
+            try:
+                event = next(generator)
+            except StopIteration as finished:
+                return finished.value
+            if isinstance(event, ScaleChosen):
+                chosen.append(event.choice)
+                print(f"{PROG}: {source.name}: {scale_line(event.choice)}", file=sys.stderr)
+                continue
+            yield event
+    finally:
+        generator.close()
+
+
+def scale_line(choice: Any) -> str:
+    """ "scale: auto: objects measure 41 px (23 on a 360 x 360 px crop), the model's 20 px
+    -> x0.488" (the core's reason says the factor and why)."""
+    return f"scale: {choice.reason}"
 
 
 def _keeps_colour(args: argparse.Namespace) -> bool:
@@ -517,6 +653,7 @@ def _segment_to_zarr(bundle, source: Path, target: Path, options, args, client, 
     from napari_unet.core.largeimage import open_image, segment_blocks_iter
 
     image = open_image(source)
+    _calibration, options = _input_scale(source, options)
     image, options = _dims_for(source, image, options, args, channels, in_memory=False)
     if client is not None:
         from napari_unet.core.distributed import segment_distributed_iter
@@ -543,7 +680,11 @@ def _segment_to_zarr(bundle, source: Path, target: Path, options, args, client, 
             overwrite=args.overwrite,
             inputs=[source],
         )
-    drain_with_progress(_blocks_only(generator), description=source.name, unit="block")
+    drain_with_progress(
+        _blocks_only(_announcing_scale(generator, source, [])),
+        description=source.name,
+        unit="block",
+    )
 
 
 def _blocks_only(generator: Generator[Any, None, Any]) -> Generator[Any, None, Any]:
@@ -702,6 +843,13 @@ def _add_train_parser(subparsers: Any) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     parser.add_argument("--name", help="model name stored in the file (default: file stem)")
+    parser.add_argument(
+        "--pixel-size",
+        metavar="SIZE[UNIT]",
+        help="the training images' pixel size, e.g. 0.325um or '4 nm', recorded in the model "
+        "so images of other pixel sizes are resampled to it (default: read from the images' "
+        "ImageJ or OME metadata; unknown when they record none)",
+    )
     _add_channel_arguments(parser)
     parser.add_argument(
         "--overwrite", action="store_true", help="replace MODEL_FILE if it already exists"
@@ -717,6 +865,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     output = Path(args.output_path)
     if output.suffix != ".safetensors":
         raise InputError(f"model files end in .safetensors, got {output.name!r}")
+    pixel_size = _pixel_size_arg(args.pixel_size)
     for path in [*args.images, *args.labels]:
         if not Path(path).is_file():
             raise InputError(f"file not found: {path}")
@@ -751,6 +900,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         augment=AugmentConfig(enabled=not args.no_augment),
         seed=args.seed,
         device=args.device,
+        pixel_size=pixel_size or _training_pixel_size([Path(p) for p in args.images]),
     )
     trainer = Trainer(
         base,
@@ -764,6 +914,40 @@ def _cmd_train(args: argparse.Namespace) -> int:
     )
     _report_device(args.device)
     return _train_and_save(trainer, output, overwrite=args.overwrite)
+
+
+def _training_pixel_size(images: list[Path]) -> Any:
+    """The pixel size the training images' files record (None when none does).
+
+    Raises
+    ------
+    InputError
+        When two images record different pixel sizes: one model has one scale.
+    """
+    from napari_unet.core.calibration import read_calibration
+
+    known: dict[Path, Any] = {}
+    for path in images:
+        calibration = read_calibration(path)
+        if calibration is not None and calibration.pixel_size is not None:
+            known[path] = calibration.pixel_size
+    sizes = list(dict.fromkeys(known.values()))
+    if len(sizes) > 1:
+        listed = ", ".join(f"{path.name}: {size}" for path, size in known.items())
+        raise InputError(
+            f"the training images record different pixel sizes ({listed}); train on images "
+            "of one pixel size, or give the one to record with --pixel-size"
+        )
+    if not sizes:
+        return None
+    missing = [path.name for path in images if path not in known]
+    if missing:
+        print(
+            f"{PROG}: note: {', '.join(missing)} record(s) no pixel size; taken as "
+            f"{sizes[0]} like the other images",
+            file=sys.stderr,
+        )
+    return sizes[0]
 
 
 def _scratch_config(image: Any, channel_axis: int | None, channels: tuple[int, ...] | None):
@@ -818,6 +1002,19 @@ def _save(trainer: Any, output: Path, *, overwrite: bool, last_loss: list[float]
     loss = f", last loss {last_loss[-1]:.4f}" if last_loss else ""
     kept = f"weights of step {bundle.provenance.get('steps', trainer.step)}"
     print(f"{PROG}: saved {output} ({kept}, {trainer.step} steps run{loss})", file=sys.stderr)
+    print(f"{PROG}: {_recorded_scale(bundle)}", file=sys.stderr)
+
+
+def _recorded_scale(bundle: Any) -> str:
+    """ "the model records objects of 22.4 px at 0.325 µm/px" (what it knows of its scale)."""
+    diameter, pixel_size = bundle.object_diameter, bundle.pixel_size
+    objects = (
+        f"objects of {diameter:.1f} px (median diameter)"
+        if diameter is not None
+        else "no object size"
+    )
+    where = f" at {pixel_size}/px" if pixel_size is not None else " (pixel size unknown)"
+    return f"the model records {objects}{where}"
 
 
 def _save_after_interruption(

@@ -243,10 +243,16 @@ class ImageInput:
             rgb=False,
         )
 
-    def placement(self) -> dict[str, tuple[float, ...]]:
-        """Scale and translate of a result layer: the first layer's, without the channel axis."""
+    def placement(self) -> dict[str, tuple[Any, ...]]:
+        """Scale, translate and units of a result layer: the first layer's, without the
+        channel axis, so the result overlays the image (anisotropic z included) and
+        shares its physical units."""
         layer = self.layer
-        placement = {"scale": tuple(layer.scale), "translate": tuple(layer.translate)}
+        placement = {
+            "scale": tuple(layer.scale),
+            "translate": tuple(layer.translate),
+            "units": tuple(str(unit) for unit in layer.units),
+        }
         drop = self.layer_channel_axis
         if drop is None:
             return placement

@@ -93,6 +93,7 @@ from napari_unet._widgets._common import (
     show_layer,
 )
 from napari_unet._widgets._loss_plot import LossPlot
+from napari_unet._widgets._scale import layer_pixel_size
 from napari_unet.core import export as bioimageio_export
 from napari_unet.core.annotations import check_annotation_matches
 from napari_unet.core.augment import AugmentConfig
@@ -254,6 +255,15 @@ def _annotated_planes(
     images = np.stack([np.array(image_input.plane(int(k)), copy=True) for k in annotated])
     axis = image_input.plane_channel_axis
     return images, flat[annotated].copy(), None if axis is None else axis + 1
+
+
+def _scale_words(bundle: ModelBundle) -> str:
+    """What the trained model records of its scale: "objects ~22 px at 0.5 µm/px"."""
+    pixel_size = getattr(bundle, "pixel_size", None)
+    diameter = getattr(bundle, "object_diameter", None)
+    objects = f"objects ~{diameter:.0f} px" if diameter is not None else "no object size"
+    where = f" at {pixel_size}/px" if pixel_size is not None else " (pixel size unknown)"
+    return f"it records {objects}{where}"
 
 
 def _preview_plane(image_input: ImageInput, plane: int) -> np.ndarray:
@@ -505,7 +515,9 @@ class FinetuneWidget(Container):
         return self._run.progress if self._run is not None else None
 
     def train_config(self) -> TrainConfig:
-        """The training options currently set in the widget."""
+        """The training options currently set in the widget, with the pixel size of the
+        chosen image layer (from its scale and units; None when they are pixels), which
+        the trained model records."""
         return TrainConfig(
             steps=int(self._steps.value),
             batch_size=int(self._batch_size.value),
@@ -517,7 +529,19 @@ class FinetuneWidget(Container):
             validation_every=max(1, min(25, int(self._steps.value) // 4)),
             preview_every=int(self._preview_every.value),
             device=self._device.value,
+            pixel_size=self.pixel_size,
         )
+
+    @property
+    def pixel_size(self) -> Any:
+        """The chosen image's pixel size (a :class:`~napari_unet.core.calibration.PixelSize`)
+        from its layer's scale and units (the first channel layer's when several are
+        chosen); None when the layer's units are pixels."""
+        layers = self._channels.channel_layers()
+        if layers:
+            return layer_pixel_size(layers[0])
+        layer = self._image_combo.value
+        return None if layer is None else layer_pixel_size(layer, self._channels.layer_axis())
 
     def set_options(self, **values: Any) -> None:
         """Set the channel controls as a user would: ``image`` (a layer or its name),
@@ -839,6 +863,7 @@ class FinetuneWidget(Container):
         best = f"best step {trainer.best_step}" if trainer.best_step else "last weights"
         verb = "stopped" if run.stopped else ("failed" if run.failed else "finished")
         kept = f"model '{self._bundle.name}' is in the Segment widget"
+        kept += f" ({_scale_words(self._bundle)})"
         if diverged:
             self._status.value = (
                 f"stopped at step {trainer.step}: {diverged} ({best}); {kept}; lower the "

@@ -68,6 +68,7 @@ from magicgui.widgets import (
     FileEdit,
     FloatSpinBox,
     Label,
+    LineEdit,
     PushButton,
     SpinBox,
 )
@@ -107,8 +108,19 @@ from napari_unet._widgets._common import (
     session_for,
     show_layer,
 )
+from napari_unet._widgets._scale import (
+    AUTO,
+    diameter_text,
+    in_dock_words,
+    layer_pixel_size,
+    model_scale,
+    pixel_size_text,
+    read_diameter_field,
+    read_pixel_size_field,
+    scale_status,
+)
 from napari_unet.core.errors import InputError, UNetError
-from napari_unet.core.events import PlaneDone, Progress, TileDone
+from napari_unet.core.events import PlaneDone, Progress, ScaleChosen, TileDone
 from napari_unet.core.io import plane_position
 from napari_unet.core.largeimage import DEFAULT_BLOCK_SIZE, BlockStore, segment_blocks_iter
 from napari_unet.core.modelfile import ModelBundle, default_model_name, read_description
@@ -149,6 +161,8 @@ _OPTION_WIDGETS: dict[str, str] = {
     "device": "_device",
     "link": "_link",
     "image": "_image_combo",
+    "pixel_size": "_pixel_size",
+    "diameter": "_diameter",
 }
 #: set_options() keys handled by the channel controls.
 _CHANNEL_KEYS = frozenset({"channel_axis", "channels", "channel_layers", "rgb"})
@@ -273,6 +287,10 @@ class _SegmentRun:
     note: str = ""
     plane_index: int | None = None
     plane_count: int = 1
+    #: The scale the core chose (:class:`~napari_unet.core.scaling.ScaleChoice`), once
+    #: its ScaleChosen event arrived, and its status line.
+    scale: Any = None
+    scale_line: str = ""
 
 
 def _add_output_layer(
@@ -346,6 +364,26 @@ class SegmentWidget(Container):
         self._output_combo = ComboBox(
             label="output", choices=[(label, kind) for label, kind, _ in OUTPUTS], value="labels"
         )
+        self._pixel_size = LineEdit(
+            label="pixel size",
+            value="",
+            tooltip="the image's pixel size, e.g. 0.325 µm, 4 nm or 0.5 x 0.325 µm (y x); "
+            "filled in from the layer's scale and units; empty: unknown. The image is "
+            "resampled to the model's pixel size when the model records one",
+        )
+        self._pixel_size.native.setPlaceholderText("unknown (e.g. 0.325 µm)")
+        self._diameter = LineEdit(
+            label="object diameter",
+            value="",
+            tooltip="the objects' typical diameter in this image, in pixels, or 'auto' to "
+            "measure it in a first pass; the image is rescaled so objects have the model's "
+            "size. Empty: the model's default (auto when it records its objects' size, "
+            "unless pixel sizes decide)",
+        )
+        self._diameter.native.setPlaceholderText("model default")
+        #: What the pixel size field was filled in with from the layer (so a value the
+        #: user did not change follows the layer's scale).
+        self._prefilled_pixel_size = ""
         self._advanced_toggle = CheckBox(text="advanced settings", value=False)
         self._tile_size = SpinBox(
             label="tile size (px)",
@@ -443,15 +481,18 @@ class SegmentWidget(Container):
         self._status = Label(value="")
         self._status.native.setWordWrap(True)
         self.extend([
-            self._image_combo, *self._channels.widgets, self._model_combo, self._output_combo,
-            self._link, self._advanced_toggle, self._advanced, self._slice_button,
-            self._stack_button, self._cancel_button, self._device_line.label, self._status,
+            self._image_combo, *self._channels.widgets, self._model_combo, self._pixel_size,
+            self._diameter, self._output_combo, self._link, self._advanced_toggle,
+            self._advanced, self._slice_button, self._stack_button, self._cancel_button,
+            self._device_line.label, self._status,
         ])  # fmt: skip
         self._channels.sync()
 
         self._select_default_model()
         self._advanced_toggle.changed.connect(self._toggle_advanced)
         self._model_combo.changed.connect(self._on_model_chosen)
+        self._image_combo.changed.connect(self._prefill_pixel_size)
+        self._channels.axis.changed.connect(self._prefill_pixel_size)
         # Recommendations may differ per output kind (e.g. labels vs mask threshold).
         self._output_combo.changed.connect(
             lambda _output: self._apply_recommendation(self._model_combo.value)
@@ -467,6 +508,7 @@ class SegmentWidget(Container):
         connect(viewer.dims.events.axis_labels, self._on_axis_labels)
         self._follow_active_layer()
         self._set_link_default()
+        self._prefill_pixel_size()
 
     # ------------------------------------------------------------------ choices
     def _image_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
@@ -524,6 +566,34 @@ class SegmentWidget(Container):
         self._split_touching.value = recommended.get("split_touching", False)
         self._fill_boundaries.value = recommended.get("fill_boundaries", False)
         self._merge_boundaries.value = recommended.get("merge_boundaries", 0.0)
+        self._apply_model_scale(source)
+
+    def _apply_model_scale(self, source: ModelSource) -> None:
+        """The diameter default for ``source``: "auto" when it records its objects' size
+        (a number the user typed is about the image, and stays)."""
+        pixel_size, diameter = model_scale(source)
+        if self._diameter.value.strip().lower() in ("", AUTO):
+            self._diameter.value = AUTO if diameter is not None else ""
+        known = [f"{pixel_size}/px" if pixel_size is not None else "",
+                 f"objects ~{diameter:.0f} px" if diameter is not None else ""]  # fmt: skip
+        recorded = ", ".join(k for k in known if k) or "no scale"
+        self._model_combo.tooltip = f"the model records {recorded}"
+
+    def _prefill_pixel_size(self, _value: Any = None) -> None:
+        """Fill the pixel size field in from the image layer's scale and units (empty when
+        they are in pixels: unknown)."""
+        layer = self._image_combo.value
+        text = ""
+        if layer is not None:
+            text = pixel_size_text(layer_pixel_size(layer, self._channels.layer_axis()))
+        self._pixel_size.value = text
+        self._prefilled_pixel_size = text
+
+    def _refresh_prefill(self) -> None:
+        """A field the user did not change follows the layer's scale (it may have changed
+        since the layer was chosen)."""
+        if self._pixel_size.value == self._prefilled_pixel_size:
+            self._prefill_pixel_size()
 
     def _on_session_changed(self, bundle: ModelBundle | None) -> None:
         previous = self._model_combo.value
@@ -572,10 +642,14 @@ class SegmentWidget(Container):
         it (stacked channel layers: axis 0; an RGB layer "as channels": its colour axis);
         ``link`` is the checkbox (a run links only instance labels of a whole stack).
 
+        ``pixel_size`` is the pixel size field (None when empty: unknown), ``diameter``
+        the object diameter field ("auto", a number of pixels, or None when empty: the
+        model's default).
+
         Raises
         ------
         InputError
-            When the channels field cannot be read.
+            When the channels, pixel size or object diameter field cannot be read.
         """
         channel_axis, channels = None, None
         try:
@@ -584,6 +658,8 @@ class SegmentWidget(Container):
             image_input = None  # no image yet, or an RGB layer without a choice
         if image_input is not None:
             channel_axis, channels = image_input.channel_axis, image_input.channels
+        pixel_size = read_pixel_size_field(self._pixel_size.value)
+        diameter = read_diameter_field(self._diameter.value)
         return SegmentOptions(
             output=self._output_combo.value,
             tile_size=self._tile_size.value or None,
@@ -596,6 +672,8 @@ class SegmentWidget(Container):
             channel_axis=channel_axis,
             channels=channels,
             link=bool(self._link.value),
+            pixel_size=pixel_size,
+            diameter=diameter,
         )
 
     def set_options(self, **values: Any) -> None:
@@ -606,9 +684,11 @@ class SegmentWidget(Container):
         ``channel_layers`` (layers or names; empty: the image), ``rgb`` (None,
         "channels" or "grey"), ``link``, and the :class:`SegmentOptions` fields
         ``output``, ``tile_size`` (None: automatic), ``threshold``, ``min_size``,
-        ``split_touching``, ``fill_boundaries``, ``merge_boundaries``, ``device``.
-        The image is set first, then the channel controls, then the rest (so an explicit
-        ``link`` wins over the default a new image brings).
+        ``split_touching``, ``fill_boundaries``, ``merge_boundaries``, ``device``,
+        ``pixel_size`` (a PixelSize, text such as "0.325 um", a number of µm, or None:
+        unknown) and ``diameter`` ("auto", a number of pixels, or None: the model's
+        default). The image is set first, then the channel controls, then the rest (so
+        an explicit ``link`` or ``pixel_size`` wins over the default a new image brings).
         """
         unknown = set(values) - set(_OPTION_WIDGETS) - _CHANNEL_KEYS
         if unknown:
@@ -626,6 +706,12 @@ class SegmentWidget(Container):
         for key, value in values.items():
             if key == "tile_size":
                 value = value or 0
+            elif key == "pixel_size":
+                value = "" if value is None else str(value)
+                read_pixel_size_field(value)  # refused at once, in one line
+            elif key == "diameter":
+                value = diameter_text(value)
+                read_diameter_field(value)
             getattr(self, _OPTION_WIDGETS[key]).value = value
 
     @property
@@ -648,6 +734,14 @@ class SegmentWidget(Container):
     def segment_stack(self) -> Any:
         """Segment every plane of the chosen image (all leading axes); return the worker."""
         return self._start(current=False)
+
+    @property
+    def scale_choice(self) -> Any:
+        """The scale the current or last run used and why
+        (:class:`~napari_unet.core.scaling.ScaleChoice`: ``factor``, ``source``,
+        ``reason``...), once the core chose it; None before."""
+        run = self._run or self._last_run
+        return run.scale if run is not None else None
 
     @property
     def plane_progress(self) -> tuple[int, int]:
@@ -683,7 +777,7 @@ class SegmentWidget(Container):
         try:
             return self._start_worker(current)
         except UNetError as error:
-            notify_error(error)
+            notify_error(in_dock_words(str(error)))
             return None
 
     def _prepare(self, current: bool) -> tuple[ImageInput, ModelSource, SegmentOptions, list]:
@@ -703,6 +797,7 @@ class SegmentWidget(Container):
                 "no model chosen: pick a built-in or saved model, or Browse... for a file"
             )
         image_input.check(in_channels)
+        self._refresh_prefill()
         planes = (
             [image_input.plane_in_view(self._viewer)]
             if current
@@ -957,7 +1052,8 @@ class SegmentWidget(Container):
 
     @staticmethod
     def _with_note(run: _SegmentRun, message: str) -> str:
-        return f"{message}\n{run.note}" if run.note else message
+        """``message``, then the scale used and why, then the run's note (one per line)."""
+        return "\n".join(line for line in (message, run.scale_line, run.note) if line)
 
     def _store_view(self, run: _SegmentRun) -> Any:
         """The store's result as layer data: lazy, read from disk whenever it is drawn.
@@ -1078,7 +1174,7 @@ class SegmentWidget(Container):
             run.tiles_done += 1
             if run.finished:
                 return  # the final status ("cancelled: ...", "done: ...") stays
-            self._status.value = self._tile_status(run, event)
+            self._status.value = self._with_note(run, self._tile_status(run, event))
             # Last: napari's progress may process events, delivering `finished` right here.
             run.progress.update(1)
         elif isinstance(event, PlaneDone):
@@ -1086,7 +1182,13 @@ class SegmentWidget(Container):
                 self._write(run, event.plane, (slice(None), slice(None)), event.data)
             run.planes_done.add(event.plane)
             if run.link and len(run.planes_done) == len(run.planes) and not run.finished:
-                self._status.value = f"linking the labels of {len(run.planes)} planes..."
+                self._status.value = self._with_note(
+                    run, f"linking the labels of {len(run.planes)} planes..."
+                )
+        elif isinstance(event, ScaleChosen):
+            run.scale = event.choice
+            run.scale_line = scale_status(event.choice)
+            self._status.value = self._with_note(run, self._status.value.split("\n")[0])
         elif isinstance(event, JobDevice):
             self._device_line.running(event.description)
         elif isinstance(event, _Note):
@@ -1095,7 +1197,7 @@ class SegmentWidget(Container):
             notify_warning(event.message)
         elif isinstance(event, JobFailed):
             run.failed = True
-            notify_error(event.error)
+            notify_error(in_dock_words(str(event.error)))
 
     def _tile_status(self, run: _SegmentRun, event: TileDone) -> str:
         """ "tile 3 of 4"; in a stack "plane 2 of 6 (t=0, z=1), tile 3 of 4"."""
@@ -1170,17 +1272,17 @@ class SegmentWidget(Container):
             run.layer.refresh()
         planes = f"{len(run.planes_done)} of {len(run.planes)} planes"
         if run.cancelled:
-            self._status.value = (
-                f"cancelled: kept {run.tiles_done} of {run.progress.total or '?'} tiles"
-            ) + (f" ({planes} whole; not linked)" if len(run.planes) > 1 else "")
+            kept = f"cancelled: kept {run.tiles_done} of {run.progress.total or '?'} tiles"
+            message = kept + (f" ({planes} whole; not linked)" if len(run.planes) > 1 else "")
         elif run.failed:
-            self._status.value = "failed (see the notification)"
+            message = "failed (see the notification)"
         else:
-            self._status.value = f"done: {run.layer.name}" + (
+            message = f"done: {run.layer.name}" + (
                 f" ({len(run.planes)} planes" + (", labels linked" if run.linked else "") + ")"
                 if len(run.planes) > 1
                 else ""
             )
+        self._status.value = self._with_note(run, message)
         self._last_run = run
         self._worker, self._run = None, None
         self._set_running(False)
