@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import zarr
 from scipy import ndimage
 
 from napari_unet.core.errors import InputError
-from napari_unet.core.events import Progress
+from napari_unet.core.events import Progress, ScaleChosen
 from napari_unet.core.largeimage import BlockStore, open_image, segment_blocks_iter
 from napari_unet.core.model import UNetConfig
 from napari_unet.core.modelfile import random_model
@@ -147,3 +149,22 @@ def test_missing_distributed_says_how_to_install(monkeypatch):
     with pytest.raises(InputError, match=r"pip install 'napari-unet\[large\]'"):
         with local_client(2):
             pass
+
+
+@pytest.mark.parametrize("output", ["labels", "probabilities"])
+def test_workers_read_the_image_at_the_model_scale(tmp_path, model, image, options, client, output):
+    scaled = replace(model, object_diameter=10.0)
+    at_scale = replace(options, diameter=7.0, output=output)  # x1.43
+    expected = segment(scaled, image, options=at_scale)
+    zarr.create_array(str(tmp_path / "in.zarr"), shape=image.shape, dtype="f4", chunks=(256, 256))[
+        :
+    ] = image
+    result, events = _drain(
+        segment_distributed_iter(
+            scaled, tmp_path / "in.zarr", tmp_path / "d.zarr", client=client, options=at_scale,
+            block_size=256,
+        )
+    )  # fmt: skip
+    assert isinstance(events[0], ScaleChosen) and events[0].choice.factor == 10 / 7
+    np.testing.assert_array_equal(result[:], expected)
+    assert BlockStore(tmp_path / "d.zarr").run_record()["scale"]["factor"] == [10 / 7] * 2

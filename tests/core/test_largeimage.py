@@ -4,6 +4,7 @@ bounded memory, and interrupt + resume."""
 from __future__ import annotations
 
 import tracemalloc
+from dataclasses import replace
 
 import dask.array as da
 import numpy as np
@@ -12,7 +13,7 @@ import zarr
 from scipy import ndimage
 
 from napari_unet.core.errors import InputError
-from napari_unet.core.events import Progress, TileDone
+from napari_unet.core.events import Progress, ScaleChosen, TileDone
 from napari_unet.core.largeimage import (
     BlockStore,
     finish_labels,
@@ -23,7 +24,7 @@ from napari_unet.core.largeimage import (
     segment_blocks_iter,
     segment_to_zarr,
 )
-from napari_unet.core.model import UNetConfig
+from napari_unet.core.model import UNetConfig, margin
 from napari_unet.core.modelfile import random_model
 from napari_unet.core.segment import SegmentOptions, segment
 
@@ -285,3 +286,129 @@ def test_split_touching_is_refused_block_wise(tmp_path, model, image):
         segment_to_zarr(
             model, image, tmp_path / "w.zarr", options=SegmentOptions(split_touching=True)
         )
+
+
+# ------------------------------------------------------- at the model's scale
+
+
+@pytest.fixture(scope="module")
+def scaled(model):
+    """The tiny model recording objects of 10 px (so a diameter resamples the image)."""
+    return replace(model, object_diameter=10.0)
+
+
+@pytest.mark.parametrize(
+    ("output", "diameter"),
+    [("labels", 16.0), ("labels", 7.0), ("mask", 7.0), ("probabilities", 16.0)],
+)
+def test_block_wise_equals_in_memory_at_the_model_scale(
+    tmp_path, scaled, image, threshold, output, diameter
+):
+    options = SegmentOptions(
+        output=output, tile_size=TILE, threshold=threshold, min_size=4, diameter=diameter
+    )
+    expected = segment(scaled, image, options=options)
+    run = segment_blocks_iter(scaled, image, tmp_path / "o.zarr", options=options, block_size=128)
+    events = []
+    try:
+        while True:
+            events.append(next(run))
+    except StopIteration as finished:
+        result = finished.value
+    assert isinstance(events[0], ScaleChosen) and events[0].choice.factor == 10 / diameter
+    classes = (2,) if output == "probabilities" else ()
+    assert result.shape == expected.shape == (*classes, 600, 700)
+    if output == "labels":
+        assert expected.max() > 20
+    np.testing.assert_array_equal(result[:], expected)
+    # tiles are reported on the image's grid
+    covered = np.zeros(image.shape, int)
+    for event in events:
+        if isinstance(event, TileDone):
+            covered[event.region] += 1
+    assert (covered == 1).all()
+    record = BlockStore(tmp_path / "o.zarr").run_record()
+    assert record["scale"]["factor"] == [10 / diameter] * 2 and record["complete"]
+    assert record["scale"]["source"] == "diameter"
+
+
+def test_resume_continues_at_the_same_scale_and_refuses_another(tmp_path, scaled, image, threshold):
+    options = SegmentOptions(tile_size=TILE, threshold=threshold, diameter=16)
+    expected = segment(scaled, image, options=options)
+    path = tmp_path / "r.zarr"
+    run = segment_blocks_iter(scaled, image, path, options=options, block_size=128)
+    blocks = 0
+    for event in run:
+        blocks += isinstance(event, Progress) and event.message == "blocks"
+        if blocks == 2:
+            break
+    run.close()
+    for other in (replace(options, diameter=20), replace(options, diameter=None)):
+        with pytest.raises(InputError, match=r"cannot resume .* written at scale x0\.625") as error:
+            segment_to_zarr(scaled, image, path, options=other, block_size=128, resume=True)
+        assert "\n" not in str(error.value) and "--diameter" in str(error.value)
+    result = segment_to_zarr(scaled, image, path, options=options, block_size=128, resume=True)
+    np.testing.assert_array_equal(result[:], expected)
+
+
+def _faithful_predictor(batch: np.ndarray) -> np.ndarray:
+    """Foreground where the normalised tile is above one half: objects keep their size."""
+    crop = margin(TINY)
+    foreground = (batch[:, 0, crop:-crop, crop:-crop] > 0.5).astype(np.float32)
+    return np.stack([1 - foreground, foreground], axis=1)
+
+
+class _Reads:
+    """An array-like recording the windows read from it."""
+
+    def __init__(self, data: np.ndarray) -> None:
+        self.data, self.shape, self.dtype, self.ndim = data, data.shape, data.dtype, data.ndim
+        self.keys: list = []
+
+    def __getitem__(self, key):
+        self.keys.append(key)
+        return self.data[key]
+
+
+def test_auto_reads_only_a_central_crop_before_choosing(tmp_path, model):
+    rows, cols = np.indices((900, 800))
+    spots = np.sin(rows / 9.0) * np.sin(cols / 9.0) > 0.5  # round spots ~ 20 px across
+    source = _Reads(spots.astype(np.float32))
+    run = segment_blocks_iter(
+        replace(model, object_diameter=10.0),
+        source,
+        tmp_path / "a.zarr",
+        options=SegmentOptions(tile_size=TILE),
+        predictor=_faithful_predictor,
+    )
+    choice = next(run).choice
+    run.close()
+    assert [(k.start, k.stop) for k in source.keys[0]] == [(270, 630), (220, 580)]  # the crop
+    assert choice.source == "auto" and 15 < choice.measured_diameter < 25
+    assert choice.factor_yx[0] == pytest.approx(10 / choice.measured_diameter)
+    assert "central 360 x 360 px crop" in choice.reason
+
+
+def test_memory_stays_bounded_at_the_model_scale(tmp_path, model):
+    size = 4000
+    stored = zarr.open_array(
+        str(tmp_path / "in.zarr"), mode="w", shape=(size, size), chunks=(500, 500), dtype="f4"
+    )
+    for r in range(0, size, 500):  # smooth, compressible: 64 MB decompressed
+        rows = np.arange(r, r + 500)[:, None]
+        stored[r : r + 500] = (np.sin(rows / 37.0) * np.cos(np.arange(size) / 23.0)).astype("f4")
+    image_bytes = size * size * 4
+    options = SegmentOptions(tile_size=TILE, threshold=0.5, diameter=40)  # x0.25
+    tracemalloc.start()
+    try:
+        result = segment_to_zarr(
+            replace(model, object_diameter=10.0), stored, tmp_path / "o.zarr", options=options,
+            block_size=256,
+        )  # fmt: skip
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.shape == (size, size)
+    assert peak < image_bytes / 4, f"peak {peak / 2**20:.0f} MiB, image {image_bytes / 2**20:.0f}"
+    # the untrained network calls every pixel foreground at 0.5: one object everywhere
+    assert (result[::97, ::97] == 1).all()

@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
+from napari_unet.core import io as io_module
 from napari_unet.core import normalise
 from napari_unet.core import segment as segment_module
+from napari_unet.core.calibration import PixelSize
 from napari_unet.core.errors import InputError
-from napari_unet.core.events import PlaneDone, TileDone
+from napari_unet.core.events import PlaneDone, ScaleChosen, TileDone
+from napari_unet.core.metrics import f1_score
 from napari_unet.core.model import UNet, UNetConfig, margin, nearest_valid_input_size
 from napari_unet.core.modelfile import ModelBundle, random_model
 from napari_unet.core.postprocess import grow_and_merge, instance_labels, semantic_mask
-from napari_unet.core.segment import SegmentOptions, get_predictor, segment, segment_iter
+from napari_unet.core.resample import Resampled, to_input_grid
+from napari_unet.core.segment import (
+    SegmentOptions,
+    get_predictor,
+    link_through,
+    segment,
+    segment_iter,
+)
 
 #: margin 20, valid tile sizes 44, 48, 52, ...; tile size 60 gives a 20 px stride.
 TINY = UNetConfig(depth=2, base_width=4, padding="valid", norm="batch")
@@ -300,3 +313,191 @@ def test_merge_boundaries_is_recommendable_and_checked():
     assert recommended_options(model, "labels") == {"threshold": 0.9, "merge_boundaries": 0.75}
     with pytest.raises(InputError, match="merge_boundaries must be between 0 and 1"):
         SegmentOptions(merge_boundaries=1.5)
+
+
+# ------------------------------------------------------- at the model's scale
+
+
+def _blobs(shape, diameter, count, seed=0):
+    """Gaussian blobs whose half-maximum discs (``diameter`` across) are the true objects."""
+    rng = np.random.default_rng(seed)
+    image, truth = np.zeros(shape, np.float32), np.zeros(shape, np.int32)
+    rows, cols = np.indices(shape)
+    sigma, placed = diameter / 2.3548, 0
+    for _ in range(100 * count):
+        centre = rng.uniform(diameter, np.array(shape) - diameter)
+        distance2 = (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2
+        if truth[distance2 <= diameter**2].any():
+            continue  # keep a diameter of space between objects
+        placed += 1
+        image += np.exp(-distance2 / (2 * sigma**2)).astype(np.float32)
+        truth[distance2 <= (diameter / 2) ** 2] = placed
+        if placed == count:
+            return image, truth
+    raise ValueError(f"{count} objects of {diameter} px do not fit in {shape}")
+
+
+def _faithful_predictor(batch: np.ndarray) -> np.ndarray:
+    """Foreground where the (minmax-normalised) tile is above one half: objects keep the
+    size they have, whatever the model's."""
+    foreground = (batch[:, 0, MARGIN:-MARGIN, MARGIN:-MARGIN] > 0.5).astype(np.float32)
+    return np.stack([1 - foreground, foreground], axis=1)
+
+
+def _disc_predictor(diameter: float):
+    """A model that knows one object size: it paints a disc of ``diameter`` px on each blob
+    peak, so it is right only on images at its own scale."""
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        tiles = batch[:, 0]
+        peaks = (tiles == ndimage.maximum_filter(tiles, size=(1, 5, 5))) & (tiles > 0.5)
+        inside = np.stack([ndimage.distance_transform_edt(~p) for p in peaks]) <= diameter / 2
+        foreground = inside[:, MARGIN:-MARGIN, MARGIN:-MARGIN].astype(np.float32)
+        return np.stack([1 - foreground, foreground], axis=1)
+
+    return predict
+
+
+@pytest.fixture(scope="module")
+def scaled(bundle) -> ModelBundle:
+    """The tiny model recording objects of 8 px at 1 µm per pixel, minmax-normalised."""
+    return replace(
+        bundle,
+        normalisation={"method": "minmax"},
+        object_diameter=8.0,
+        pixel_size=PixelSize(1.0, 1.0, "µm"),
+    )
+
+
+def test_the_scale_is_the_first_event_whenever_a_scale_is_involved(bundle, scaled):
+    image, _ = _blobs((60, 70), 8, 6)
+    events = list(segment_iter(scaled, image, predictor=_faithful_predictor))
+    assert isinstance(events[0], ScaleChosen) and events[0].choice.source == "auto"
+    assert not any(isinstance(e, ScaleChosen) for e in events[1:])
+    plain = list(segment_iter(bundle, image, predictor=_faithful_predictor))
+    assert not any(isinstance(e, ScaleChosen) for e in plain)  # no scale: as before
+    told = next(segment_iter(bundle, image, options=SegmentOptions(pixel_size="0.5um")))
+    assert isinstance(told, ScaleChosen) and "records no scale" in told.choice.reason
+
+
+def test_a_given_diameter_or_pixel_size_segments_at_the_model_scale(scaled):
+    image, truth = _blobs((160, 150), 16, 12)  # objects twice the model's 8 px: 0.5 µm pixels
+    predictor = _disc_predictor(8)
+    as_is = segment(scaled, image, diameter=8, tile_size=60, predictor=predictor)
+    by_diameter = segment(scaled, image, diameter=16, tile_size=60, predictor=predictor)
+    by_pixel = segment(scaled, image, pixel_size="0.5um", tile_size=60, predictor=predictor)
+    assert f1_score(truth, as_is, 0.5) < 0.2  # discs of a quarter the area
+    assert f1_score(truth, by_diameter, 0.5) > 0.9
+    assert f1_score(truth, by_pixel, 0.5) > 0.9
+    assert by_diameter.shape == image.shape and by_diameter.dtype == np.int32
+
+
+def test_auto_measures_the_objects_and_rescales_only_when_they_differ(scaled):
+    native, _ = _blobs((120, 130), 8, 15, seed=1)
+    events = segment_iter(scaled, native, options=SegmentOptions(tile_size=60),
+                          predictor=_faithful_predictor)  # fmt: skip
+    choice = next(events).choice
+    assert choice.factor_yx == (1.0, 1.0) and "within 20%" in choice.reason
+    large, truth = _blobs((240, 260), 16, 15, seed=1)
+    events = list(segment_iter(scaled, large, options=SegmentOptions(tile_size=60),
+                               predictor=_faithful_predictor))  # fmt: skip
+    choice = events[0].choice
+    assert choice.factor_yx[0] == pytest.approx(0.5, rel=0.2) and choice.source == "auto"
+    assert choice.measured_diameter == pytest.approx(16, rel=0.1)
+    assert "whole 240 x 260 px image" in choice.reason  # smaller than the crop
+    labels = events[-1].data
+    assert f1_score(truth, labels, 0.5) > 0.9
+
+
+def test_auto_reads_a_central_crop_and_falls_back_to_the_whole_plane(scaled):
+    seen = []
+
+    def recording(batch):
+        seen.append(batch.shape[-2:])
+        return _faithful_predictor(batch)
+
+    image, _ = _blobs((600, 560), 16, 60, seed=2)
+    choice = next(segment_iter(scaled, image, predictor=recording)).choice
+    assert "central 360 x 360 px crop" in choice.reason
+    assert choice.factor_yx[0] == pytest.approx(0.5, rel=0.2)
+    assert all(max(shape) < 600 for shape in seen)  # the crop's tiles only
+    # objects only near the corners: too few in the crop, the whole plane decides
+    sparse = np.zeros((600, 560), np.float32)
+    sparse[:120, :120], sparse[-120:, -120:] = image[:120, :120], image[-120:, -120:]
+    corners = next(segment_iter(scaled, sparse, predictor=_faithful_predictor)).choice
+    assert "whole 600 x 560 px image" in corners.reason
+
+
+@pytest.mark.parametrize("diameter", [13.0, 5.0])  # factors 8/13 (shrink) and 1.6 (enlarge)
+def test_results_are_the_model_grid_results_mapped_back_exactly(bundle, diameter):
+    image = ndimage.gaussian_filter(np.random.default_rng(4).random((90, 75)), 2)
+    model = replace(bundle, object_diameter=8.0)
+    predictor = get_predictor(bundle, "cpu")
+    model_size = (round(90 * 8 / diameter), round(75 * 8 / diameter))
+    on_model_grid = np.asarray(Resampled(image, size=model_size))
+    probabilities = segment(bundle, on_model_grid, output="probabilities", tile_size=60,
+                            predictor=predictor)  # fmt: skip
+    threshold = float(np.median(probabilities[1]))
+    options = {"tile_size": 60, "threshold": threshold, "predictor": predictor}
+    labels = segment(bundle, on_model_grid, **options)
+    assert labels.max() > 3
+    np.testing.assert_array_equal(
+        segment(model, image, diameter=diameter, **options),
+        to_input_grid(labels, image.shape, kind="labels"),  # ids of the model grid kept
+    )
+    np.testing.assert_array_equal(
+        segment(model, image, diameter=diameter, output="probabilities", **options),
+        to_input_grid(probabilities, image.shape, kind="probabilities"),
+    )
+    np.testing.assert_array_equal(
+        segment(model, image, diameter=diameter, output="mask", **options),
+        to_input_grid(semantic_mask(probabilities, threshold=threshold), image.shape, kind="mask"),
+    )
+
+
+def test_tiles_are_reported_on_the_input_grid_and_cancel_keeps_them(scaled):
+    image, _ = _blobs((130, 110), 16, 8, seed=3)
+    options = SegmentOptions(diameter=16, tile_size=60, output="mask")
+    covered = np.zeros(image.shape, int)
+    out = np.zeros(image.shape, np.uint8)
+    for event in segment_iter(scaled, image, options=options, out=out,
+                              predictor=_faithful_predictor):  # fmt: skip
+        if isinstance(event, TileDone):
+            covered[event.region] += 1
+            np.testing.assert_array_equal(out[event.region], event.data)
+    assert (covered == 1).all()  # model tiles become input regions tiling the image
+    out = np.zeros(image.shape, np.int32)
+    labels_run = segment_iter(scaled, image, options=replace(options, output="labels"), out=out,
+                              predictor=_all_foreground_predictor)  # fmt: skip
+    first = [next(labels_run) for _ in range(3)][1:]  # the scale, then two tiles
+    labels_run.close()
+    assert all(isinstance(e, TileDone) for e in first)
+    written = np.zeros(image.shape, bool)
+    for event in first:
+        written[event.region] = True
+    assert (out[written] == 1).all() and not out[~written].any()
+
+
+def test_stacks_are_resampled_plane_by_plane_and_linked_on_the_input_grid(scaled):
+    planes = [_blobs((100, 120), 16, 5, seed=s)[0] for s in (5, 5, 6)]
+    stack = np.stack(planes)
+    options = SegmentOptions(diameter=16, tile_size=60, link=True)
+    linked = segment(scaled, stack, options=options, predictor=_faithful_predictor)
+    unlinked = segment(scaled, stack, options=replace(options, link=False),
+                       predictor=_faithful_predictor)  # fmt: skip
+    assert linked.shape == stack.shape
+    expected = unlinked.copy()
+    link_through(expected, (3,), [0, 1, 2], layout="flat")
+    np.testing.assert_array_equal(linked, expected)
+    np.testing.assert_array_equal(linked[0], linked[1])  # the same plane: the same ids
+
+
+def test_a_scale_that_cannot_be_segmented_is_refused_in_one_line(scaled, monkeypatch):
+    image = np.random.default_rng(5).random((100, 100)).astype(np.float32)
+    with pytest.raises(InputError, match=r"would be 4 x 4 px, smaller than 16 px") as error:
+        segment(scaled, image, diameter=200, predictor=_faithful_predictor)
+    assert "\n" not in str(error.value)
+    # the result fits, the plane enlarged 4x (float32 plane, mask and labels) does not
+    monkeypatch.setattr(io_module, "available_memory", lambda: 100 * 100 * 20)
+    with pytest.raises(InputError, match=r"resampled to the model's scale .* \.zarr output"):
+        segment(scaled, image, diameter=2, predictor=_faithful_predictor)

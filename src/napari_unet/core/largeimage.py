@@ -16,12 +16,21 @@ touch across block borders, then a relabel table applied block by block. That st
 reads only the block records and a scratch copy of the block labels, so it is
 idempotent and can be rerun after an interruption.
 
+At another scale (a pixel size or object diameter that differs from the model's, see
+:mod:`napari_unet.core.scaling`) the blocks tile a lazy
+:class:`~napari_unet.core.resample.Resampled` view of the image at the model's scale and
+are written into a model-grid scratch array (``_napari_unet/model``); once the labels
+are merged there, :func:`map_back` fills the result at the image's grid chunk by chunk.
+The run record's ``scale`` says which factor was used and why; a store is resumed only
+at the same factor.
+
 Store layout (OME-NGFF 0.4, zarr format 2)::
 
     labels.zarr/            group; attrs: multiscales (one level), napari_unet (run record,
                             written with the group: it marks the store as ours)
       0/                    the result, chunks = blocks
-      _napari_unet/         group: block records p<P>_r<I>_c<J>.json, raw/ (labels scratch)
+      _napari_unet/         group: block records p<P>_r<I>_c<J>.json, raw/ (labels scratch),
+                            model/ (the blocks' result at the model's scale, when resampled)
 
 Public API
 ----------
@@ -36,6 +45,7 @@ Public API
   resume=False, overwrite=False, inputs=(), predictor=None)``: generator of events,
   returns the result ``zarr.Array``.
 - :func:`segment_to_zarr` drains it.
+- :func:`map_back` ``(store, output)``: a resampled run's result onto the image's grid.
 
 Your data is safe
 -----------------
@@ -1070,13 +1080,8 @@ def prepare_store(
     block_shape = plan.block_shape
     if scratch_shape is not None:
         scratch = (scratch_shape, (*chunks, *block_shape))
-        # result chunks: about one block, measured on the input grid
-        block_shape = tuple(
-            max(1, min(size, math.ceil(edge / factor)))
-            for edge, factor, size in zip(
-                block_shape, run["scale"]["factor"], result_shape[-2:], strict=True
-            )
-        )
+        # the result is mapped back chunk by chunk: chunks of a block's size bound memory
+        block_shape = tuple(min(e, s) for e, s in zip(block_shape, result_shape[-2:], strict=True))
     store.create(
         result_shape,
         _OUT_DTYPES[run["output"]],
@@ -1625,7 +1630,9 @@ def segment_blocks_iter(
         The output ``.zarr`` (OME-Zarr, see the module docstring).
     options : SegmentOptions, optional
         ``split_touching``, ``fill_boundaries``, ``merge_boundaries`` and ``link`` need
-        whole planes or the whole result and are refused block-wise.
+        whole planes or the whole result and are refused block-wise. ``pixel_size`` and
+        ``diameter`` are honoured as in memory (``auto`` measures a central crop, or a
+        wider one of :data:`AUTO_FALLBACK_CROP` px when it holds too few objects).
     block_size : int
         Block (and chunk) edge in pixels, rounded to whole tiles.
     resume : bool
@@ -1645,10 +1652,15 @@ def segment_blocks_iter(
 
     Yields
     ------
+    ScaleChosen
+        First, when the model records a scale or ``options`` give one (as
+        :func:`~napari_unet.core.segment.segment_iter`).
     TileDone
-        Per tile (``index``/``total`` in the plane's tile grid).
+        Per tile (``index``/``total`` in the plane's tile grid of the model's scale;
+        ``region`` and ``data`` on the image's grid).
     Progress
-        Per finished block (message ``"blocks"``), then per relabelled block (labels only).
+        Per finished block (message ``"blocks"``), then per relabelled block (labels
+        only), then, when resampled, per chunk mapped back to the image's grid.
 
     Returns
     -------
@@ -1796,6 +1808,7 @@ __all__ = [
     "full_resolution",
     "is_zarr_path",
     "label_table",
+    "map_back",
     "open_image",
     "open_output_store",
     "plan_blocks",

@@ -55,7 +55,7 @@ import numpy as np
 
 #: Most input pixels along one axis read at once by a strided or large request (plus the
 #: kernel width): a strided subsample of a huge lazy plane is read block by block.
-MAX_READ_SPAN = 2048
+MAX_READ_SPAN = 512
 
 Kind = Literal["labels", "mask", "probabilities"]
 
@@ -293,20 +293,29 @@ class Resampled:
         return result
 
     def _read(self, key: tuple, selections: list[np.ndarray], positions: list[int]) -> np.ndarray:
-        """The selected outputs, read and resampled block by block."""
-        groups = [
+        """The selected outputs, read and resampled block by block into one array."""
+        row_groups, col_groups = (
             _groups(op, indices) for op, indices in zip(self.operators, selections, strict=True)
-        ]
-        pieces = []
-        for rows in groups[0]:
-            row_pieces = [self._block(key, rows, cols, positions) for cols in groups[1]]
-            pieces.append(row_pieces)
-        if len(pieces) == 1 and len(pieces[0]) == 1:
-            return pieces[0][0]
-        # join the blocks with y and x moved last, then put them back
-        moved = [[np.moveaxis(p, positions, (-2, -1)) for p in row] for row in pieces]
-        joined = np.concatenate([np.concatenate(row, axis=-1) for row in moved], axis=-2)
-        return np.moveaxis(joined, (-2, -1), positions)
+        )
+        if len(row_groups) == 1 and len(col_groups) == 1:
+            return self._block(key, row_groups[0], col_groups[0], positions)
+        result = None
+        row_start = 0
+        for rows in row_groups:
+            col_start = 0
+            for cols in col_groups:
+                block = self._block(key, rows, cols, positions)
+                if result is None:
+                    shape = list(block.shape)
+                    shape[positions[0]], shape[positions[1]] = (len(s) for s in selections)
+                    result = np.empty(shape, np.float32)
+                at = [slice(None)] * block.ndim
+                at[positions[0]] = slice(row_start, row_start + len(rows))
+                at[positions[1]] = slice(col_start, col_start + len(cols))
+                result[tuple(at)] = block
+                col_start += len(cols)
+            row_start += len(rows)
+        return result
 
     def _block(
         self, key: tuple, rows: np.ndarray, cols: np.ndarray, positions: list[int]

@@ -244,9 +244,17 @@ def segment_iter(
 
     Yields
     ------
+    ScaleChosen
+        First, whenever a scale is involved (the model records one, or ``options`` give
+        a pixel size or diameter): the factor the image is resampled by, and why (see
+        :func:`~napari_unet.core.scaling.choose_scale`; ``auto`` measures a central crop
+        before it). A model without a scale, segmented without them, runs as before.
     TileDone
         Per tile; ``data`` is ``(h, w)`` uint8 mask (``labels``, ``mask``) or ``(K, h, w)``
-        float32 probabilities.
+        float32 probabilities. ``region`` and ``data`` are on the input grid: when the
+        image is resampled, a tile of the model grid is mapped to the input pixels
+        whose centres it holds (masks by nearest neighbour, exact; probabilities mapped
+        per tile, a preview replaced by the exact mapping when the plane is done).
     PlaneDone
         Per plane (``plane`` is the flat index), once all its tiles are done; ``data`` is
         the plane's result (instance labels after labelling the whole plane, so ids are
@@ -266,9 +274,16 @@ def segment_iter(
 
     Notes
     -----
+    At a scale other than 1 each plane is resampled (area averaging or linear, see
+    :mod:`~napari_unet.core.resample`) into one model-grid plane in memory, normalised and
+    segmented there; labels are mapped back by nearest neighbour (the model grid's ids
+    kept), probabilities by the linear operator, so the result is exactly the model-grid
+    result on the input grid.
+
     With ``options.link`` every group of planes along the last leading axis that holds a
     segmented plane is linked again as a whole (planes of ``out`` not segmented in this
-    call included), its ids placed above those of the other groups.
+    call included), its ids placed above those of the other groups; linking works on the
+    input grid's labels.
     """
     options = options or SegmentOptions()
     config = model.config

@@ -1,0 +1,160 @@
+"""Choosing the scale: explicit diameter, pixel sizes, auto, or none; one-line refusals."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from napari_unet.core.calibration import PixelSize
+from napari_unet.core.errors import InputError
+from napari_unet.core.model import UNet, UNetConfig
+from napari_unet.core.modelfile import random_model
+from napari_unet.core.scaling import (
+    AUTO_CROP,
+    ScaleChoice,
+    auto_start,
+    central_crop,
+    check_diameter,
+    check_resampled_size,
+    choose_scale,
+    measured_objects,
+    scale_from_measurement,
+)
+from napari_unet.core.segment import SegmentOptions
+
+TINY = UNetConfig(depth=2, base_width=2, padding="valid", norm="batch")
+
+
+@pytest.fixture(scope="module")
+def plain():
+    return random_model(TINY, seed=0)
+
+
+def _with(model, **scale):
+    return replace(model, **scale)
+
+
+def test_an_explicit_diameter_comes_first(plain):
+    model = _with(plain, object_diameter=20.0, pixel_size=PixelSize(1, 1, "µm"))
+    choice = choose_scale(model, PixelSize(0.5, 0.5, "µm"), 40)
+    assert choice.factor_yx == (0.5, 0.5) and choice.source == "diameter"
+    assert "40 px" in choice.reason and "20 px" in choice.reason and "x0.5" in choice.reason
+
+
+def test_pixel_sizes_are_compared_in_one_unit_and_may_be_anisotropic(plain):
+    model = _with(plain, pixel_size=PixelSize(4, 4, "nm"), object_diameter=30.0)
+    choice = choose_scale(model, PixelSize(0.002, 0.002, "µm"))
+    assert choice.source == "pixel size"
+    assert choice.factor_yx == pytest.approx((0.5, 0.5))
+    assert "0.002 µm, the model's 0.004 µm" in choice.reason  # in one unit
+    anisotropic = choose_scale(model, PixelSize(8, 2, "nm"))
+    assert anisotropic.factor_yx == pytest.approx((2.0, 0.5))
+    assert anisotropic.factor == pytest.approx(1.0) and anisotropic.resamples
+    same = choose_scale(model, PixelSize(0.004, 0.004, "µm"))
+    assert same.factor_yx == (1.0, 1.0) and not same.resamples  # equal up to rounding
+
+
+def test_auto_is_the_default_for_models_recording_a_diameter(plain):
+    diameter_only = _with(plain, object_diameter=20.0)
+    assert choose_scale(diameter_only) == "auto"
+    assert choose_scale(diameter_only, PixelSize(0.3, 0.3)) == "auto"  # no model pixel size
+    both = _with(plain, object_diameter=20.0, pixel_size=PixelSize(1, 1))
+    assert choose_scale(both) == "auto"  # the image's pixel size is unknown
+    assert choose_scale(both, PixelSize(2, 2), "auto") == "auto"  # asked for
+    assert auto_start(both, PixelSize(2, 2)) == (2.0, 2.0)
+    assert auto_start(diameter_only, PixelSize(2, 2)) == (1.0, 1.0)
+
+
+def test_without_a_usable_scale_nothing_is_resampled_and_the_reason_says_why(plain):
+    choice = choose_scale(plain, PixelSize(0.3, 0.3))
+    assert not choice.resamples and choice.source == "none"
+    assert "records no scale" in choice.reason
+    pixel_only = _with(plain, pixel_size=PixelSize(4, 4, "nm"))
+    choice = choose_scale(pixel_only)
+    assert not choice.resamples and "--pixel-size" in choice.reason and "4 nm" in choice.reason
+    assert not choose_scale(UNet(TINY)).resamples  # a bare network has no scale
+
+
+@pytest.mark.parametrize("diameter", [40, "auto"])
+def test_a_diameter_for_a_model_without_one_is_refused_in_one_line(plain, diameter):
+    with pytest.raises(InputError, match="records its objects' diameter") as error:
+        choose_scale(plain, None, diameter)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("bad", [0, -3, float("nan"), float("inf"), "big", True, "-1"])
+def test_bad_diameters_are_refused_in_one_line(bad):
+    with pytest.raises(InputError, match="diameter") as error:
+        check_diameter(bad)
+    assert "\n" not in str(error.value)
+    with pytest.raises(InputError, match="diameter"):
+        SegmentOptions(diameter=bad)
+
+
+def test_diameters_and_pixel_sizes_are_read_from_text():
+    assert check_diameter(" AUTO ") == "auto" and check_diameter("40") == 40.0
+    assert check_diameter(None) is None and check_diameter(12) == 12.0
+    options = SegmentOptions(pixel_size="0.5 x 0.25 um", diameter="17.5")
+    assert options.pixel_size == PixelSize(0.5, 0.25, "µm") and options.diameter == 17.5
+    with pytest.raises(InputError, match="pixel size"):
+        SegmentOptions(pixel_size="0 um")
+
+
+def test_auto_rescales_only_beyond_the_tolerance():
+    far = scale_from_measurement(20.0, 41.0, 30)
+    assert far.factor_yx == pytest.approx((20 / 41, 20 / 41)) and far.source == "auto"
+    assert far.measured_diameter == 41.0
+    assert (
+        far.reason.startswith("auto: objects measure 41 px") and "the model's 20 px" in far.reason
+    )
+    near = scale_from_measurement(20.0, 23.0, 30)
+    assert not near.resamples and "within 20%" in near.reason
+    # measured in a pass at factor 2: the objects are half as large in the input
+    started = scale_from_measurement(20.0, 30.0, 9, (2.0, 2.0))
+    assert started.measured_diameter == 15.0
+    assert started.factor_yx == pytest.approx((2 * 20 / 30, 2 * 20 / 30))
+    nothing = scale_from_measurement(20.0, None, 0, where="a central 360 x 360 px crop")
+    assert not nothing.resamples and "no objects found on a central" in nothing.reason
+
+
+def test_the_central_crop_holds_at_most_auto_crop_model_pixels():
+    assert central_crop((1000, 200), (1.0, 1.0)) == (slice(320, 680), slice(0, 200))
+    rows, cols = central_crop((1000, 1000), (0.5, 2.0))
+    assert rows.stop - rows.start == 2 * AUTO_CROP and cols.stop - cols.start == AUTO_CROP // 2
+
+
+def test_measured_objects_ignore_those_touching_the_border():
+    labels = np.zeros((40, 40), np.int32)
+    labels[0:6, 0:6] = 1  # touches the border
+    labels[10:14, 10:14] = 2  # 16 px
+    labels[20:29, 20:29] = 3  # 81 px
+    labels[30:39, 5:14] = 4  # 81 px
+    diameter, count = measured_objects(labels)
+    assert count == 3 and diameter == pytest.approx(2 * math.sqrt(81 / math.pi))
+    assert measured_objects(np.zeros((5, 5), np.int32)) == (None, 0)
+
+
+def test_a_resampled_plane_below_16_px_is_refused_in_one_line():
+    choice = ScaleChoice(0.05, "diameter", "objects measure 400 px (given), the model's 20 px")
+    with pytest.raises(InputError, match=r"would be 10 x 15 px, smaller than 16 px") as error:
+        check_resampled_size((200, 300), choice)
+    assert "\n" not in str(error.value) and "--diameter" in str(error.value)
+    assert check_resampled_size((400, 320), choice) == (20, 16)
+
+
+def test_scale_choices_check_their_factors():
+    assert ScaleChoice(2.0, "diameter", "").factor_yx == (2.0, 2.0)
+    assert ScaleChoice(1.0, "none", "", factor_yx=(1.0000000001, 1.0)).factor_yx == (1.0, 1.0)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(InputError):
+            ScaleChoice(bad, "diameter", "")
+    record = ScaleChoice(1.0, "pixel size", "why", factor_yx=(0.5, 2.0)).record()
+    assert record == {
+        "factor": [0.5, 2.0],
+        "source": "pixel size",
+        "reason": "why",
+        "measured_diameter": None,
+    }
