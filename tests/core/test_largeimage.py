@@ -383,10 +383,10 @@ def test_auto_reads_only_a_central_crop_before_choosing(tmp_path, model):
     )
     choice = next(run).choice
     run.close()
-    assert [(k.start, k.stop) for k in source.keys[0]] == [(270, 630), (220, 580)]  # the crop
+    assert [(k.start, k.stop) for k in source.keys[0]] == [(90, 810), (40, 760)]  # the crop
     assert choice.source == "auto" and 15 < choice.measured_diameter < 25
     assert choice.factor_yx[0] == pytest.approx(10 / choice.measured_diameter)
-    assert "central 360 x 360 px crop" in choice.reason
+    assert "a central 720 x 720 px crop, seen at x0.5" in choice.reason
 
 
 def test_memory_stays_bounded_at_the_model_scale(tmp_path, model):

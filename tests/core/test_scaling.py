@@ -116,6 +116,13 @@ def test_auto_rescales_only_beyond_the_tolerance():
     started = scale_from_measurement(20.0, 30.0, 9, (2.0, 2.0))
     assert started.measured_diameter == 15.0
     assert started.factor_yx == pytest.approx((2 * 20 / 30, 2 * 20 / 30))
+    # measured at half the starting scale: 11.5 px there are 23 px in the image
+    coarse = scale_from_measurement(20.0, 11.5, 9, measured_at=(0.5, 0.5), where="the image")
+    assert coarse.measured_diameter == 23.0 and "within 20%" in coarse.reason
+    assert "(9 objects on the image, seen at x0.5)" in coarse.reason
+    assert not coarse.resamples
+    far = scale_from_measurement(20.0, 40.0, 9, measured_at=(0.5, 0.5))
+    assert far.factor_yx == pytest.approx((0.25, 0.25))
     nothing = scale_from_measurement(20.0, None, 0, where="a central 360 x 360 px crop")
     assert not nothing.resamples and "no objects found on a central" in nothing.reason
 
@@ -158,3 +165,83 @@ def test_scale_choices_check_their_factors():
         "reason": "why",
         "measured_diameter": None,
     }
+
+
+# ------------------------------------------------------------ the nuclei model
+
+#: What the built-in nuclei model records (checked below, so a retrained model is noticed).
+NUCLEI_DIAMETER = 21.6
+
+
+def _held_out_dsb(shared_data, keep, count: int):
+    """The first ``count`` held-out DSB 2018 images (the last 10 % by name, which the
+    ``nuclei`` model never trained on) for which ``keep(image, truth)`` holds."""
+    import tifffile
+
+    folder = shared_data / "nuclei-dsb2018"
+    names = sorted(path.name for path in (folder / "images").glob("*.tif"))
+    chosen = []
+    for name in names[-(len(names) // 10) :]:
+        image = tifffile.imread(folder / "images" / name)
+        truth = tifffile.imread(folder / "labels" / name)
+        if image.ndim == 2 and keep(image, truth):
+            chosen.append((image, truth))
+        if len(chosen) == count:
+            return chosen
+    pytest.skip("too few held-out DSB images of the kind the test needs")
+
+
+@pytest.fixture(scope="module")
+def nuclei():
+    from napari_unet.core.modelfile import load_model
+    from napari_unet.core.registry import resolve_model
+    from napari_unet.core.segment import recommended_options
+
+    model = load_model(resolve_model("nuclei"))
+    assert model.object_diameter == pytest.approx(NUCLEI_DIAMETER, abs=0.05)
+    return model, SegmentOptions(**recommended_options(model, "labels"), device="cpu")
+
+
+def _zoom2(image, truth):
+    from scipy import ndimage as ndi
+
+    return ndi.zoom(image, 2, order=1), ndi.zoom(truth, 2, order=0)
+
+
+@pytest.mark.data
+def test_auto_keeps_images_at_the_nuclei_model_scale_and_halves_them_at_2x(shared_data, nuclei):
+    from napari_unet.core.metrics import median_object_diameter
+    from napari_unet.core.segment import segment_iter
+
+    model, options = nuclei
+
+    def at_the_model_scale(image, truth):  # by the ground truth's nuclei
+        return abs(median_object_diameter(truth) / NUCLEI_DIAMETER - 1) < 0.15
+
+    for image, truth in _held_out_dsb(shared_data, at_the_model_scale, 2):
+        native = next(segment_iter(model, image, options=options)).choice
+        assert not native.resamples and native.source == "auto", native.reason
+        large, _ = _zoom2(image, truth)
+        auto = next(segment_iter(model, large, options=options)).choice
+        assert auto.factor == pytest.approx(0.5, rel=0.2), auto.reason
+
+
+@pytest.mark.data
+def test_resampling_a_2x_image_to_the_nuclei_model_scale_improves_it(shared_data, nuclei):
+    from napari_unet.core.metrics import f1_score, median_object_diameter
+    from napari_unet.core.segment import segment
+
+    model, options = nuclei
+    # the benchmark's "360 x 360 images" set, at 2x magnification: nuclei of ~80 px
+    images = _held_out_dsb(shared_data, lambda image, _: image.shape == (360, 360), 3)
+    as_is, given, auto = [], [], []
+    for image, truth in images:
+        large, large_truth = _zoom2(image, truth)
+        diameter = median_object_diameter(large_truth)  # what a user would measure
+        at_one = replace(options, diameter=model.object_diameter)  # factor 1
+        as_is.append(f1_score(large_truth, segment(model, large, options=at_one), 0.5))
+        told = replace(options, diameter=diameter)
+        given.append(f1_score(large_truth, segment(model, large, options=told), 0.5))
+        auto.append(f1_score(large_truth, segment(model, large, options=options), 0.5))
+    assert np.mean(given) > np.mean(as_is) + 0.05, (given, as_is)
+    assert np.mean(auto) > np.mean(as_is) + 0.05, (auto, as_is)

@@ -392,40 +392,57 @@ def test_a_given_diameter_or_pixel_size_segments_at_the_model_scale(scaled):
     assert by_diameter.shape == image.shape and by_diameter.dtype == np.int32
 
 
+def _auto_choice(model, image, **options):
+    events = segment_iter(
+        model, image, options=SegmentOptions(tile_size=60, **options), predictor=_faithful_predictor
+    )
+    return next(events).choice
+
+
 def test_auto_measures_the_objects_and_rescales_only_when_they_differ(scaled):
     native, _ = _blobs((120, 130), 8, 15, seed=1)
-    events = segment_iter(scaled, native, options=SegmentOptions(tile_size=60),
-                          predictor=_faithful_predictor)  # fmt: skip
-    choice = next(events).choice
+    choice = _auto_choice(scaled, native)
     assert choice.factor_yx == (1.0, 1.0) and "within 20%" in choice.reason
+    # large objects are measured at half the scale, where a model does not split them
     large, truth = _blobs((240, 260), 16, 15, seed=1)
-    events = list(segment_iter(scaled, large, options=SegmentOptions(tile_size=60),
-                               predictor=_faithful_predictor))  # fmt: skip
-    choice = events[0].choice
+    choice = _auto_choice(scaled, large)
     assert choice.factor_yx[0] == pytest.approx(0.5, rel=0.2) and choice.source == "auto"
     assert choice.measured_diameter == pytest.approx(16, rel=0.1)
-    assert "whole 240 x 260 px image" in choice.reason  # smaller than the crop
-    labels = events[-1].data
+    assert "15 objects on the whole image, seen at x0.5" in choice.reason
+    labels = segment(scaled, large, tile_size=60, predictor=_faithful_predictor)
     assert f1_score(truth, labels, 0.5) > 0.9
+    # small ones at the image's own scale, where they are not lost
+    small, _ = _blobs((150, 160), 5, 20, seed=2)
+    choice = _auto_choice(scaled, small)
+    assert choice.factor_yx[0] == pytest.approx(8 / 5, rel=0.2)
+    assert "seen at" not in choice.reason and choice.measured_diameter == pytest.approx(5, rel=0.2)
+
+
+class _Reads:
+    """An array-like recording the windows read from it."""
+
+    def __init__(self, data: np.ndarray) -> None:
+        self.data, self.shape, self.dtype, self.ndim = data, data.shape, data.dtype, data.ndim
+        self.keys: list = []
+
+    def __getitem__(self, key):
+        self.keys.append(key)
+        return self.data[key]
 
 
 def test_auto_reads_a_central_crop_and_falls_back_to_the_whole_plane(scaled):
-    seen = []
-
-    def recording(batch):
-        seen.append(batch.shape[-2:])
-        return _faithful_predictor(batch)
-
-    image, _ = _blobs((600, 560), 16, 60, seed=2)
-    choice = next(segment_iter(scaled, image, predictor=recording)).choice
-    assert "central 360 x 360 px crop" in choice.reason
+    image, _ = _blobs((900, 800), 16, 120, seed=2)
+    source = _Reads(image)
+    choice = _auto_choice(scaled, source)
+    assert [(k.start, k.stop) for k in source.keys[0]] == [(90, 810), (40, 760)]
+    assert "a central 720 x 720 px crop, seen at x0.5" in choice.reason
     assert choice.factor_yx[0] == pytest.approx(0.5, rel=0.2)
-    assert all(max(shape) < 600 for shape in seen)  # the crop's tiles only
     # objects only near the corners: too few in the crop, the whole plane decides
-    sparse = np.zeros((600, 560), np.float32)
-    sparse[:120, :120], sparse[-120:, -120:] = image[:120, :120], image[-120:, -120:]
-    corners = next(segment_iter(scaled, sparse, predictor=_faithful_predictor)).choice
-    assert "whole 600 x 560 px image" in corners.reason
+    sparse = np.zeros((1000, 1000), np.float32)
+    sparse[:130, :130], sparse[-130:, -130:] = image[:130, :130], image[-130:, -130:]
+    corners = _auto_choice(scaled, sparse)
+    assert "on the whole image, seen at x0.5" in corners.reason
+    assert corners.factor_yx[0] == pytest.approx(0.5, rel=0.2)
 
 
 @pytest.mark.parametrize("diameter", [13.0, 5.0])  # factors 8/13 (shrink) and 1.6 (enlarge)

@@ -8,8 +8,10 @@ in this order, from:
 1. an explicit object diameter (``diameter=N`` pixels): ``factor = model diameter / N``;
 2. both pixel sizes (units converted): ``factor = input pixel / model pixel`` per axis
    (anisotropic y/x allowed);
-3. ``"auto"``, the default for models recording a diameter: a first pass at the model's
-   scale measures the median object diameter (see :func:`scale_from_measurement`);
+3. ``"auto"``, the default for models recording a diameter: passes on a central crop
+   measure the median object diameter, first at half the starting scale, then, for
+   objects smaller than the model's, at the starting scale
+   (:func:`napari_unet.core.segment.measure_scale`, :func:`scale_from_measurement`);
 4. otherwise 1 (not resampled), with a reason saying what is missing.
 
 Only :func:`choose_scale` and the pure helpers live here (torch-free); the measuring
@@ -23,7 +25,8 @@ Public API
 - :func:`auto_start` ``(model, pixel_size) -> (float, float)``
 - :func:`central_crop` ``(shape, factors, size=AUTO_CROP) -> (slice, slice)``
 - :func:`measured_objects` ``(labels) -> (diameter | None, count)``
-- :func:`scale_from_measurement` ``(model_diameter, measured, count, start) -> ScaleChoice``
+- :func:`scale_from_measurement` ``(model_diameter, measured, count, start, *, measured_at,
+  where) -> ScaleChoice``
 - :func:`check_resampled_size` ``(shape, choice)``
 """
 
@@ -45,9 +48,16 @@ from napari_unet.core.resample import resampled_size
 MIN_RESAMPLED_SIZE = 16
 #: ``auto`` rescales only when the measured diameter differs from the model's by more.
 AUTO_TOLERANCE = 0.2
-#: Side (model pixels) of the central crop ``auto`` measures on: at most half the pixels
-#: of a 512 x 512 pass, so auto costs at most ~1.5 passes on such an image.
+#: ``auto`` first measures at this fraction of its starting scale: big objects, which a
+#: model splits into fragments at its own scale, are then within the sizes it segments
+#: well, and a crop covers more of the image for the same cost.
+AUTO_COARSE = 0.5
+#: Side (model pixels) of the central crop ``auto`` measures on at the coarse scale,
+#: and of the crop at the starting scale when objects are smaller than the model's: at
+#: most half, then a quarter of the pixels of a 512 x 512 pass, so auto costs at most
+#: ~1.5 passes on such an image (the coarse crop covers the whole of it).
 AUTO_CROP = 360
+AUTO_FINE_CROP = 256
 #: Fewer objects than this inside the crop (not touching its border): measure the
 #: whole plane instead.
 AUTO_MIN_OBJECTS = 5
@@ -279,31 +289,38 @@ def scale_from_measurement(
     count: int,
     start: tuple[float, float] = (1.0, 1.0),
     *,
+    measured_at: tuple[float, float] | None = None,
     where: str = "",
 ) -> ScaleChoice:
-    """``auto``'s choice from a pass at factors ``start`` that measured ``measured`` px.
+    """``auto``'s choice from a pass at factors ``measured_at`` that measured ``measured`` px.
 
     Parameters
     ----------
     model_diameter : float
         The model's object diameter (model pixels).
     measured : float or None
-        Median diameter measured on the model grid of the pass (None: no objects).
+        Median diameter measured on the grid of the pass (None: no objects).
     count : int
         Objects measured (shown in the reason).
     start : (float, float)
-        The pass's factors.
+        The factors ``auto`` starts from (the pixel sizes', else 1): kept when the
+        objects measure the model's diameter on that grid, within
+        :data:`AUTO_TOLERANCE`, or when nothing was found.
+    measured_at : (float, float), optional
+        The pass's factors (default ``start``).
     where : str
-        What was measured, e.g. ``"a 360 x 360 px crop"``, for the reason.
+        What was measured, e.g. ``"a central 720 x 720 px crop"``, for the reason.
 
     Returns
     -------
     ScaleChoice
-        ``start`` when nothing was found or the diameters agree within
-        :data:`AUTO_TOLERANCE`; else ``start * model_diameter / measured``.
+        ``start``, or ``measured_at * model_diameter / measured``.
     """
-    scale = math.sqrt(start[0] * start[1])
+    measured_at = start if measured_at is None else measured_at
+    seen_at = math.sqrt(measured_at[0] * measured_at[1])
     on = f" on {where}" if where else ""
+    if seen_at != math.sqrt(start[0] * start[1]) or seen_at != 1.0:
+        on += f", seen at {_times(measured_at)}"
     if measured is None:
         return ScaleChoice(
             1.0,
@@ -311,13 +328,13 @@ def scale_from_measurement(
             f"auto: no objects found{on} to measure -> {_times(start)}; {_HINT}",
             factor_yx=start,
         )
-    in_input = measured / scale  # the objects' diameter in input pixels
-    ratio = model_diameter / measured
+    in_input = measured / seen_at  # the objects' diameter in input pixels
+    on_start = in_input * math.sqrt(start[0] * start[1])
     measure = (
         f"auto: objects measure {in_input:.3g} px ({count} objects{on}), the model's "
         f"{model_diameter:.3g} px"
     )
-    if abs(measured / model_diameter - 1.0) <= AUTO_TOLERANCE:
+    if abs(on_start / model_diameter - 1.0) <= AUTO_TOLERANCE:
         return ScaleChoice(
             1.0,
             "auto",
@@ -325,7 +342,8 @@ def scale_from_measurement(
             measured_diameter=in_input,
             factor_yx=start,
         )
-    factors = (start[0] * ratio, start[1] * ratio)
+    ratio = model_diameter / measured
+    factors = (measured_at[0] * ratio, measured_at[1] * ratio)
     return ScaleChoice(
         1.0,
         "auto",
@@ -355,7 +373,9 @@ def check_resampled_size(shape: tuple[int, int], choice: ScaleChoice) -> tuple[i
 
 
 __all__ = [
+    "AUTO_COARSE",
     "AUTO_CROP",
+    "AUTO_FINE_CROP",
     "AUTO_MIN_OBJECTS",
     "AUTO_TOLERANCE",
     "MIN_RESAMPLED_SIZE",

@@ -12,6 +12,7 @@ the finished tiles. :func:`segment` drains it and returns the result.
 
 from __future__ import annotations
 
+import functools
 import math
 import weakref
 from collections.abc import Callable, Generator, Iterable
@@ -42,6 +43,9 @@ from napari_unet.core.postprocess import (
 from napari_unet.core.predictor import WHOLE_MAP_MAX_PIXELS, make_predictor
 from napari_unet.core.resample import Resampled, tile_to_input_grid, to_input_grid
 from napari_unet.core.scaling import (
+    AUTO_COARSE,
+    AUTO_CROP,
+    AUTO_FINE_CROP,
     AUTO_MIN_OBJECTS,
     ScaleChoice,
     auto_start,
@@ -512,12 +516,17 @@ def measure_scale(
     predictor: Predictor | None = None,
     fallback_size: int | None = None,
 ) -> ScaleChoice:
-    """``auto``: segment a central crop of ``plane`` and measure its objects' diameter.
+    """``auto``: segment central crops of ``plane`` and measure their objects' diameter.
 
-    The crop holds at most :data:`~napari_unet.core.scaling.AUTO_CROP` model pixels per
-    side (only it is read); with fewer than
-    :data:`~napari_unet.core.scaling.AUTO_MIN_OBJECTS` objects inside it, the whole
-    plane (or a central crop of ``fallback_size`` model pixels) is measured instead.
+    A first pass at :data:`~napari_unet.core.scaling.AUTO_COARSE` times ``start``, on a
+    crop of :data:`~napari_unet.core.scaling.AUTO_CROP` model pixels: a model splits
+    objects several times its own size into fragments, but measures them faithfully at
+    half the scale. When the objects turn out smaller than the model's (or none are
+    found), a second pass at ``start`` on a crop of
+    :data:`~napari_unet.core.scaling.AUTO_FINE_CROP` pixels measures them where small
+    objects are not lost. Only the crops are read. A crop with fewer than
+    :data:`~napari_unet.core.scaling.AUTO_MIN_OBJECTS` objects inside is measured again
+    on the whole plane (or a central crop of ``fallback_size`` model pixels).
 
     Parameters
     ----------
@@ -528,12 +537,12 @@ def measure_scale(
     options : SegmentOptions, optional
         Post-processing of the labels measured (their ``output`` is ignored).
     start : (float, float)
-        Factors of the measuring pass (1: the image as it is).
+        The factors auto starts from (1: the image as it is).
     predictor : callable, optional
         As in :func:`segment_iter`.
     fallback_size : int, optional
-        Side of the wider crop measured when the first holds too few objects; default
-        the whole plane.
+        Side of the wider crop measured when a crop holds too few objects; default the
+        whole plane.
 
     Returns
     -------
@@ -541,19 +550,43 @@ def measure_scale(
         From :func:`~napari_unet.core.scaling.scale_from_measurement`.
     """
     options = replace(options or SegmentOptions(), output="labels", link=False)
-    model_diameter = getattr(model, "object_diameter", None)
-    if model_diameter is None:
+    diameter = getattr(model, "object_diameter", None)
+    if diameter is None:
         raise InputError("measuring the objects' diameter needs a model that records its own")
+    coarse = (start[0] * AUTO_COARSE, start[1] * AUTO_COARSE)
+    measure = functools.partial(
+        _measure_crop, model, plane, options, predictor=predictor, fallback_size=fallback_size
+    )
+    measured, count, where = measure(coarse, AUTO_CROP)
+    at = coarse
+    if measured is None or measured < diameter * AUTO_COARSE:  # smaller than the model's
+        measured, count, where = measure(start, AUTO_FINE_CROP)
+        at = start
+    return scale_from_measurement(diameter, measured, count, start, measured_at=at, where=where)
+
+
+def _measure_crop(
+    model: ModelBundle | UNet,
+    plane: Any,
+    options: SegmentOptions,
+    factors: tuple[float, float],
+    size: int,
+    *,
+    predictor: Predictor | None,
+    fallback_size: int | None,
+) -> tuple[float | None, int, str]:
+    """Measure a central crop of ``size`` model pixels at ``factors``; with too few objects
+    in it, the whole plane (or a crop of ``fallback_size``)."""
     shape = tuple(int(s) for s in plane.shape[-2:])
-    crop = central_crop(shape, start)
-    measured, count, where = _measure(model, plane, crop, start, options, predictor)
+    crop = central_crop(shape, factors, size)
+    measured, count, where = _measure(model, plane, crop, factors, options, predictor)
     if fallback_size is None:
         wider = (slice(0, shape[0]), slice(0, shape[1]))
     else:
-        wider = central_crop(shape, start, fallback_size)
+        wider = central_crop(shape, factors, fallback_size)
     if count < AUTO_MIN_OBJECTS and _pixels(wider) > _pixels(crop):
-        measured, count, where = _measure(model, plane, wider, start, options, predictor)
-    return scale_from_measurement(model_diameter, measured, count, start, where=where)
+        measured, count, where = _measure(model, plane, wider, factors, options, predictor)
+    return measured, count, where
 
 
 def _pixels(region: tuple[slice, slice]) -> int:
@@ -584,12 +617,8 @@ def _measure(
     measured, count = measured_objects(work.labels(options))
     shape = tuple(int(s) for s in plane.shape[-2:])
     whole = all(part.stop - part.start == size for part, size in zip(crop, shape, strict=True))
-    height, width = grid.shape
-    where = (
-        f"the whole {height} x {width} px image"
-        if whole
-        else (f"a central {height} x {width} px crop")
-    )
+    height, width = (part.stop - part.start for part in crop)
+    where = "the whole image" if whole else f"a central {height} x {width} px crop"
     return measured, count, where
 
 
