@@ -412,3 +412,27 @@ def test_memory_stays_bounded_at_the_model_scale(tmp_path, model):
     assert peak < image_bytes / 4, f"peak {peak / 2**20:.0f} MiB, image {image_bytes / 2**20:.0f}"
     # the untrained network calls every pixel foreground at 0.5: one object everywhere
     assert (result[::97, ::97] == 1).all()
+
+
+@pytest.mark.parametrize("output", ["labels", "probabilities"])
+def test_the_store_keeps_the_calibration_given(tmp_path, model, image, output):
+    from napari_unet.core.calibration import Calibration, PixelSize, read_calibration
+
+    pixel = PixelSize(0.325, 0.325, "µm")
+    calibration = Calibration.from_pixel_size(pixel, "yx")
+    if output == "probabilities":
+        calibration = calibration.for_result(None, classes=2)
+    options = SegmentOptions(output=output, tile_size=TILE, pixel_size=pixel)
+    segment_to_zarr(model, image, tmp_path / "c.zarr", options=options, calibration=calibration)
+    back = read_calibration(tmp_path / "c.zarr")
+    assert back.pixel_size == pixel
+    assert back.axes == ("cyx" if output == "probabilities" else "yx")
+
+
+@pytest.mark.parametrize("output", ["labels", "probabilities"])
+def test_a_stack_is_resampled_plane_by_plane_block_wise(tmp_path, scaled, image, output):
+    stack = np.stack([image[:300, :350], image[300:, 350:] * 3])
+    options = SegmentOptions(output=output, tile_size=TILE, diameter=14.0)  # x0.71
+    expected = segment(scaled, stack, options=options)
+    result = segment_to_zarr(scaled, stack, tmp_path / "s.zarr", options=options, block_size=100)
+    np.testing.assert_array_equal(result[:], expected)

@@ -33,6 +33,7 @@ from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from napari_unet.core.calibration import Calibration
 from napari_unet.core.errors import InputError
 from napari_unet.core.events import Progress, ScaleChosen, drain
 from napari_unet.core.largeimage import (
@@ -151,7 +152,8 @@ def segment_distributed_iter(
     overwrite: bool = False,
     inputs: Iterable[str | os.PathLike] = (),
     torch_threads: int = 1,
-) -> Generator[Progress, None, Any]:
+    calibration: Calibration | None = None,
+) -> Generator[ScaleChosen | Progress, None, Any]:
     """Segment a large image on a dask cluster, block by block, into a zarr store.
 
     Parameters
@@ -181,6 +183,9 @@ def segment_distributed_iter(
         ``source`` is always checked.
     torch_threads : int
         Torch threads per task (one per worker thread is right for CPU workers).
+    calibration : Calibration, optional
+        The result's calibration, recorded in the OME-Zarr result (see
+        :func:`~napari_unet.core.largeimage.segment_blocks_iter`).
 
     Yields
     ------
@@ -217,6 +222,7 @@ def segment_distributed_iter(
         resume=resume,
         overwrite=overwrite,
         inputs=sources,
+        calibration=calibration,
     )
     plan, store = prepared.plan, prepared.store
     if scale_matters(model, options):

@@ -76,6 +76,7 @@ from typing import Any
 import numpy as np
 
 from napari_unet.core import normalise
+from napari_unet.core.calibration import Calibration, ngff_transformations
 from napari_unet.core.errors import InputError, OutputError, UNetError
 from napari_unet.core.events import Progress, ScaleChosen, TileDone, drain
 from napari_unet.core.io import (
@@ -456,6 +457,7 @@ def open_output_store(
     axes: list[dict[str, str]] | None = None,
     name: str = "labels",
     overwrite: bool = False,
+    transformations: list[dict[str, Any]] | None = None,
 ) -> Any:
     """Create a single-level OME-Zarr (NGFF 0.4) image, marked as ours, and return its array.
 
@@ -478,6 +480,10 @@ def open_output_store(
         Replace an existing napari-unet store at ``path``. Nothing else is ever
         replaced: not a file, a folder that is not our store, or a store of ours
         holding files we did not write.
+    transformations : list of dict, optional
+        NGFF ``coordinateTransformations`` of the full-resolution level (its physical
+        scale, see :func:`~napari_unet.core.calibration.ngff_transformations`); default
+        a scale of 1.
 
     Returns
     -------
@@ -501,7 +507,8 @@ def open_output_store(
         "datasets": [
             {
                 "path": "0",
-                "coordinateTransformations": [{"type": "scale", "scale": [1.0] * len(shape)}],
+                "coordinateTransformations": transformations
+                or [{"type": "scale", "scale": [1.0] * len(shape)}],
             }
         ],
     }
@@ -829,24 +836,30 @@ class BlockStore:
         *,
         overwrite: bool = False,
         scratch: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
+        calibration: Calibration | None = None,
     ):
         """Create a fresh store for ``run`` (replacing a store of ours only with
         ``overwrite``, see :func:`open_output_store`); return the result array.
 
         ``scratch`` is ``(shape, chunks)`` of the model-grid arrays of a resampled run
         (the blocks' result, and the labels scratch); by default they are the result's.
+        ``calibration`` (the result's) gives the multiscales' axes, units and scale.
         """
         import zarr
 
         channels = run["output"] == "probabilities"
+        axes, transformations = default_axes(len(shape), channels=channels), None
+        if calibration is not None:
+            axes, transformations = ngff_transformations(calibration, len(shape))
         array = open_output_store(
             self.path,
             shape,
             dtype,
             chunks,
-            axes=default_axes(len(shape), channels=channels),
+            axes=axes,
             name=run["output"],
             overwrite=overwrite,
+            transformations=transformations,
         )
         root = zarr.open_group(str(self.path), mode="r+", zarr_format=2)
         work = root.create_group(WORK_GROUP)
@@ -1052,6 +1065,7 @@ def prepare_store(
     resume: bool,
     overwrite: bool = False,
     scratch_shape: tuple[int, ...] | None = None,
+    calibration: Calibration | None = None,
 ) -> BlockStore:
     """Create the store for ``run``, or with ``resume`` reopen a matching one.
 
@@ -1089,6 +1103,7 @@ def prepare_store(
         run,
         overwrite=overwrite,
         scratch=scratch,
+        calibration=calibration,
     )
     return store
 
@@ -1502,6 +1517,7 @@ def prepare(
     overwrite: bool = False,
     inputs: Iterable[str | os.PathLike] = (),
     predictor: Any | None = None,
+    calibration: Calibration | None = None,
 ) -> Prepared:
     """Check the image, options and output, choose the scale, plan blocks, compute global
     stats, open the store.
@@ -1518,6 +1534,8 @@ def prepare(
         or TIFF a zarr ``image`` was opened from is added (see :func:`source_paths`).
     predictor : callable, optional
         For ``auto``'s measuring pass (built when needed).
+    calibration : Calibration, optional
+        The result's physical calibration, written into a new store's multiscales.
     """
     from napari_unet.core.segment import _normalisation_of, choose_plane_scale
 
@@ -1577,6 +1595,7 @@ def prepare(
         resume=resuming,
         overwrite=overwrite,
         scratch_shape=scratch_shape,
+        calibration=calibration,
     )
     return Prepared(stack, plane_ndim, plan, stats, store, leading, choice, input_size)
 
@@ -1615,7 +1634,8 @@ def segment_blocks_iter(
     overwrite: bool = False,
     inputs: Iterable[str | os.PathLike] = (),
     predictor: Any | None = None,
-) -> Generator[TileDone | Progress, None, Any]:
+    calibration: Calibration | None = None,
+) -> Generator[ScaleChosen | TileDone | Progress, None, Any]:
     """Segment a large image block by block into a zarr store, in this process.
 
     Parameters
@@ -1649,6 +1669,11 @@ def segment_blocks_iter(
         zarr array (:func:`source_paths`).
     predictor : callable, optional
         Prebuilt predictor for ``model``.
+    calibration : Calibration, optional
+        The result's calibration (the image's, fitted with
+        :meth:`~napari_unet.core.calibration.Calibration.for_result`): the OME-Zarr
+        result records its axes' units and scale (not on resume: the store keeps its
+        own). Default: scale 1, no units.
 
     Yields
     ------
@@ -1689,6 +1714,7 @@ def segment_blocks_iter(
         overwrite=overwrite,
         inputs=inputs,
         predictor=predictor,
+        calibration=calibration,
     )
     if scale_matters(model, options):
         yield ScaleChosen(prepared.choice)
