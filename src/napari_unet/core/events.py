@@ -34,8 +34,9 @@ class ScaleChosen:
 
     ``choice.factor_yx`` resamples the image to the model's scale (model grid = input
     grid x factor; ``(1.0, 1.0)``: not resampled); ``choice.reason`` is one line for the
-    user, e.g. ``"auto: objects measure 41 px (23 objects on ...), the model's 20 px ->
-    x0.488"``. Tiles and planes that follow are reported on the input grid.
+    user, e.g. ``"auto: objects measure 41.2 px (8 objects on a central 720 x 720 px crop,
+    seen at x0.5), the model's 21.6 px -> x0.524"``. Tiles and planes that follow are
+    reported on the input grid.
     """
 
     choice: ScaleChoice

@@ -311,7 +311,6 @@ def segment_iter(
     layout = "flat" if out is None else _check_out(out, full_shape, leading)
     middle = selected[len(selected) // 2] if selected else 0
     choice = choose_plane_scale(model, lambda: stack[middle], options, predictor=predictor)
-    model_size = input_size
     if choice.resamples:
         model_size = check_resampled_size(input_size, choice)
         _check_model_plane_fits(plane_shape, model_size, options, config, choice)
