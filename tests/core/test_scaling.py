@@ -111,14 +111,19 @@ def test_auto_rescales_only_beyond_the_tolerance():
         far.reason.startswith("auto: objects measure 41 px") and "the model's 20 px" in far.reason
     )
     near = scale_from_measurement(20.0, 23.0, 30)
-    assert not near.resamples and "within 20%" in near.reason
+    assert not near.resamples and "within -50%/+20%" in near.reason
+    # Smaller objects are kept down to half the model's size (AUTO_TOLERANCE_BELOW)...
+    assert not scale_from_measurement(20.0, 11.0, 30).resamples
+    # ... and enlarged below it; larger ones beyond +20 %.
+    assert scale_from_measurement(20.0, 9.0, 30).factor_yx == pytest.approx((20 / 9, 20 / 9))
+    assert scale_from_measurement(20.0, 24.5, 30).factor_yx == pytest.approx((20 / 24.5,) * 2)
     # measured in a pass at factor 2: the objects are half as large in the input
     started = scale_from_measurement(20.0, 30.0, 9, (2.0, 2.0))
     assert started.measured_diameter == 15.0
     assert started.factor_yx == pytest.approx((2 * 20 / 30, 2 * 20 / 30))
     # measured at half the starting scale: 11.5 px there are 23 px in the image
     coarse = scale_from_measurement(20.0, 11.5, 9, measured_at=(0.5, 0.5), where="the image")
-    assert coarse.measured_diameter == 23.0 and "within 20%" in coarse.reason
+    assert coarse.measured_diameter == 23.0 and "within -50%/+20%" in coarse.reason
     assert "(9 objects on the image, seen at x0.5)" in coarse.reason
     assert not coarse.resamples
     far = scale_from_measurement(20.0, 40.0, 9, measured_at=(0.5, 0.5))

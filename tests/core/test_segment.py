@@ -402,7 +402,7 @@ def _auto_choice(model, image, **options):
 def test_auto_measures_the_objects_and_rescales_only_when_they_differ(scaled):
     native, _ = _blobs((120, 130), 8, 15, seed=1)
     choice = _auto_choice(scaled, native)
-    assert choice.factor_yx == (1.0, 1.0) and "within 20%" in choice.reason
+    assert choice.factor_yx == (1.0, 1.0) and "within -50%/+20%" in choice.reason
     # large objects are measured at half the scale, where a model does not split them
     large, truth = _blobs((240, 260), 16, 15, seed=1)
     choice = _auto_choice(scaled, large)
@@ -411,11 +411,15 @@ def test_auto_measures_the_objects_and_rescales_only_when_they_differ(scaled):
     assert "15 objects on the whole image, seen at x0.5" in choice.reason
     labels = segment(scaled, large, tile_size=60, predictor=_faithful_predictor)
     assert f1_score(truth, labels, 0.5) > 0.9
-    # small ones at the image's own scale, where they are not lost
-    small, _ = _blobs((150, 160), 5, 20, seed=2)
+    # small ones at the image's own scale, where they are not lost; objects down to half
+    # the model's size are kept (AUTO_TOLERANCE_BELOW), smaller ones enlarged
+    kept, _ = _blobs((150, 160), 5, 20, seed=2)
+    choice = _auto_choice(scaled, kept)
+    assert choice.factor_yx == (1.0, 1.0) and choice.measured_diameter == pytest.approx(5, rel=0.2)
+    small, _ = _blobs((150, 160), 3, 30, seed=2)
     choice = _auto_choice(scaled, small)
-    assert choice.factor_yx[0] == pytest.approx(8 / 5, rel=0.2)
-    assert "seen at" not in choice.reason and choice.measured_diameter == pytest.approx(5, rel=0.2)
+    assert choice.factor_yx[0] == pytest.approx(8 / 3, rel=0.25)
+    assert "seen at" not in choice.reason and choice.measured_diameter == pytest.approx(3, rel=0.25)
 
 
 class _Reads:
