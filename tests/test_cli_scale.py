@@ -214,24 +214,45 @@ def test_bad_pixel_sizes_and_diameters_are_one_line(
     assert not output.exists()
 
 
-@pytest.mark.xfail(reason="block-wise stores do not record the input's scale yet")
+def _zarr_scale(store: Path) -> tuple[list[str | None], list[float]]:
+    """Units and level-0 scale of the (y, x) axes of an OME-Zarr store's multiscales."""
+    attributes = dict(zarr.open_group(str(store), mode="r").attrs)
+    multiscales = attributes.get("ome", attributes)["multiscales"][0]  # NGFF 0.5 or 0.4
+    axes = multiscales["axes"]
+    assert [axis["name"] for axis in axes[-2:]] == ["y", "x"]
+    (scale,) = [
+        t["scale"] for t in multiscales["datasets"][0]["coordinateTransformations"]
+        if t["type"] == "scale"
+    ]  # fmt: skip
+    return [axis.get("unit") for axis in axes[-2:]], scale[-2:]
+
+
 def test_zarr_result_carries_the_input_scale(tmp_path, capsys, image, scaled_model):
     source = _imagej_tiff(tmp_path / "cells.tif", image, 0.65)
     output = tmp_path / "labels.zarr"
     status, err = _segment(capsys, str(source), "-o", str(output), "-m", str(scaled_model))
     assert status == 0, err
     assert "x2" in _scale_lines(err)[0]
-    attributes = dict(zarr.open_group(str(output), mode="r").attrs)
-    multiscales = attributes.get("ome", attributes)["multiscales"][0]  # NGFF 0.5 or 0.4
-    axes = multiscales["axes"]
-    assert [axis["name"] for axis in axes[-2:]] == ["y", "x"]
-    assert [axis.get("unit") for axis in axes[-2:]] == ["micrometer", "micrometer"]
-    (scale,) = [
-        t["scale"] for t in multiscales["datasets"][0]["coordinateTransformations"]
-        if t["type"] == "scale"
-    ]  # fmt: skip
-    assert scale[-2:] == pytest.approx([0.65, 0.65])
+    units, scale = _zarr_scale(output)
+    assert units == ["micrometer", "micrometer"] and scale == pytest.approx([0.65, 0.65])
     assert read_calibration(output).pixel_size == PixelSize(0.65, 0.65, "µm")
+    assert zarr.open_group(str(output), mode="r")["0"].shape == image.shape
+
+
+@pytest.mark.slow  # starts a worker process that imports torch (~5 s)
+def test_distributed_zarr_result_carries_the_given_pixel_size(
+    tmp_path, capsys, image, scaled_model
+):
+    source = tmp_path / "plain.tif"
+    tifffile.imwrite(source, np.stack([image, image[::-1]]))  # (2, H, W), no calibration
+    output = tmp_path / "labels.zarr"
+    argv = [str(source), "-o", str(output), "-m", str(scaled_model), "--workers", "1"]
+    status, err = _segment(capsys, *argv, "--pixel-size", "0.1625um", "--output", "mask")
+    assert status == 0, err
+    assert _scale_lines(err)[0].endswith("x0.5")
+    units, scale = _zarr_scale(output)
+    assert units == ["micrometer", "micrometer"] and scale == pytest.approx([0.1625, 0.1625])
+    assert zarr.open_group(str(output), mode="r")["0"].shape == (2, *image.shape)
 
 
 def test_train_records_the_images_pixel_size_and_says_the_diameter(tmp_path, capsys):

@@ -548,7 +548,7 @@ def _input_scale(source: Path, options: Any) -> tuple[Any, Any]:
 def _result_calibration(
     calibration: Any, ndim: int, channel_axis: int | None, args: Any, classes: int
 ) -> Any:
-    """The calibration of a TIFF result: the input's (``ndim`` axes as read, its pixel
+    """The calibration of a result (TIFF or OME-Zarr): the input's (``ndim`` axes as read, its pixel
     size replaced by ``--pixel-size`` when given) without its channel axis, with the
     class axis of probabilities; None when nothing is known."""
     from napari_unet.core.calibration import Calibration
@@ -653,8 +653,14 @@ def _segment_to_zarr(bundle, source: Path, target: Path, options, args, client, 
     from napari_unet.core.largeimage import open_image, segment_blocks_iter
 
     image = open_image(source)
-    _calibration, options = _input_scale(source, options)
+    calibration, options = _input_scale(source, options)
+    read_ndim = len(image.shape)
     image, options = _dims_for(source, image, options, args, channels, in_memory=False)
+    # A colour axis turned grey is gone from the image: drop it from the calibration too.
+    dropped = options.channel_axis if len(image.shape) == read_ndim else read_ndim - 1
+    calibration = _result_calibration(
+        calibration, read_ndim, dropped, args, bundle.config.num_classes
+    )
     if client is not None:
         from napari_unet.core.distributed import segment_distributed_iter
 
@@ -668,6 +674,7 @@ def _segment_to_zarr(bundle, source: Path, target: Path, options, args, client, 
             resume=args.resume,
             overwrite=args.overwrite,
             inputs=[source],
+            calibration=calibration,
         )
     else:
         generator = segment_blocks_iter(
@@ -679,6 +686,7 @@ def _segment_to_zarr(bundle, source: Path, target: Path, options, args, client, 
             resume=args.resume,
             overwrite=args.overwrite,
             inputs=[source],
+            calibration=calibration,
         )
     drain_with_progress(
         _blocks_only(_announcing_scale(generator, source, [])),

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_unet.core.calibration import PixelSize
+from napari_unet.core.calibration import PixelSize, read_calibration
 from napari_unet.core.errors import InputError
 from napari_unet.core.model import UNetConfig
 from napari_unet.core.modelfile import load_model, random_model, save_model
@@ -66,10 +66,13 @@ def test_typed_fields_reach_the_options_and_bad_values_are_refused(
     viewer = make_napari_viewer()
     viewer.add_image(blobs, name="blobs")
     widget = _open(viewer, "Segment")
+    # empty: the core's default, which the field says for the chosen model
     widget.add_model_file(scaled_model_file)
-    assert widget._diameter.value == "auto"  # the model records its objects' size
+    placeholder = widget._diameter.native.placeholderText()
+    assert widget._diameter.value == "" and widget.options().diameter is None
+    assert placeholder == "default: from the pixel sizes, else auto"
     widget.add_model_file(tiny_model_file)
-    assert widget._diameter.value == ""  # it records none: the model's default
+    assert "not rescaled" in widget._diameter.native.placeholderText()
 
     widget.set_options(pixel_size="4 nm", diameter=31)
     options = widget.options()
@@ -103,9 +106,13 @@ def test_a_bad_typed_pixel_size_is_one_notification(
     assert [layer.name for layer in viewer.layers] == ["blobs"]
 
 
-@pytest.mark.parametrize("block_wise", [False, True], ids=["in-memory", "block-wise"])
-def test_labels_overlay_an_anisotropic_stack(
-    make_napari_viewer, qtbot, tmp_path, blobs, scaled_model_file, block_wise
+@pytest.mark.parametrize(
+    ("block_wise", "output"),
+    [(False, "labels"), (True, "labels"), (True, "probabilities")],
+    ids=["in-memory", "block-wise", "block-wise probabilities"],
+)
+def test_results_overlay_an_anisotropic_stack(
+    make_napari_viewer, qtbot, tmp_path, blobs, scaled_model_file, block_wise, output
 ):
     viewer = make_napari_viewer()
     image = viewer.add_image(
@@ -113,23 +120,32 @@ def test_labels_overlay_an_anisotropic_stack(
     )
     widget = _open(viewer, "Segment")
     widget.add_model_file(scaled_model_file)
-    widget.set_options(diameter=None)  # pixel sizes decide: both are 0.5 µm
+    widget.set_options(diameter=None, output=output)  # pixel sizes decide: both 0.5 µm
     if block_wise:
         widget._to_zarr.value = True
         widget._output_store.value = tmp_path / "cells.zarr"
     widget.segment_stack()
     _wait(qtbot, widget)
 
-    labels = viewer.layers["cells labels"]
-    assert labels.data.shape == image.data.shape
-    np.testing.assert_allclose(labels.scale, (2, 0.5, 0.5))
-    np.testing.assert_allclose(labels.translate, (4, 10, -3))
-    assert [str(unit) for unit in labels.units] == ["micrometer"] * 3
+    result = viewer.layers[f"cells {output}"]
+    assert result.data.shape == image.data.shape
+    np.testing.assert_allclose(result.scale, (2, 0.5, 0.5))
+    np.testing.assert_allclose(result.translate, (4, 10, -3))
+    assert [str(unit) for unit in result.units] == ["micrometer"] * 3
     # the same world point is the same pixel in both layers
     world = image.data_to_world((1, 40, 50))
-    np.testing.assert_allclose(labels.world_to_data(world), (1, 40, 50))
+    np.testing.assert_allclose(result.world_to_data(world), (1, 40, 50))
     assert widget.scale_choice.factor == pytest.approx(1.0)
     assert "scale: pixel size 0.5 µm, the model's 0.5 µm -> x1" in widget._status.value
+    if block_wise:  # the store on disk records the image's calibration too
+        calibration = read_calibration(tmp_path / "cells.zarr")
+        expected = {"labels": ((2, 0.5, 0.5), (4, 10, -3), ("µm",) * 3),
+                    # (Z, K, H, W): a class axis without unit before y
+                    "probabilities": ((2, 1, 0.5, 0.5), (4, 0, 10, -3),
+                                      ("µm", None, "µm", "µm"))}[output]  # fmt: skip
+        assert calibration.scale == pytest.approx(expected[0])
+        assert calibration.translate == pytest.approx(expected[1])
+        assert calibration.units == expected[2]
 
 
 def test_diameter_field_rescales_and_the_status_says_why(

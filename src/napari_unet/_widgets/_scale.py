@@ -10,7 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from napari_unet.core.calibration import PixelSize, canonical_unit, parse_pixel_size, unit_factor
+from napari_unet.core.calibration import (
+    Calibration,
+    PixelSize,
+    canonical_unit,
+    parse_pixel_size,
+    unit_factor,
+)
 from napari_unet.core.errors import InputError, UNetError
 
 #: The diameter field's word for "measure it in a first pass".
@@ -56,6 +62,43 @@ def layer_pixel_size(layer: Any, channel_axis: int | None = None) -> PixelSize |
         return PixelSize(scale[-2], scale[-1] * unit_factor(unit_x, unit_y), unit_y)
     except InputError:  # a zero or negative scale: napari refuses those, but never trust it
         return None
+
+
+def result_calibration(
+    placement: dict[str, tuple[Any, ...]],
+    pixel_size: PixelSize | None = None,
+    *,
+    plane_only: bool = False,
+) -> Calibration | None:
+    """The calibration a result store records, from a result layer's placement.
+
+    Parameters
+    ----------
+    placement : dict
+        ``scale``, ``translate`` and ``units`` of the result's axes (the image layer's
+        without its channel axis, see :meth:`ImageInput.placement`).
+    pixel_size : PixelSize, optional
+        The pixel size the run used (the dock's field): it sets y and x.
+    plane_only : bool
+        The result is one (y, x) plane of the image: its leading axes are left out.
+
+    Returns
+    -------
+    Calibration or None
+        None when the layer's axes cannot be named (more than five).
+    """
+    keep = slice(-2, None) if plane_only else slice(None)
+    try:
+        calibration = Calibration.from_scale(
+            placement["scale"][keep],
+            placement["translate"][keep],
+            placement.get("units", (None,) * len(placement["scale"]))[keep],
+        )
+    except InputError:
+        return None
+    if pixel_size is not None:
+        calibration = calibration.with_pixel_size(pixel_size)
+    return calibration
 
 
 def pixel_size_text(pixel_size: PixelSize | None) -> str:
@@ -169,5 +212,6 @@ __all__ = [
     "pixel_size_text",
     "read_diameter_field",
     "read_pixel_size_field",
+    "result_calibration",
     "scale_status",
 ]

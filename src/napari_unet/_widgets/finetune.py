@@ -17,6 +17,10 @@ axis, or several layers chosen as its channels (the same channel controls as Seg
 plane can be painted; only annotated planes are copied and trained on. A "scratch" base
 reads as many channels as are chosen; the preview shows the plane at the sliders.
 
+**Scale.** The image layer's pixel size (its scale and units; unknown when they are
+pixels) goes to ``TrainConfig.pixel_size``, so the trained model records it with the
+median diameter of the painted cells; the status line says both when a run ends.
+
 **Device and progress.** The device is resolved as the core does (``pick_device`` with
 the "device" choice) when a run is prepared: an unavailable one is refused in one line
 and nothing starts. The worker names it first (naming a CUDA GPU initialises CUDA, so not

@@ -34,6 +34,15 @@ a lazy stack segments that plane alone into its own store (``<store>-plane<k>.za
 shown at its plane of the stack. Splitting touching objects needs whole planes, so it is
 turned off for this path (the status line says so).
 
+**Scale.** "pixel size" is filled in from the image layer's scale and units (empty when
+they are pixels: unknown) and may be typed ("0.325 µm", "4 nm", "0.5 x 0.325 µm");
+"object diameter" takes a number of pixels or "auto", empty meaning the core's default
+(the pixel sizes when both are known, else auto for models recording their objects'
+size). The core resamples the image to the model's scale and maps the result back; the
+status line says the scale used and why (its ``ScaleChosen`` event). Result layers take
+the image layer's scale, translate and units (without its channel axis), so they overlay
+it, anisotropic z included; a block-wise store records the same calibration.
+
 **Device.** The device is resolved as the core does (``pick_device`` with the "device"
 choice) when a run is prepared: an unavailable one is refused in one line and nothing
 starts. The worker then names it first (naming a CUDA GPU initialises CUDA, so not on
@@ -117,8 +126,10 @@ from napari_unet._widgets._scale import (
     pixel_size_text,
     read_diameter_field,
     read_pixel_size_field,
+    result_calibration,
     scale_status,
 )
+from napari_unet.core.calibration import Calibration
 from napari_unet.core.errors import InputError, UNetError
 from napari_unet.core.events import PlaneDone, Progress, ScaleChosen, TileDone
 from napari_unet.core.io import plane_position
@@ -217,15 +228,19 @@ def _segment_blocks_job(
     resume: bool,
     overwrite: bool,
     inputs: tuple[Path, ...],
+    calibration: Calibration | None = None,
 ):
     """Worker generator: load the model, then segment ``image`` block-wise into ``path``.
 
     ``overwrite`` only when the user agreed or the store is this widget's own earlier
     result; the core checks the output (and the ``inputs``) before any work. The first
-    event names the device.
+    event names the device. ``calibration`` (of labels and masks: the image's axes without
+    channels) is recorded in the store; probabilities get their class axis here.
     """
     yield job_device(options.device)
     bundle = source.load(cache)
+    if calibration is not None and options.output == "probabilities":
+        calibration = calibration.for_result(None, bundle.config.num_classes)
     if options.tile_size:
         size, note = round_tile_size(bundle.config, options.tile_size)
         options = replace(options, tile_size=size)
@@ -241,8 +256,21 @@ def _segment_blocks_job(
             resume=resume,
             overwrite=overwrite,
             inputs=inputs,
+            calibration=calibration,
         )
     )
+
+
+def _default_scale_words(pixel_size: Any, diameter: float | None) -> str:
+    """What an empty diameter field does with a model recording ``pixel_size`` and
+    ``diameter`` (the core's order: pixel sizes, then auto, else no rescaling)."""
+    if diameter is not None and pixel_size is not None:
+        return "default: from the pixel sizes, else auto"
+    if diameter is not None:
+        return f"default: {AUTO} (the model's objects: {diameter:.0f} px)"
+    if pixel_size is not None:
+        return "default: from the pixel sizes"
+    return "default: not rescaled (the model records no scale)"
 
 
 @dataclass(frozen=True)
@@ -380,7 +408,6 @@ class SegmentWidget(Container):
             "size. Empty: the model's default (auto when it records its objects' size, "
             "unless pixel sizes decide)",
         )
-        self._diameter.native.setPlaceholderText("model default")
         #: What the pixel size field was filled in with from the layer (so a value the
         #: user did not change follows the layer's scale).
         self._prefilled_pixel_size = ""
@@ -569,11 +596,11 @@ class SegmentWidget(Container):
         self._apply_model_scale(source)
 
     def _apply_model_scale(self, source: ModelSource) -> None:
-        """The diameter default for ``source``: "auto" when it records its objects' size
-        (a number the user typed is about the image, and stays)."""
+        """Say in the diameter field what an empty one means for ``source`` (the core's
+        default: the pixel sizes when both are known, else auto for a model recording its
+        objects' size), and in the model chooser's tooltip what the model records."""
         pixel_size, diameter = model_scale(source)
-        if self._diameter.value.strip().lower() in ("", AUTO):
-            self._diameter.value = AUTO if diameter is not None else ""
+        self._diameter.native.setPlaceholderText(_default_scale_words(pixel_size, diameter))
         known = [f"{pixel_size}/px" if pixel_size is not None else "",
                  f"objects ~{diameter:.0f} px" if diameter is not None else ""]  # fmt: skip
         recorded = ", ".join(k for k in known if k) or "no scale"
@@ -1011,6 +1038,9 @@ class SegmentWidget(Container):
             bool(self._resume.value),
             overwrite,
             tuple(p for layer in image_input.layers for p in _source_paths(layer)),
+            result_calibration(
+                image_input.placement(), options.pixel_size, plane_only=plane_index is not None
+            ),
         )
         worker.yielded.connect(lambda event: self._on_block_event(run, event))
         worker.errored.connect(lambda error: self._on_error(run, error))
