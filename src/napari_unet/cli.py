@@ -41,6 +41,8 @@ examples:
   napari-unet segment tzcyx.tif -o labels.tif --channels 1          (one channel of an OME TIFF)
   napari-unet segment cells.tif -o labels.tif -m two_channel.safetensors --channel-axis 0
   napari-unet segment he.png -o labels.tif --rgb grey
+  napari-unet segment cells.tif -o labels.tif --pixel-size 0.325um   (file has no pixel size)
+  napari-unet segment cells.png -o labels.tif --diameter 40          (objects ~40 px across)
 
 With several inputs OUTPUT is a folder (created if needed) receiving NAME_<output>.tif
 for each input (NAME_<output>.zarr for zarr inputs or with --workers/--scheduler).
@@ -56,6 +58,11 @@ normalised on its own. With --link (default on for a z axis named in the file an
 through the stack: it takes the id of the object it overlaps most (IoU >= --link-iou) in
 the previous plane. Along a time axis this is frame-to-frame overlap tracking: it does
 not follow divisions, objects missing from a frame, or moves larger than an object.
+
+Scale: the image is resampled to the model's scale and the result mapped back onto its
+grid. An explicit --diameter decides first, then the pixel sizes (the file's or
+--pixel-size, and the model's), then 'auto' for models recording their objects' size.
+One line per input says the scale used and why; results keep the input's calibration.
 
 Inputs may be TIFF, PNG, zarr arrays or OME-Zarr images (the full-resolution level is
 used). A .zarr OUTPUT is written block by block without loading the image (large
