@@ -186,7 +186,9 @@ def test_torchscript_reproduces_our_probabilities_at_another_size(nuclei_package
     crop = image[:size, -size:].astype(np.float32)
     with torch.inference_mode():
         packaged = network(torch.from_numpy(_preprocess(crop, rdf)[None, None]))[0].numpy()
-    ours = segment(nuclei, crop, output="probabilities", device="cpu")
+    ours = segment(
+        nuclei, crop, output="probabilities", device="cpu", diameter=nuclei.object_diameter
+    )
 
     assert packaged.shape == ours.shape == (2, size, size)
     assert np.abs(packaged - ours).max() < 1e-4

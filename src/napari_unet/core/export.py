@@ -557,7 +557,10 @@ def _write_test_tensors(
     """
     raw = test_input[0]
     plane = raw[0] if bundle.config.in_channels == 1 else raw
-    probabilities = segment(bundle, plane, output="probabilities", device="cpu")
+    # The package's network sees the test input as it is: segmented at the model's own
+    # scale (a recorded object diameter would otherwise let ``auto`` resample it).
+    own_scale = {"diameter": bundle.object_diameter} if bundle.object_diameter else {}
+    probabilities = segment(bundle, plane, output="probabilities", device="cpu", **own_scale)
     test_output = np.asarray(probabilities, dtype=np.float32)[None]
     # as segment() does: a multichannel plane is normalised channel by channel
     multichannel = bundle.config.in_channels > 1
