@@ -27,6 +27,7 @@ from napari_unet.core.largeimage import (
 from napari_unet.core.model import UNetConfig, margin
 from napari_unet.core.modelfile import random_model
 from napari_unet.core.segment import SegmentOptions, segment
+from recorded_reads import RecordedReads
 
 TINY = UNetConfig(depth=2, base_width=2, padding="valid", norm="batch")
 #: Valid for TINY (20 px margin): strides of at most 84 px; 256 px blocks are 3 x 3 tiles.
@@ -358,22 +359,10 @@ def _faithful_predictor(batch: np.ndarray) -> np.ndarray:
     return np.stack([1 - foreground, foreground], axis=1)
 
 
-class _Reads:
-    """An array-like recording the windows read from it."""
-
-    def __init__(self, data: np.ndarray) -> None:
-        self.data, self.shape, self.dtype, self.ndim = data, data.shape, data.dtype, data.ndim
-        self.keys: list = []
-
-    def __getitem__(self, key):
-        self.keys.append(key)
-        return self.data[key]
-
-
 def test_auto_reads_only_a_central_crop_before_choosing(tmp_path, model):
     rows, cols = np.indices((900, 800))
     spots = np.sin(rows / 9.0) * np.sin(cols / 9.0) > 0.5  # round spots ~ 20 px across
-    source = _Reads(spots.astype(np.float32))
+    source = RecordedReads(spots.astype(np.float32))
     run = segment_blocks_iter(
         replace(model, object_diameter=10.0),
         source,

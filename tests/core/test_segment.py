@@ -27,6 +27,7 @@ from napari_unet.core.segment import (
     segment,
     segment_iter,
 )
+from recorded_reads import RecordedReads
 
 #: margin 20, valid tile sizes 44, 48, 52, ...; tile size 60 gives a 20 px stride.
 TINY = UNetConfig(depth=2, base_width=4, padding="valid", norm="batch")
@@ -422,21 +423,9 @@ def test_auto_measures_the_objects_and_rescales_only_when_they_differ(scaled):
     assert "seen at" not in choice.reason and choice.measured_diameter == pytest.approx(3, rel=0.25)
 
 
-class _Reads:
-    """An array-like recording the windows read from it."""
-
-    def __init__(self, data: np.ndarray) -> None:
-        self.data, self.shape, self.dtype, self.ndim = data, data.shape, data.dtype, data.ndim
-        self.keys: list = []
-
-    def __getitem__(self, key):
-        self.keys.append(key)
-        return self.data[key]
-
-
 def test_auto_reads_a_central_crop_and_falls_back_to_the_whole_plane(scaled):
     image, _ = _blobs((900, 800), 16, 120, seed=2)
-    source = _Reads(image)
+    source = RecordedReads(image)
     choice = _auto_choice(scaled, source)
     assert [(k.start, k.stop) for k in source.keys[0]] == [(90, 810), (40, 760)]
     assert "a central 720 x 720 px crop, seen at x0.5" in choice.reason
