@@ -30,6 +30,18 @@ run names the device its network is on. A napari progress bar (the viewer's acti
 dock) counts the run's steps (a resumed run's own steps); it closes when the run ends,
 is stopped, fails, or the panel or viewer closes.
 
+**Resume.** Stop, paint more and Start continue the same run (network, optimiser, step
+count) with the settings as they are now: a changed learning rate, batch size, border
+weight, augmentation, patch size or device takes effect
+(:meth:`~napari_unet.core.train.Trainer.update_config`), and the status says what
+changed ("resumed at step 40 with learning rate 0.001 -> 0.0001"). A run cannot change
+its network: another base model, image, channels or annotations layer starts a new run,
+and the status says why.
+
+**Readable.** The status lines wrap within the dock's width (file paths too, see
+:class:`~napari_unet._widgets._common.StatusLabel`); the loss plot sizes its margins to
+its labels and turns logarithmic when the loss spans more than a decade.
+
 Closing the panel or the viewer during a run stops it: nothing is saved and nothing
 touches the closed widget (see :class:`~napari_unet._widgets._common.DockLifetime`).
 An export in progress cannot be interrupted: it completes (the package is written
@@ -76,6 +88,7 @@ from napari_unet._widgets._common import (
     JobWarning,
     ModelSource,
     SessionModels,
+    StatusLabel,
     add_unselected,
     ask_model_file,
     close_progress,
@@ -95,6 +108,7 @@ from napari_unet._widgets._common import (
     resolve_device,
     session_for,
     show_layer,
+    wrap_words,
 )
 from napari_unet._widgets._loss_plot import LossPlot
 from napari_unet._widgets._scale import layer_pixel_size
@@ -109,7 +123,7 @@ from napari_unet.core.modelfile import ModelBundle, save_user_model, user_models
 from napari_unet.core.modelfile import save_model as write_model_file
 from napari_unet.core.postprocess import foreground_probability
 from napari_unet.core.safety import free_path
-from napari_unet.core.train import TrainConfig, Trainer
+from napari_unet.core.train import ConfigUpdate, TrainConfig, Trainer
 
 if TYPE_CHECKING:
     import napari
@@ -128,6 +142,29 @@ class _TrainerReady:
     """Yielded once the worker has prepared the data (weight maps) and built the network."""
 
     trainer: Trainer
+
+
+@dataclass(frozen=True)
+class _Resumed:
+    """Yielded when a run resumes: what it now does differently, in one line."""
+
+    step: int
+    changes: str
+
+
+#: Settings a resume does not mention: the steps are per Start, and the validation
+#: interval follows them.
+_UNREMARKABLE = frozenset({"steps", "validation_every"})
+
+
+def _resume_note(step: int, update: ConfigUpdate, convention: tuple[str, str]) -> _Resumed:
+    """The :class:`_Resumed` event of a run resumed at ``step`` after ``update``, and a
+    change of ``convention`` ``(old, new)``."""
+    changed = {k: v for k, v in update.changed.items() if k not in _UNREMARKABLE}
+    notes = [ConfigUpdate(changed, update.kept).describe()]
+    if convention[0] != convention[1]:
+        notes.append(f"convention {convention[0]} -> {convention[1]}")
+    return _Resumed(step, "; ".join(note for note in notes if note))
 
 
 @reporting_errors
@@ -164,10 +201,14 @@ def _train_job(
             channel_axis=channel_axis,
             channels=channels,
         )
-    else:  # resume: same network, optimiser and device, the annotations as painted now
+    else:  # resume: same network and optimiser; the settings and annotations as now
+        update = trainer.update_config(config)  # may move the network to another device
         yield job_device(trainer.config.device, trainer.device)
+        convention = (trainer.convention, convention)
+        trainer.convention, trainer.name = convention[1], name
         trainer.update_annotations(images, annotations)
         trainer.preview_image = preview_image
+        yield _resume_note(trainer.step, update, convention)
     yield _TrainerReady(trainer)
     yield from trainer.run(config.steps)
 
@@ -231,6 +272,9 @@ class _TrainRun:
     failed: bool = False
     finished: bool = False
     finished_event: TrainingFinished | None = None
+    #: A line about how this run relates to the previous one ("resumed at step 40 with
+    #: learning rate 0.001 -> 0.0001"; "new run: ..."), shown under the run's status.
+    note: str = ""
 
 
 def _annotated_planes(
@@ -259,6 +303,11 @@ def _annotated_planes(
     images = np.stack([np.array(image_input.plane(int(k)), copy=True) for k in annotated])
     axis = image_input.plane_channel_axis
     return images, flat[annotated].copy(), None if axis is None else axis + 1
+
+
+def _with_note(status: str, note: str) -> str:
+    """``status``, and ``note`` on a line of its own when there is one."""
+    return f"{status}\n{note}" if note else status
 
 
 def _scale_words(bundle: ModelBundle) -> str:
@@ -317,8 +366,7 @@ class FinetuneWidget(Container):
         self._annotation_combo = ComboBox(
             label="annotations", choices=self._labels_choices, nullable=True
         )
-        self._legend = Label(value=LEGEND)
-        self._legend.native.setWordWrap(True)
+        self._legend = wrap_words(Label(value=LEGEND))
         self._convention = ComboBox(
             label="convention",
             choices=[
@@ -383,8 +431,7 @@ class FinetuneWidget(Container):
         self._plot = LossPlot()
         self._plot_box = Container(labels=False)
         self._plot_box.native.layout().addWidget(self._plot)
-        self._status = Label(value="")
-        self._status.native.setWordWrap(True)
+        self._status = StatusLabel()
         self._save_button = PushButton(text="Save model...", enabled=False)
         self._export_button = PushButton(
             text="Export for bioimage.io...",
@@ -649,9 +696,8 @@ class FinetuneWidget(Container):
         plane = image_input.plane_in_view(self._viewer)
         config = self.train_config()
         preview = _preview_plane(image_input, plane) if config.preview_every else None
-        resume = self._resumable(image_input, annotation_layer, source)
-        if resume is None:  # an unavailable device: one line, nothing started
-            resolve_device(config.device)
+        resume, why_new = self._resumable(image_input, annotation_layer, source)
+        resolve_device(config.device)  # an unavailable device: one line, nothing started
         run = _TrainRun(
             image_layer,
             annotation_layer,
@@ -660,6 +706,7 @@ class FinetuneWidget(Container):
             image_input=image_input,
             preview_position=image_input.position(plane),
             steps=config.steps,
+            note=why_new,
         )
         worker = thread_worker(_train_job, start_thread=False)(
             source,
@@ -691,8 +738,9 @@ class FinetuneWidget(Container):
             self._make_preview_layer(run, image_input.shape[-2:]) if config.preview_every else []
         )
         self._set_running(True)
-        self._status.value = (
-            f"resuming at step {resume.step}..." if resume else "preparing the annotations..."
+        self._status.value = _with_note(
+            f"resuming at step {resume.step}..." if resume else "preparing the annotations...",
+            run.note,
         )
         what = f"Fine-tuning {name}" + (f" (resumed at step {resume.step})" if resume else "")
         in_separate_turns(*map(self._lifetime.unless_closed, steps), self._begin(run, worker, what))
@@ -713,18 +761,28 @@ class FinetuneWidget(Container):
 
     def _resumable(
         self, image_input: ImageInput, annotation_layer: Any, source: ModelSource
-    ) -> Any:
-        """The previous run's trainer, if this run continues it (same layers, channel
-        settings and base)."""
+    ) -> tuple[Any, str]:
+        """The previous run's trainer if this run continues it (same layers, channel
+        settings and base), else None and why a new run starts ("" for a first run).
+
+        The base model and the input cannot change within a run: the network is the
+        base's, with as many input channels as the image had. Every other setting can
+        (:meth:`~napari_unet.core.train.Trainer.update_config`).
+        """
         previous = self._previous
         if previous is None or previous.trainer is None or previous.image_input is None:
-            return None
-        same = (
-            previous.image_input.key() == image_input.key()
-            and previous.annotation_layer is annotation_layer
-            and previous.source == source
-        )
-        return previous.trainer if same else None
+            return None, ""
+        if previous.source != source:
+            why = "the base model changed, and a run keeps its network"
+        elif previous.image_input.key() != image_input.key():
+            why = "the image or its channels changed, and a run keeps its network's inputs"
+        elif previous.annotation_layer is not annotation_layer:
+            why = "another annotations layer was chosen"
+        else:
+            return previous.trainer, ""
+        if previous.trainer.has_progress:
+            why += " (the last run's model stays in the Segment widget)"
+        return None, f"new run: {why}"
 
     def _on_event(self, run: _TrainRun, event: Any) -> None:
         if self.is_closed:
@@ -733,9 +791,10 @@ class FinetuneWidget(Container):
             self._plot.add_step(run.trainer.step if run.trainer else event.step, event.loss)
             if run.finished:
                 return  # arrived after the end: the final status stays, the bar is closed
-            self._status.value = (
+            self._status.value = _with_note(
                 f"step {event.step}/{event.total_steps}  loss {event.loss:.4f}  "
-                f"eta {event.eta:.0f} s"
+                f"eta {event.eta:.0f} s",
+                run.note,
             )
             self._count_step(run, event)
         elif isinstance(event, JobDevice):
@@ -746,6 +805,11 @@ class FinetuneWidget(Container):
             self._show_preview(run, foreground_probability(event.probabilities))
         elif isinstance(event, _TrainerReady):
             run.trainer = event.trainer
+        elif isinstance(event, _Resumed):
+            run.note = f"resumed at step {event.step}" + (
+                f" with {event.changes}" if event.changes else ""
+            )
+            self._status.value = _with_note(self._status.value.split("\n")[0], run.note)
         elif isinstance(event, TrainingFinished):
             run.finished_event = event
         elif isinstance(event, JobWarning):
@@ -869,12 +933,13 @@ class FinetuneWidget(Container):
         kept = f"model '{self._bundle.name}' is in the Segment widget"
         kept += f" ({_scale_words(self._bundle)})"
         if diverged:
-            self._status.value = (
+            status = (
                 f"stopped at step {trainer.step}: {diverged} ({best}); {kept}; lower the "
                 "learning rate and Start again"
             )
         else:
-            self._status.value = f"{verb} at step {trainer.step} ({best}): {kept}"
+            status = f"{verb} at step {trainer.step} ({best}): {kept}"
+        self._status.value = _with_note(status, run.note)
 
     def _set_running(self, running: bool) -> None:
         self._start_button.enabled = not running

@@ -76,7 +76,6 @@ from magicgui.widgets import (
     Container,
     FileEdit,
     FloatSpinBox,
-    Label,
     LineEdit,
     PushButton,
     SpinBox,
@@ -96,6 +95,7 @@ from napari_unet._widgets._common import (
     JobWarning,
     ModelSource,
     SessionModels,
+    StatusLabel,
     add_unselected,
     ask_model_file,
     close_progress,
@@ -505,8 +505,7 @@ class SegmentWidget(Container):
         self._stack_button = PushButton(text="Segment stack")
         self._cancel_button = PushButton(text="Cancel", enabled=False)
         self._device_line = DeviceLine()
-        self._status = Label(value="")
-        self._status.native.setWordWrap(True)
+        self._status = StatusLabel()
         self.extend([
             self._image_combo, *self._channels.widgets, self._model_combo, self._pixel_size,
             self._diameter, self._output_combo, self._link, self._advanced_toggle,

@@ -11,6 +11,13 @@ Cancel is ``generator.close()``: the trainer keeps the best and the last weights
 (same network, optimiser state and step counter). :attr:`Trainer.has_progress` says
 whether any step has completed: front ends save nothing before that.
 
+Settings changed between two runs take effect through :meth:`Trainer.update_config`
+(learning rate, batch size, w0/sigma, augmentation, device...); it returns a
+:class:`ConfigUpdate` saying what changed and which settings a run keeps, and why
+(:data:`FIXED_MID_RUN`). The kept best weights are re-scored whenever the validation
+patches change (new annotations, w0/sigma, patch size), so "best" always compares
+losses measured the same way.
+
 Non-finite numbers never end up in the weights: every step is checked (loss, network
 weights and statistics, optimiser state) and a step that produced NaN or infinity is
 undone (the network and optimiser get back the state they had before it) and ends the
@@ -37,7 +44,7 @@ import copy
 import math
 import time
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -152,6 +159,66 @@ class TrainConfig:
             raise InputError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.schedule not in ("constant", "cosine"):
             raise InputError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
+
+
+#: Settings a run keeps when resumed with other values (:meth:`Trainer.update_config`),
+#: and why; the architecture and the base model are not settings of a run at all.
+FIXED_MID_RUN = {
+    "optimizer": "the run's optimiser state (its momentum) belongs to it; start a new run "
+    "to switch",
+    "seed": "the run's random streams continue; start a new run to reseed",
+}
+
+#: Settings that change the prepared data (weight maps, padding, validation patches).
+_DATA_SETTINGS = frozenset({"w0", "sigma", "patch_size", "validation_patches"})
+
+#: How settings are named in messages (others: the field name with spaces).
+_SETTING_NAMES = {"w0": "border weight w0", "sigma": "border sigma", "augment": "augmentation"}
+
+
+def _setting_value(name: str, value: Any) -> str:
+    """A setting's value as a message shows it."""
+    if name == "augment":
+        return "on" if value.enabled else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return "none" if value is None else str(value)
+
+
+@dataclass(frozen=True)
+class ConfigUpdate:
+    """What :meth:`Trainer.update_config` changed in a run, and what the run kept.
+
+    Parameters
+    ----------
+    changed : dict of str to (old, new)
+        :class:`TrainConfig` fields now in effect with a new value.
+    kept : dict of str to str
+        Fields given another value that the run keeps (see :data:`FIXED_MID_RUN`),
+        with the reason.
+    """
+
+    changed: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    kept: dict[str, str] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """One line: "learning rate 0.001 -> 0.0001, batch size 4 -> 2; kept optimizer
+        adam: ..."; "" when nothing was asked to change."""
+        parts = []
+        if self.changed:
+            parts.append(
+                ", ".join(
+                    f"{_SETTING_NAMES.get(name, name.replace('_', ' '))} "
+                    + (
+                        f"{_setting_value(name, old)} -> {_setting_value(name, new)}"
+                        if name != "augment" or old.enabled != new.enabled
+                        else "changed"
+                    )
+                    for name, (old, new) in self.changed.items()
+                )
+            )
+        parts.extend(f"kept {name.replace('_', ' ')}: {why}" for name, why in self.kept.items())
+        return "; ".join(parts)
 
 
 @dataclass
@@ -349,28 +416,120 @@ class Trainer:
     ) -> None:
         """Replace the training data (e.g. after the user painted more); keeps the run.
 
+        The kept best weights are re-scored on the new validation patches.
+
         Raises
         ------
         AnnotationError
             If shapes differ or nothing usable is annotated anywhere.
         """
         pairs = _annotated_planes(images, annotations, **self._layout())
+        validation_pairs = None
+        if self._validation_source is not None:
+            val_images, val_labels = self._validation_source
+            validation_pairs = _annotated_planes(val_images, val_labels, **self._layout())
+        self._prepare(pairs, validation_pairs)
+
+    def _prepare(
+        self,
+        pairs: list[tuple[np.ndarray, np.ndarray]],
+        validation_pairs: list[tuple[np.ndarray, np.ndarray]] | None,
+    ) -> None:
+        """Targets, weight maps and padded planes of ``pairs`` (and of the validation
+        pairs, else fixed patches of the training planes) with the current settings.
+
+        Nothing changes when it raises. ``pairs`` are kept, so a change of settings can
+        prepare them again (:meth:`update_config`).
+        """
         targets = self._targets(pairs)
-        self.planes = self._planes(pairs, targets)
-        #: Median diameter of the annotated cells (pixels), None if none could be measured.
-        self.measured_diameter = _cell_diameter(targets)
-        if not self.planes:
+        planes = self._planes(pairs, targets)
+        if not planes:
             raise AnnotationError(
                 "nothing is annotated: paint some background with label 1 and at least one "
                 "cell with label 2 or higher"
             )
-        if self._validation_source is not None:
-            val_images, val_labels = self._validation_source
-            validation_pairs = _annotated_planes(val_images, val_labels, **self._layout())
+        validation_planes = planes
+        if validation_pairs is not None:
             validation_planes = self._planes(validation_pairs, self._targets(validation_pairs))
-        else:
-            validation_planes = self.planes
         self._validation_batch = self._fixed_patches(validation_planes)
+        self.planes = planes
+        self._pairs, self._validation_pairs = pairs, validation_pairs
+        #: Median diameter of the annotated cells (pixels), None if none could be measured.
+        self.measured_diameter = _cell_diameter(targets)
+        self._rescore_best()
+
+    def update_config(self, config: TrainConfig) -> ConfigUpdate:
+        """Make ``config`` the settings of this run from its next step on (a resume).
+
+        The learning rate and weight decay go to the optimiser, the batch size,
+        augmentation, schedule and validation/preview intervals to the next steps; a
+        new w0, sigma, patch size or validation patch count prepares the data again
+        (weight maps, padding, validation patches; the kept best weights are
+        re-scored); a new device moves the network and the optimiser's state there. The
+        settings of :data:`FIXED_MID_RUN` keep their old values.
+
+        Parameters
+        ----------
+        config : TrainConfig
+            The new settings.
+
+        Returns
+        -------
+        ConfigUpdate
+            What changed (old and new values) and what was kept, and why.
+
+        Raises
+        ------
+        InputError
+            If the new device is not available; nothing changes then.
+        """
+        old = self.config
+        kept = {
+            name: why
+            for name, why in FIXED_MID_RUN.items()
+            if getattr(config, name) != getattr(old, name)
+        }
+        config = replace(config, **{name: getattr(old, name) for name in kept})
+        changed = {
+            f.name: (getattr(old, f.name), getattr(config, f.name))
+            for f in fields(TrainConfig)
+            if getattr(old, f.name) != getattr(config, f.name)
+        }
+        # An unavailable device raises here, before anything changed.
+        device = pick_device(config.device) if "device" in changed else self.device
+        if changed.keys() & _DATA_SETTINGS:
+            self._reprepare(config)
+        self.config = config
+        for group in self.optimizer.param_groups:
+            group["lr"] = config.learning_rate
+            group["weight_decay"] = config.weight_decay
+        if device != self.device:
+            self._move_to(device)
+        return ConfigUpdate(changed, kept)
+
+    def _reprepare(self, config: TrainConfig) -> None:
+        """Prepare the kept annotations again with ``config``'s weight map, patch size
+        and validation patches; the old settings stay when this raises."""
+        old = self.config, self.patch_input, self.patch_output
+        self.config = config
+        try:
+            self.patch_input = self._patch_input_size()
+            self.patch_output = self.patch_input - 2 * margin(self.unet_config)
+            self._prepare(self._pairs, self._validation_pairs)
+        except BaseException:
+            self.config, self.patch_input, self.patch_output = old
+            raise
+
+    def _move_to(self, device: torch.device) -> None:
+        """Move the network and the optimiser's state to ``device``."""
+        self.network.to(device)  # in place: the optimiser keeps the same parameters
+        if self._channels_last(self.unet_config):
+            self.network.to(memory_format=torch.channels_last)
+        self.device = device
+        # load_state_dict casts the state (Adam's moments, SGD's momentum) to the
+        # device of the parameters it belongs to.
+        self.optimizer.load_state_dict(self.optimizer.state_dict())
+        self._before_step = _Snapshot()
 
     def _layout(self) -> dict[str, Any]:
         """How images are read (see :func:`_annotated_planes`)."""
@@ -591,7 +750,8 @@ class Trainer:
                 if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                     module.eval()
 
-    def _validate(self) -> Validation:
+    def _validation_scores(self) -> tuple[float, float]:
+        """The current network's loss and pixel accuracy on the validation patches."""
         image, labels, weights = self._to_device(*self._validation_batch)
         labels, weights = self._crop_targets(labels), self._crop_targets(weights)
         self.network.eval()
@@ -603,6 +763,22 @@ class Trainer:
             annotated = labels != IGNORE
             correct = (logits.argmax(1) == labels) & annotated
             accuracy = float(correct.sum()) / max(int(annotated.sum()), 1)
+        return loss, accuracy
+
+    def _rescore_best(self) -> None:
+        """The kept best weights' loss on the current validation patches: after new
+        annotations or weight maps, a loss measured on the old ones compares nothing."""
+        if math.isinf(self.best_loss):
+            return
+        current = self._state_copy()
+        self.network.load_state_dict(self._best_state)  # copies in place: same tensors
+        try:
+            self.best_loss = self._validation_scores()[0]
+        finally:
+            self.network.load_state_dict(current)
+
+    def _validate(self) -> Validation:
+        loss, accuracy = self._validation_scores()
         is_best = loss < self.best_loss
         if is_best:
             self.best_loss, self.best_step = loss, self.step
@@ -846,4 +1022,12 @@ def train(
     return trainer.best_bundle()
 
 
-__all__ = ["IGNORE", "TrainConfig", "Trainer", "annotated_object_diameter", "train"]
+__all__ = [
+    "FIXED_MID_RUN",
+    "IGNORE",
+    "ConfigUpdate",
+    "TrainConfig",
+    "Trainer",
+    "annotated_object_diameter",
+    "train",
+]
