@@ -9,6 +9,7 @@ import pytest
 from napari.utils import progress
 
 from napari_unet._widgets import _common
+from napari_unet._widgets._model_choice import SETTINGS_DIR_ENV
 from napari_unet.core.model import UNetConfig
 from napari_unet.core.modelfile import MODELS_DIR_ENV, random_model, save_model
 
@@ -22,6 +23,20 @@ def _user_models_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "user-models"
     monkeypatch.setenv(MODELS_DIR_ENV, str(folder))
     return folder
+
+
+@pytest.fixture(autouse=True)
+def _settings_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets an empty settings folder (the user's own is never touched)."""
+    folder = tmp_path / "settings"
+    monkeypatch.setenv(SETTINGS_DIR_ENV, str(folder))
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def _fresh_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts a new napari session: no models trained, no choices made."""
+    monkeypatch.setattr(_common, "_SESSION", _common.SessionModels())
 
 
 @pytest.fixture(autouse=True)

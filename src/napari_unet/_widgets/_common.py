@@ -1,9 +1,10 @@
 """Pieces shared by the dock widgets: the session's models, model choices, notifications,
 and the small conversions between napari layers and the core's arrays.
 
-The two widgets of one viewer share a :class:`SessionModels` (see :func:`session_for`):
-the fine-tune widget adds the models it trains, the segment widget lists them at once.
-It holds models, never widgets, and it lives as long as its viewer.
+Every widget shares one :class:`SessionModels` (see :func:`session_for`): the fine-tune
+widget adds the models it trains, the segment widget lists them at once and, in the
+viewer that trained it, selects the new one. It holds models and the model chosen for
+each image layer, never widgets, and lives as long as the napari session (the process).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import contextlib
 import logging
 import threading
 import warnings
-import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,45 +145,76 @@ def show_layer(layer: Any) -> Callable[[], None]:
 
 
 # ------------------------------------------------------------------------- session models
-class SessionModels:
-    """Models trained in this napari session, shared by the widgets of one viewer.
+def viewer_key(viewer: Any) -> int | None:
+    """A key telling viewers apart, the same for every object napari hands out for one
+    viewer; None when ``viewer`` has none.
 
-    ``changed`` is emitted with the newest model (or ``None`` when only the saved
-    model files changed) so model choosers can refresh and select it.
+    napari gives each plugin dock widget its own proxy of the viewer
+    (``napari.utils._proxies.PublicOnlyProxy``), so ``id(viewer)`` differs between the
+    docks of one viewer. Its hash does not: napari defines a viewer's hash as its
+    identity, and the proxy (a ``wrapt.ObjectProxy``) forwards ``hash()`` to the viewer.
+    """
+    try:
+        return hash(viewer)
+    except TypeError:
+        return None
+
+
+class SessionModels:
+    """Models trained in this napari session, and the model the user gave each image.
+
+    One per process (:func:`session_for`), so every dock sees every trained model
+    whatever viewer object napari handed it, and a model outlives the dock that trained
+    it (closing Fine-tune, then opening Segment). ``changed`` is emitted with
+    ``(model, viewer key)``: the newest model and the :func:`viewer_key` of the viewer
+    it was trained in (``(None, None)`` when only the saved model files changed), so
+    model choosers refresh and the Segment docks of that viewer select it.
     """
 
-    changed = Signal(object)
+    changed = Signal(object, object)
 
     def __init__(self) -> None:
         self._bundles: list[ModelBundle] = []
+        self._choices: dict[Any, ModelSource] = {}
 
     @property
     def bundles(self) -> list[ModelBundle]:
         """Session models, oldest first."""
         return list(self._bundles)
 
-    def add(self, bundle: ModelBundle) -> None:
-        """Add ``bundle``, replacing a session model of the same name."""
+    def add(self, bundle: ModelBundle, viewer: Any = None, layer: Any = None) -> None:
+        """Add ``bundle`` (replacing a session model of the same name), trained in
+        ``viewer`` on the image ``layer``: it becomes that layer's model."""
         self._bundles = [b for b in self._bundles if b.name != bundle.name] + [bundle]
-        self.changed.emit(bundle)
+        if layer is not None:
+            self.remember(layer, ModelSource(f"{bundle.name} (this session)", "session", bundle))
+        self.changed.emit(bundle, viewer_key(viewer))
 
     def files_changed(self) -> None:
         """Tell choosers that model files were saved (the registry changed)."""
-        self.changed.emit(None)
+        self.changed.emit(None, None)
+
+    def remember(self, layer: Any, source: ModelSource) -> None:
+        """``source`` is the model the user chose for the image ``layer``."""
+        self._choices[_layer_key(layer)] = source
+
+    def remembered(self, layer: Any) -> ModelSource | None:
+        """The model last chosen for ``layer`` in this session, if any."""
+        return self._choices.get(_layer_key(layer))
 
 
-# Keyed by id(viewer): napari viewers are not hashable. A finalizer drops the entry
-# when the viewer is garbage collected, so no session outlives its viewer.
-_SESSIONS: dict[int, SessionModels] = {}
+def _layer_key(layer: Any) -> Any:
+    """napari's ``unique_id`` of a layer (the same through any proxy of it)."""
+    return getattr(layer, "unique_id", None) or id(layer)
 
 
-def session_for(viewer: Any) -> SessionModels:
-    """The :class:`SessionModels` shared by every napari-unet widget of ``viewer``."""
-    key = id(viewer)
-    if key not in _SESSIONS:
-        _SESSIONS[key] = SessionModels()
-        weakref.finalize(viewer, _SESSIONS.pop, key, None)
-    return _SESSIONS[key]
+_SESSION = SessionModels()
+
+
+def session_for(viewer: Any = None) -> SessionModels:
+    """The :class:`SessionModels` every napari-unet widget shares (``viewer`` is not
+    needed: the session is the process's; models say which viewer trained them)."""
+    return _SESSION
 
 
 # -------------------------------------------------------------------------- model choices

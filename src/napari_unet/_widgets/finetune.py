@@ -132,6 +132,19 @@ LEGEND = (
     "<b>Paint:</b> 0 = not annotated (ignored) · 1 = background · "
     "2, 3, ... = one id per cell (touching cells need different ids)"
 )
+#: set_options() keys of the channel controls (``image`` is set first).
+_CHANNEL_KEYS = frozenset({"image", "channel_axis", "channels", "channel_layers", "rgb"})
+#: set_options() keys of the training settings, and their fields.
+_OPTION_WIDGETS = {
+    "steps": "_steps",
+    "learning_rate": "_learning_rate",
+    "batch_size": "_batch_size",
+    "patch_size": "_patch_size",
+    "augment": "_augment",
+    "preview_every": "_preview_every",
+    "device": "_device",
+    "name": "_name",
+}
 #: Brush defaults of new annotation layers: paint a first cell at once.
 BRUSH_SIZE = 8
 FIRST_CELL_LABEL = 2
@@ -342,7 +355,7 @@ class FinetuneWidget(Container):
         The viewer whose layers are read (never modified, except the preview layer
         and new annotation layers this widget creates).
     session : SessionModels, optional
-        Where trained models go; by default the one shared by the viewer's widgets.
+        Where trained models go; by default the one every napari-unet widget shares.
     """
 
     def __init__(self, viewer: napari.viewer.Viewer, session: SessionModels | None = None) -> None:
@@ -595,11 +608,16 @@ class FinetuneWidget(Container):
         return None if layer is None else layer_pixel_size(layer, self._channels.layer_axis())
 
     def set_options(self, **values: Any) -> None:
-        """Set the channel controls as a user would: ``image`` (a layer or its name),
-        ``channel_axis`` (an axis of the image layer, or None), ``channels`` ("0,2", ints,
-        or None for all), ``channel_layers`` (layers or names), ``rgb`` (None, "channels"
-        or "grey")."""
-        unknown = set(values) - {"image", "channel_axis", "channels", "channel_layers", "rgb"}
+        """Set the widget's fields as a user would.
+
+        Keys: the channel controls, ``image`` (a layer or its name), ``channel_axis`` (an
+        axis of the image layer, or None), ``channels`` ("0,2", ints, or None for all),
+        ``channel_layers`` (layers or names), ``rgb`` (None, "channels" or "grey"); and
+        the training settings ``steps``, ``learning_rate``, ``batch_size``,
+        ``patch_size`` (None or 0: automatic), ``augment``, ``preview_every`` (0:
+        never), ``device`` and ``name`` (the trained model's).
+        """
+        unknown = set(values) - _CHANNEL_KEYS - set(_OPTION_WIDGETS)
         if unknown:
             raise TypeError(f"unknown options: {sorted(unknown)}")
         if "image" in values:
@@ -608,7 +626,11 @@ class FinetuneWidget(Container):
             self._image_combo.value = (
                 self._viewer.layers[image] if isinstance(image, str) else image
             )
-        self._channels.set(**values)
+        self._channels.set(**{k: values.pop(k) for k in list(values) if k in _CHANNEL_KEYS})
+        for key, value in values.items():
+            if key == "patch_size":
+                value = value or 0
+            getattr(self, _OPTION_WIDGETS[key]).value = value
 
     def _input(self, *, for_base: bool = True) -> ImageInput:
         """The chosen input, checked by the core against the base model's channel count
@@ -925,7 +947,8 @@ class FinetuneWidget(Container):
             )  # fmt: skip
             return
         self._bundle = trainer.best_bundle()
-        self._session.add(self._bundle)
+        # Trained on this image: Segment offers it for this image from now on.
+        self._session.add(self._bundle, viewer=self._viewer, layer=run.image_layer)
         self._save_button.enabled = True
         self._export_button.enabled = not self.is_exporting
         best = f"best step {trainer.best_step}" if trainer.best_step else "last weights"

@@ -34,6 +34,12 @@ a lazy stack segments that plane alone into its own store (``<store>-plane<k>.za
 shown at its plane of the stack. Splitting touching objects needs whole planes, so it is
 turned off for this path (the status line says so).
 
+**Model.** Choosing an image selects a model for it (:mod:`._model_choice`): the one the
+user chose for it this session or Fine-tune trained on it, else the user's last choice for
+an image of its kind (fluorescence or EM, from a small sample of the image; kept across
+sessions), else a built-in model recording the layer's pixel size or suiting its kind. A
+model Fine-tune trains in the same viewer is selected when its run ends.
+
 **Scale.** "pixel size" is filled in from the image layer's scale and units (empty when
 they are pixels: unknown) and may be typed ("0.325 µm", "4 nm", "0.5 x 0.325 µm");
 "object diameter" takes a number of pixels or "auto", empty meaning the core's default
@@ -61,9 +67,10 @@ The logic is callable without clicking: :meth:`SegmentWidget.segment_current_sli
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -116,7 +123,9 @@ from napari_unet._widgets._common import (
     resolve_device,
     session_for,
     show_layer,
+    viewer_key,
 )
+from napari_unet._widgets._model_choice import default_model, layer_kind, remember_last_choice
 from napari_unet._widgets._scale import (
     AUTO,
     diameter_text,
@@ -134,7 +143,7 @@ from napari_unet.core.errors import InputError, UNetError
 from napari_unet.core.events import PlaneDone, Progress, ScaleChosen, TileDone
 from napari_unet.core.io import plane_position
 from napari_unet.core.largeimage import DEFAULT_BLOCK_SIZE, BlockStore, segment_blocks_iter
-from napari_unet.core.modelfile import ModelBundle, default_model_name, read_description
+from napari_unet.core.modelfile import ModelBundle, read_description
 from napari_unet.core.safety import free_path, is_our_store
 from napari_unet.core.segment import SegmentOptions, recommended_options, segment_iter
 from napari_unet.core.tiling import round_tile_size
@@ -357,8 +366,8 @@ class SegmentWidget(Container):
     viewer : napari.viewer.Viewer
         The viewer whose layers are read and written.
     session : SessionModels, optional
-        Models trained in this session; by default the one shared by the viewer's
-        napari-unet widgets.
+        Models trained in this session and the models chosen per image; by default
+        the one every napari-unet widget shares.
     """
 
     def __init__(self, viewer: napari.viewer.Viewer, session: SessionModels | None = None) -> None:
@@ -373,6 +382,10 @@ class SegmentWidget(Container):
         self._last_run: _SegmentRun | None = None
         self._refresh_pending = False
         self._last_model: Any = None
+        #: True while the widget selects a model itself (not the user's choice).
+        self._choosing = False
+        #: The user's choice made while no image was chosen: it goes to the next images.
+        self._choice_without_image: ModelSource | None = None
         #: Stores this widget wrote: requested path -> (actual path, image layer).
         self._own_stores: dict[Path, tuple[Path, weakref.ref]] = {}
         self._lifetime = DockLifetime(self.native, self._on_closed)
@@ -514,10 +527,10 @@ class SegmentWidget(Container):
         ])  # fmt: skip
         self._channels.sync()
 
-        self._select_default_model()
         self._advanced_toggle.changed.connect(self._toggle_advanced)
         self._model_combo.changed.connect(self._on_model_chosen)
         self._image_combo.changed.connect(self._prefill_pixel_size)
+        self._image_combo.changed.connect(self._offer_default_model)
         self._channels.axis.changed.connect(self._prefill_pixel_size)
         # Recommendations may differ per output kind (e.g. labels vs mask threshold).
         self._output_combo.changed.connect(
@@ -533,6 +546,8 @@ class SegmentWidget(Container):
         connect(viewer.layers.selection.events.active, self._follow_active_layer)
         connect(viewer.dims.events.axis_labels, self._on_axis_labels)
         self._follow_active_layer()
+        self._offer_default_model()
+        self._apply_recommendation(self._model_combo.value)
         self._set_link_default()
         self._prefill_pixel_size()
 
@@ -563,14 +578,42 @@ class SegmentWidget(Container):
             self._image_combo.reset_choices()
             self._image_combo.value = active
 
-    def _select_default_model(self) -> None:
-        name = default_model_name()
-        for source in model_sources(self._session, self._browsed):
-            if source.kind == "file" and source.path is not None and source.path.stem == name:
-                self._model_combo.value = source
-                break
-        self._last_model = self._model_combo.value
-        self._apply_recommendation(self._last_model)
+    @contextlib.contextmanager
+    def _choosing_model(self) -> Iterator[None]:
+        """The widget selects a model itself: not a choice of the user's to remember."""
+        self._choosing = True
+        try:
+            yield
+        finally:
+            self._choosing = False
+            self._last_model = self._model_combo.value
+
+    def _offer_default_model(self, _value: Any = None) -> None:
+        """Select the model for the chosen image: the user's earlier choice for it, else
+        a model fitting its scale or kind (see :mod:`._model_choice`)."""
+        layer = self._image_combo.value
+        if layer is not None and self._choice_without_image is not None:
+            if self._session.remembered(layer) is None:
+                self._session.remember(layer, self._choice_without_image)
+        sources = model_sources(self._session, self._browsed)
+        source = default_model(layer, sources, self._session)
+        if source is None:
+            return
+        if source not in sources and source.path is not None:  # a file of an earlier session
+            self._browsed.append(source.path)
+            self._model_combo.reset_choices()
+        with self._choosing_model():
+            self._model_combo.value = source
+
+    def _remember_choice(self, source: ModelSource) -> None:
+        """The user chose ``source`` for the chosen image: keep it for the session, and
+        as the last choice for images of its kind."""
+        layer = self._image_combo.value
+        if layer is not None:
+            self._session.remember(layer, source)
+        else:
+            self._choice_without_image = source
+        remember_last_choice(layer_kind(layer), source)
 
     def _apply_recommendation(self, source: Any) -> None:
         """Set threshold, minimum size and splitting to what the model file recommends."""
@@ -621,19 +664,23 @@ class SegmentWidget(Container):
         if self._pixel_size.value == self._prefilled_pixel_size:
             self._prefill_pixel_size()
 
-    def _on_session_changed(self, bundle: ModelBundle | None) -> None:
+    def _on_session_changed(self, bundle: ModelBundle | None, origin: Any = None) -> None:
+        """Refresh the chooser; a model just trained in this viewer is selected."""
         previous = self._model_combo.value
-        self._model_combo.reset_choices()
-        if bundle is not None:  # a model was just trained: offer it first
-            self._model_combo.value = ModelSource("", "session", bundle=bundle)
-        elif previous is not None and previous != BROWSE:
-            self._model_combo.value = previous
-        self._last_model = self._model_combo.value
+        with self._choosing_model():
+            self._model_combo.reset_choices()
+            if bundle is not None and origin == viewer_key(self._viewer):
+                self._model_combo.value = ModelSource("", "session", bundle=bundle)
+            elif previous is not None and previous != BROWSE:
+                with contextlib.suppress(ValueError):  # a session model replaced since
+                    self._model_combo.value = previous
 
     def _on_model_chosen(self, value: Any) -> None:
         if value != BROWSE:
             self._last_model = value
             self._apply_recommendation(value)
+            if not self._choosing and isinstance(value, ModelSource):
+                self._remember_choice(value)
             return
         path = ask_model_file(self.native)
         if path is None:
@@ -656,6 +703,30 @@ class SegmentWidget(Container):
     def model_labels(self) -> list[str]:
         """Labels of the models offered in the chooser (without "Browse...")."""
         return [label for label, value in self._model_choices() if value != BROWSE]
+
+    @property
+    def model_label(self) -> str | None:
+        """Label of the chosen model, as the chooser shows it (e.g. "nuclei")."""
+        value = self._model_combo.value
+        return None if value is None or value == BROWSE else self._model_combo.current_choice
+
+    def _choose_model(self, model: Any) -> None:
+        """Select ``model`` as the user would (remembered for the chosen image): a label
+        of the chooser, a model name ("em-membranes"), a model file, or a ModelSource."""
+        if isinstance(model, Path):
+            self.add_model_file(model)
+            return
+        if not isinstance(model, ModelSource):
+            offered = [(label, value) for label, value in self._model_choices() if value != BROWSE]
+            matches = [value for label, value in offered if label == str(model)]
+            matches += [value for label, value in offered if label.split(" (")[0] == str(model)]
+            if not matches:
+                labels = ", ".join(label for label, _ in offered)
+                raise InputError(f"unknown model {str(model)!r}: choose one of {labels}")
+            model = matches[0]
+        if model == self._model_combo.value:  # no change signal: remember it here
+            self._remember_choice(model)
+        self._model_combo.value = model
 
     def _toggle_advanced(self, shown: bool) -> None:
         self._advanced.visible = shown
@@ -713,10 +784,13 @@ class SegmentWidget(Container):
         ``split_touching``, ``fill_boundaries``, ``merge_boundaries``, ``device``,
         ``pixel_size`` (a PixelSize, text such as "0.325 um", a number of µm, or None:
         unknown) and ``diameter`` ("auto", a number of pixels, or None: the model's
-        default). The image is set first, then the channel controls, then the rest (so
-        an explicit ``link`` or ``pixel_size`` wins over the default a new image brings).
+        default), and ``model`` (a label of the model chooser, a model name such as
+        "em-membranes", a model file's Path, or a ModelSource; a choice the widget
+        remembers for the image, as the user's). The image is set first, then the
+        channel controls, then the model, then the rest (so an explicit ``model``,
+        ``link`` or ``pixel_size`` wins over the default a new image brings).
         """
-        unknown = set(values) - set(_OPTION_WIDGETS) - _CHANNEL_KEYS
+        unknown = set(values) - set(_OPTION_WIDGETS) - _CHANNEL_KEYS - {"model"}
         if unknown:
             raise TypeError(f"unknown options: {sorted(unknown)}")
         if "image" in values:
@@ -729,6 +803,8 @@ class SegmentWidget(Container):
         self._channels.set(**channel_values)
         if {"channel_axis", "channel_layers"} & set(channel_values):
             self._set_link_default()
+        if "model" in values:
+            self._choose_model(values.pop("model"))
         for key, value in values.items():
             if key == "tile_size":
                 value = value or 0
