@@ -22,6 +22,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -257,6 +258,9 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown workloads {sorted(unknown)}; choose from {', '.join(WORKLOADS)}")
     xvfb = ensure_display()
+    # The docks remember the user's model choices in a settings file: keep the benchmark's
+    # choices out of the user's own.
+    os.environ.setdefault("NAPARI_UNET_CONFIG_DIR", tempfile.mkdtemp(prefix="napari-unet-bench-"))
     try:
         import torch
 
