@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from painted_docks import painted_finetune_dock
 
 pytest.importorskip("bioimageio.core")
 
@@ -67,23 +68,7 @@ def _wait(qtbot, predicate) -> None:
 
 def _panel(viewer, blobs: np.ndarray, base: Path) -> tuple[object, FinetuneWidget]:
     """The Fine-tune dock opened from the menu, with painted annotations and tiny settings."""
-    viewer.add_image(blobs, name="blobs")
-    dock, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Fine-tune")
-    assert isinstance(widget, FinetuneWidget)
-    annotations = widget.new_annotations()
-    annotations.data[2:10, 40:60] = 1
-    annotations.data[85:92, 50:90] = 1
-    annotations.data[15:25, 20:30] = 2
-    annotations.data[45:55, 65:75] = 3
-    widget.add_model_file(base)
-    widget._steps.value = 2
-    widget._batch_size.value = 1
-    widget._patch_size.value = 60
-    widget._augment.value = False
-    widget._preview_every.value = 0
-    widget._device.value = "cpu"
-    widget._name.value = NAME
-    return dock, widget
+    return painted_finetune_dock(viewer, blobs, base, name=NAME)
 
 
 def _train(qtbot, widget: FinetuneWidget) -> None:

@@ -7,6 +7,7 @@ workers' real signals.
 from __future__ import annotations
 
 import numpy as np
+from painted_docks import painted_finetune_dock
 
 from napari_unet._widgets.finetune import FinetuneWidget
 
@@ -15,22 +16,7 @@ TIMEOUT_MS = 90_000
 
 def _panel(viewer, blobs: np.ndarray, base) -> FinetuneWidget:
     """The Fine-tune dock with painted annotations and tiny settings (2 steps, batch 1)."""
-    viewer.add_image(blobs, name="blobs")
-    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Fine-tune")
-    assert isinstance(widget, FinetuneWidget)
-    annotations = widget.new_annotations()
-    annotations.data[2:10, 40:60] = 1
-    annotations.data[85:92, 50:90] = 1
-    annotations.data[15:25, 20:30] = 2
-    annotations.data[45:55, 65:75] = 3
-    widget.add_model_file(base)
-    widget._steps.value = 2
-    widget._batch_size.value = 1
-    widget._patch_size.value = 60
-    widget._augment.value = False
-    widget._preview_every.value = 0
-    widget._device.value = "cpu"
-    return widget
+    return painted_finetune_dock(viewer, blobs, base)[1]
 
 
 def _train(qtbot, widget: FinetuneWidget) -> None:
