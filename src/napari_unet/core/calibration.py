@@ -23,9 +23,13 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from napari_unet.core.errors import InputError
+from napari_unet.core.formats import TiffLog, is_zarr_path
 
 #: Canonical length units and their size in metres. "µm" uses the micro sign (U+00B5), as
 #: OME-XML and ImageJ do.
@@ -567,9 +571,6 @@ def read_calibration(path: Any) -> Calibration | None:
         lower case. ``None`` for other files, files recording nothing, and files that
         cannot be read (reading the image says why, in one line).
     """
-    from pathlib import Path
-
-    from napari_unet.core.io import is_zarr_path
 
     path = Path(path)
     try:
@@ -585,9 +586,7 @@ def read_calibration(path: Any) -> Calibration | None:
 def _tiff_calibration(path: Any) -> Calibration | None:
     import tifffile
 
-    from napari_unet.core.io import _TiffLog
-
-    with _TiffLog(), tifffile.TiffFile(path) as tiff:
+    with TiffLog(), tifffile.TiffFile(path) as tiff:
         if not tiff.series:
             return None
         series = tiff.series[0]
@@ -706,8 +705,6 @@ def _ome_position(plane: Any, letter: str, size: tuple[float, str] | None) -> fl
 # aiohttp, for the few fields read here. largeimage.py opens the pixels the same way.
 def _zarr_calibration(path: Any) -> Calibration | None:
     import zarr
-
-    from napari_unet.core.io import is_zarr_path
 
     node = zarr.open(str(path), mode="r")
     level = None
@@ -847,8 +844,6 @@ def tiff_calibration_kwargs(
 
 
 def _imagej_can_hold(axes: str, dtype: Any) -> bool:
-    import numpy as np
-
     if dtype is not None and np.dtype(dtype).char not in _IMAGEJ_DTYPES:
         return False
     order = [("tzcyxs".find(letter)) for letter in axes]

@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import itertools
 import json
-import logging
 import math
 import os
-import re
 import struct
 import warnings
 from pathlib import Path
@@ -34,6 +32,9 @@ import tifffile
 
 from napari_unet.core.calibration import Calibration, tiff_calibration_kwargs
 from napari_unet.core.errors import InputError, OutputError, UNetError
+from napari_unet.core.formats import ZARR_METADATA, is_zarr_path
+from napari_unet.core.formats import TiffLog as _TiffLog
+from napari_unet.core.formats import tidy as _tidy
 from napari_unet.core.safety import atomic_write
 
 #: Suffixes :func:`read_image` understands.
@@ -47,16 +48,6 @@ RGB_MESSAGE = (
     "grayscale, or split the channels and segment one (napari: right-click the layer > "
     "Split RGB)"
 )
-
-ZARR_METADATA = (".zgroup", ".zarray", "zarr.json")
-
-
-def is_zarr_path(path: str | os.PathLike) -> bool:
-    """Whether ``path`` names a zarr store (a ``.zarr`` path or a folder with zarr metadata)."""
-    path = Path(path)
-    if path.suffix.lower() == ".zarr":
-        return True
-    return path.is_dir() and any((path / name).exists() for name in ZARR_METADATA)
 
 
 def read_image(path: str | os.PathLike, *, lazy: bool = False, rgb: bool = False) -> Any:
@@ -194,40 +185,6 @@ def _guess_format(head: bytes) -> tuple[str | None, str]:
     return None, ""
 
 
-class _TiffLog(logging.Filter):
-    """Collect (and silence) what tifffile logs while a file is read.
-
-    tifffile logs damage it works around (bad offsets, odd tags) to stderr; a user gets
-    one line instead, with the logged reason when the read fails after all.
-    """
-
-    #: Errors tifffile logs about one bad tag value, which it skips harmlessly.
-    HARMLESS = ("<TiffTag.fromfile>", "for tag #")
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.messages: list[str] = []
-        self.errors: list[str] = []
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        self.messages.append(message)
-        if record.levelno >= logging.ERROR and not any(h in message for h in self.HARMLESS):
-            self.errors.append(message)
-        return False
-
-    def damage(self) -> str | None:
-        """The first structural error tifffile logged (a broken page chain, series...)."""
-        return _tidy(self.errors[0]) if self.errors else None
-
-    def __enter__(self) -> _TiffLog:
-        logging.getLogger("tifffile").addFilter(self)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        logging.getLogger("tifffile").removeFilter(self)
-
-
 def _reason(error: BaseException, logged: list[str]) -> str:
     """A short one-line reason for a failed read, from the error or what tifffile logged."""
     text = " ".join(str(error).split())
@@ -244,14 +201,6 @@ def _reason(error: BaseException, logged: list[str]) -> str:
             name = f"{type(error).__module__}.{name}"
         text = f"{name}: {text}" if text else name
     return _tidy(text)
-
-
-def _tidy(text: str) -> str:
-    """One short line of a tifffile message, without its object names."""
-    # "<tifffile.TiffPages @8> invalid offset ..." -> "invalid offset ...": the objects
-    # mean nothing to a user.
-    text = " ".join(re.sub(r"<tifffile\.[^>]*>\s*", "", text).split())
-    return text if len(text) <= 120 else text[:117] + "..."
 
 
 class _NoImageError(ValueError):
