@@ -138,6 +138,13 @@ def add_unselected(add_layer: Callable[..., Any], viewer: Any, *args: Any, **kwa
     return layer
 
 
+def choose_layer(chooser: Any, viewer: Any, layer: Any) -> None:
+    """Pick ``layer`` (a layer of ``viewer`` or its name) in a layer chooser, as a user
+    would: the choices are refreshed first, so a layer added just before is offered."""
+    chooser.reset_choices()
+    chooser.value = viewer.layers[layer] if isinstance(layer, str) else layer
+
+
 def show_layer(layer: Any) -> Callable[[], None]:
     """A step for :func:`in_separate_turns` making a layer added with ``visible=False``
     visible: a hidden layer is not drawn, so its first draw gets a turn of its own."""

@@ -91,6 +91,7 @@ from napari_unet._widgets._common import (
     StatusLabel,
     add_unselected,
     ask_model_file,
+    choose_layer,
     close_progress,
     free_name,
     in_separate_turns,
@@ -621,11 +622,7 @@ class FinetuneWidget(Container):
         if unknown:
             raise TypeError(f"unknown options: {sorted(unknown)}")
         if "image" in values:
-            image = values.pop("image")
-            self._image_combo.reset_choices()
-            self._image_combo.value = (
-                self._viewer.layers[image] if isinstance(image, str) else image
-            )
+            choose_layer(self._image_combo, self._viewer, values.pop("image"))
         self._channels.set(**{k: values.pop(k) for k in list(values) if k in _CHANNEL_KEYS})
         for key, value in values.items():
             if key == "patch_size":

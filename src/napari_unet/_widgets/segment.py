@@ -105,6 +105,7 @@ from napari_unet._widgets._common import (
     StatusLabel,
     add_unselected,
     ask_model_file,
+    choose_layer,
     close_progress,
     find_our_layer,
     free_name,
@@ -794,11 +795,7 @@ class SegmentWidget(Container):
         if unknown:
             raise TypeError(f"unknown options: {sorted(unknown)}")
         if "image" in values:
-            image = values.pop("image")
-            self._image_combo.reset_choices()
-            self._image_combo.value = (
-                self._viewer.layers[image] if isinstance(image, str) else image
-            )
+            choose_layer(self._image_combo, self._viewer, values.pop("image"))
         channel_values = {k: values.pop(k) for k in list(values) if k in _CHANNEL_KEYS}
         self._channels.set(**channel_values)
         if {"channel_axis", "channel_layers"} & set(channel_values):
