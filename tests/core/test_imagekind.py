@@ -1,4 +1,5 @@
-"""Telling fluorescence from EM images: synthetic cases, and every image of the real data."""
+"""Telling fluorescence, transmitted-light and EM images apart: synthetic cases, and every
+image of the real data."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import tifffile
 
 from napari_unet.core.imagekind import (
     DARK_BACKGROUND,
+    DARK_TAIL,
     SAMPLE_SIDE,
     background_level,
+    dark_tail,
     image_kind,
     plane_sample,
 )
@@ -31,6 +34,25 @@ def _em(rng: np.random.Generator) -> np.ndarray:
     image = rng.normal(140, 25, (200, 300))
     image[(rows % 37 < 3) | ((cols + rows // 3) % 41 < 3)] -= 90
     return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def _dic(rng: np.random.Generator) -> np.ndarray:
+    """Cells in relief on an even grey background: one side lit, the other shadowed."""
+    rows, cols = np.mgrid[:200, :300]
+    image = rng.normal(100, 2, (200, 300))
+    for r, c in rng.integers(20, 180, (5, 2)):  # under 1 % of the pixels in shadow
+        inside = (rows - r) ** 2 + (cols - c * 1.5) ** 2 < 50
+        image[inside & (rows + cols < r + c * 1.5)] += 60
+        image[inside & (rows + cols >= r + c * 1.5)] -= 60
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def test_relief_on_an_even_background_is_transmitted_light(rng):
+    dic, fluorescence = _dic(rng), _fluorescence(rng)
+    assert background_level(dic) < DARK_BACKGROUND
+    assert dark_tail(fluorescence) < DARK_TAIL <= dark_tail(dic)
+    assert image_kind(dic) == "transmitted"
+    assert image_kind(dic.astype(np.float32) * 40 + 7) == "transmitted"
 
 
 def test_dark_background_is_fluorescence_and_grey_texture_em(rng):
@@ -82,3 +104,16 @@ def test_real_em_and_nuclei_images_are_told_apart(shared_data):
     ]
     assert len(em_levels) == 20 and len(nuclei_levels) == 398
     assert min(em_levels) >= DARK_BACKGROUND > max(nuclei_levels)
+
+
+@pytest.mark.data
+def test_real_dic_images_are_transmitted_light(shared_data):
+    """All 60 BBBC030 DIC images read as transmitted light, no DSB 2018 nuclei image does
+    (the evidence for DARK_TAIL; the margins are in the module's docstring)."""
+    dic = sorted((shared_data / "dic-cho-bbbc030").glob("*/images/*.tif"))
+    nuclei = sorted((shared_data / "nuclei-dsb2018" / "images").glob("*.tif"))
+    assert len(dic) == 60 and len(nuclei) == 398
+    dic_tails = [dark_tail(plane_sample(tifffile.imread(path))) for path in dic]
+    nuclei_tails = [dark_tail(plane_sample(tifffile.imread(path))) for path in nuclei]
+    assert min(dic_tails) >= DARK_TAIL > max(nuclei_tails)
+    assert {image_kind(plane_sample(tifffile.imread(path))) for path in dic} == {"transmitted"}

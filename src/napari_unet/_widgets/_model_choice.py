@@ -5,7 +5,7 @@ The model offered when an image is chosen is, in this order:
 1. the model the user chose for that layer earlier in the session (or the model
    Fine-tune trained on it), kept by the session (:class:`SessionModels`);
 2. the model the user last chose, in any session, for an image of the same kind
-   (:func:`~napari_unet.core.imagekind.image_kind`: fluorescence or EM), read from
+   (:func:`~napari_unet.core.imagekind.image_kind`: fluorescence, transmitted light or EM), read from
    ``settings.json`` in ``platformdirs.user_config_dir("napari-unet")`` (or the folder
    ``$NAPARI_UNET_CONFIG_DIR``); an unreadable file is ignored, never an error;
 3. a built-in model whose recorded pixel size is within :data:`SCALE_MATCH` times the
@@ -39,7 +39,11 @@ _LOG = logging.getLogger(__name__)
 SETTINGS_DIR_ENV = "NAPARI_UNET_CONFIG_DIR"
 SETTINGS_FILE = "settings.json"
 #: The built-in model for each image kind.
-KIND_MODELS: dict[str, str] = {"em": "em-membranes", "fluorescence": "nuclei"}
+KIND_MODELS: dict[str, str] = {
+    "em": "em-membranes",
+    "fluorescence": "nuclei",
+    "transmitted": "dic-cells",
+}
 #: A built-in model recording a pixel size within this factor of the layer's is offered
 #: (the core resamples by that factor; beyond it the model's scale is likely another
 #: modality's: 4 nm EM vs 300 nm light microscopy).
