@@ -54,6 +54,22 @@ def test_sample_functions_return_plain_arrays_and_layer_data():
     [(data, kwargs, kind)] = _sample_data.em_stack_sample()
     assert kind == "image" and kwargs["name"] == "EM stack"
     np.testing.assert_array_equal(data, stack)
+    dic = _sample_data.dic_image()
+    assert dic.shape == (512, 640) and dic.dtype == np.uint8
+    [(data, kwargs, kind)] = _sample_data.dic_sample()
+    assert kind == "image" and kwargs["name"] == "DIC cells"
+    np.testing.assert_array_equal(data, dic)
+
+
+def test_every_sample_in_the_manifest_loads():
+    manifest = yaml.safe_load(MANIFEST.read_text())
+    commands = {c["id"]: c["python_name"] for c in manifest["contributions"]["commands"]}
+    keys = {sample["key"] for sample in manifest["contributions"]["sample_data"]}
+    assert keys == {"em_stack", "nuclei", "dic_cells"}
+    for sample in manifest["contributions"]["sample_data"]:
+        module, function = commands[sample["command"]].split(":")
+        [(data, kwargs, kind)] = getattr(importlib.import_module(module), function)()
+        assert kind == "image" and data.ndim >= 2 and kwargs["name"]
 
 
 def test_sample_module_does_not_import_qt():
