@@ -27,7 +27,6 @@ from napari_unet.core.errors import InputError
 from napari_unet.core.train import TrainConfig, _jsonable_config
 
 
-
 def seeded(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
