@@ -103,3 +103,41 @@ def test_a_diverging_training_keeps_the_last_good_weights_and_fails(
     saved = load_model(output)  # refuses non-finite weights, so loading proves they are finite
     assert saved.provenance["steps"] == int(reason.group(2)) - 1
     assert "Traceback" not in err
+
+
+def test_train_records_the_transmitted_light_augmentation(tmp_path, annotated_pair):
+    image, labels = annotated_pair
+    base_path = save_model(
+        random_model(UNetConfig(depth=2, base_width=4)), tmp_path / "b.safetensors"
+    )
+    output = tmp_path / "dic.safetensors"
+    status = main(
+        ["train", "--images", str(image), "--labels", str(labels), "--annotation", "dense",
+         "--base", str(base_path), "--steps", "2", "--device", "cpu", "--blur", "1.5",
+         "--invert-contrast", "0.5", "-o", str(output)]
+    )  # fmt: skip
+    assert status == 0
+    augment = load_model(output).provenance["training_config"]["augment"]
+    assert (augment["blur"], augment["invert"]) == (1.5, 0.5)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--blur", "-1", "--blur must be in [0, 20] pixels, got -1.0"),
+        ("--invert-contrast", "2", "--invert-contrast must be in [0, 1], got 2.0"),
+    ],
+)
+def test_train_rejects_bad_augmentation_in_one_line(
+    tmp_path, annotated_pair, capsys, option, value, message
+):
+    image, labels = annotated_pair
+    output = tmp_path / "m.safetensors"
+    status = main(
+        ["train", "--images", str(image), "--labels", str(labels), "--base", "scratch",
+         option, value, "-o", str(output)]
+    )  # fmt: skip
+    assert status == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not output.exists()

@@ -855,6 +855,22 @@ def _add_train_parser(subparsers: Any) -> None:
     parser.add_argument("--batch-size", type=int, default=2, metavar="N")
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
     parser.add_argument("--no-augment", action="store_true", help="no elastic deformation etc.")
+    parser.add_argument(
+        "--blur",
+        type=float,
+        default=0.0,
+        metavar="SIGMA",
+        help="transmitted light: blur each training patch by a Gaussian of standard deviation "
+        "drawn in [0, SIGMA] px (default 0: off)",
+    )
+    parser.add_argument(
+        "--invert-contrast",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="transmitted light: invert a training patch's contrast about its mean with "
+        "probability P (the opposite DIC shear or phase halo; default 0: off)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     parser.add_argument("--name", help="model name stored in the file (default: file stem)")
@@ -881,6 +897,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if output.suffix != ".safetensors":
         raise InputError(f"model files end in .safetensors, got {output.name!r}")
     pixel_size = _pixel_size_arg(args.pixel_size)
+    _check_augment_args(args)
     for path in [*args.images, *args.labels]:
         if not Path(path).is_file():
             raise InputError(f"file not found: {path}")
@@ -912,7 +929,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         optimizer=args.optimizer,
-        augment=AugmentConfig(enabled=not args.no_augment),
+        augment=AugmentConfig(
+            enabled=not args.no_augment, blur=args.blur, invert=args.invert_contrast
+        ),
         seed=args.seed,
         device=args.device,
         pixel_size=pixel_size or _training_pixel_size([Path(p) for p in args.images]),
@@ -929,6 +948,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     )
     _report_device(args.device)
     return _train_and_save(trainer, output, overwrite=args.overwrite)
+
+
+def _check_augment_args(args: argparse.Namespace) -> None:
+    """Raise :class:`InputError` for a bad --blur or --invert-contrast, before torch loads
+    (AugmentConfig checks them again with its own limits)."""
+    if not 0 <= args.blur <= 20:  # NaN fails too
+        raise InputError(f"--blur must be in [0, 20] pixels, got {args.blur}")
+    if not 0 <= args.invert_contrast <= 1:
+        raise InputError(f"--invert-contrast must be in [0, 1], got {args.invert_contrast}")
 
 
 def _training_pixel_size(images: list[Path]) -> Any:

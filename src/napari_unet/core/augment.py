@@ -3,7 +3,9 @@
 The paper's key augmentation is a smooth elastic deformation: random displacement
 vectors on a coarse 3x3 grid, drawn from a normal distribution with a standard
 deviation of 10 pixels, interpolated bicubically to a displacement for every pixel.
-We add random flips, 90-degree rotations and mild intensity changes.
+We add random flips, 90-degree rotations and mild intensity changes, and for transmitted
+light (DIC, phase contrast) two image-only options that are off by default: a random
+Gaussian blur (focus) and a random contrast inversion (the opposite DIC shear or phase halo).
 
 How one sample is transformed
 -----------------------------
@@ -18,6 +20,18 @@ an output pixel (normalised coordinates), ``D`` a random flip/rotation matrix an
 - labels: nearest neighbour, so no label value is ever created (ignore stays ignore);
 - weights: bilinear, then set to 0 wherever the deformed label is the ignore value.
 
+The flips and rotations act on the image too, so they also turn the direction of DIC's
+relief shading: a DIC image is about the derivative of the optical path length along the
+shear direction, and a half turn or a flip of the image is the image of the turned or
+flipped cells under a reversed (or mirrored) shear. Inverting the contrast adds the one
+pairing geometry cannot give: the same cells under the opposite shear.
+
+Random draws
+------------
+Each option draws from the generator only when it is on, and the options added later draw
+after the earlier ones, so the draws (and results) of a configuration without blur or
+inversion are those of the versions before these options existed.
+
 Samples that fall outside the image are mirrored (``padding_mode="reflection"``), the
 paper's treatment of borders, identically for all three tensors.
 
@@ -31,6 +45,7 @@ only the central part of the sampling grid is evaluated, so cropping costs nothi
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -44,6 +59,9 @@ ImageInterpolation = Literal["bilinear", "bicubic"]
 
 #: Label values stay exact through a float32 nearest-neighbour resampling below this.
 _MAX_EXACT_LABEL = 2**24
+
+#: Largest blur sigma in pixels: more would wipe out cells of any size the network sees.
+_MAX_BLUR = 20.0
 
 
 @dataclass(frozen=True)
@@ -72,6 +90,13 @@ class AugmentConfig:
         intensity range so negative values are fine.
     image_interpolation : {"bicubic", "bilinear"}
         Resampling of the image; bicubic keeps thin membranes sharper.
+    blur : float
+        Image-only Gaussian blur with a standard deviation drawn uniformly in
+        ``[0, blur]`` pixels for each sample (out-of-focus transmitted light). 0: off.
+    invert : float
+        Probability, per sample, of negating the image's contrast about its mean
+        (``2 * mean - image``, per channel): DIC relief under the opposite shear, or the
+        opposite phase-contrast halo. 0: off.
     """
 
     enabled: bool = True
@@ -82,6 +107,8 @@ class AugmentConfig:
     intensity: float = 0.1
     gamma: float = 0.1
     image_interpolation: ImageInterpolation = "bicubic"
+    blur: float = 0.0
+    invert: float = 0.0
 
     def __post_init__(self) -> None:
         if self.elastic_sigma < 0:
@@ -92,6 +119,10 @@ class AugmentConfig:
             raise InputError(f"intensity must be in [0, 1), got {self.intensity}")
         if self.gamma < 0:
             raise InputError(f"gamma must be >= 0, got {self.gamma}")
+        if not 0 <= self.blur <= _MAX_BLUR:  # NaN fails too
+            raise InputError(f"blur must be in [0, {_MAX_BLUR}] pixels, got {self.blur}")
+        if not 0 <= self.invert <= 1:
+            raise InputError(f"invert must be a probability in [0, 1], got {self.invert}")
         if self.image_interpolation not in ("bilinear", "bicubic"):
             raise InputError(
                 f"image_interpolation must be 'bilinear' or 'bicubic', "
@@ -172,6 +203,11 @@ def augment_batch(
 
     if config.intensity > 0 or config.gamma > 0:
         image = random_intensity(image, config.intensity, config.gamma, generator=generator)
+    # Drawn after the options above, so turning these on leaves the others' draws alone.
+    if config.blur > 0:
+        image = random_blur(image, config.blur, generator=generator)
+    if config.invert > 0:
+        image = random_invert(image, config.invert, generator=generator)
     return image, labels, weights
 
 
@@ -372,6 +408,72 @@ def random_intensity(
     return image * (1 + intensity * draws[1]) + intensity * draws[2]
 
 
+def random_blur(
+    image: torch.Tensor,
+    max_sigma: float,
+    *,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Per-sample Gaussian blur with a standard deviation uniform in ``[0, max_sigma]``.
+
+    Separable, with the image mirrored at its borders (as the geometric transforms are).
+    The kernels are normalised, so a constant image stays constant.
+
+    Parameters
+    ----------
+    image : (B, C, H, W) float tensor
+    max_sigma : float
+        Largest standard deviation in pixels (> 0).
+
+    Returns
+    -------
+    (B, C, H, W) tensor
+    """
+    batch, channels, height, width = image.shape
+    device = generator.device if generator is not None else None
+    sigmas = max_sigma * torch.rand(batch, generator=generator, device=device)
+    # Three sigmas hold 99.7 % of the kernel; reflection padding needs radius < size.
+    radius = max(1, min(math.ceil(3 * max_sigma), height - 1, width - 1))
+    offsets = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
+    spread = sigmas.to(image).clamp_min(1e-3).view(batch, 1)  # ~0: a unit impulse
+    kernels = torch.exp(-0.5 * (offsets / spread) ** 2)
+    kernels = (kernels / kernels.sum(dim=1, keepdim=True)).repeat_interleave(channels, dim=0)
+    size = kernels.shape[1]
+    # One grouped convolution blurs every (sample, channel) plane with its own kernel.
+    planes = image.reshape(1, batch * channels, height, width)
+    planes = F.pad(planes, (radius, radius, radius, radius), mode="reflect")
+    groups = batch * channels
+    planes = F.conv2d(planes, kernels.view(groups, 1, size, 1), groups=groups)
+    planes = F.conv2d(planes, kernels.view(groups, 1, 1, size), groups=groups)
+    return planes.reshape(batch, channels, height, width)
+
+
+def random_invert(
+    image: torch.Tensor,
+    probability: float,
+    *,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Negate each sample's contrast about its per-channel mean with ``probability``.
+
+    Parameters
+    ----------
+    image : (B, C, H, W) float tensor
+    probability : float
+        Chance in [0, 1] that a sample is inverted.
+
+    Returns
+    -------
+    (B, C, H, W) tensor
+        ``2 * mean - image`` for the inverted samples (mean and contrast kept), the
+        others unchanged.
+    """
+    device = generator.device if generator is not None else None
+    flip = torch.rand(image.shape[0], generator=generator, device=device) < probability
+    mean = image.mean(dim=(2, 3), keepdim=True)
+    return torch.where(flip.to(image.device).view(-1, 1, 1, 1), 2 * mean - image, image)
+
+
 def _check_batch(
     image: torch.Tensor,
     labels: torch.Tensor,
@@ -415,9 +517,11 @@ __all__ = [
     "augment_batch",
     "crop_grid",
     "interpolate_displacement",
+    "random_blur",
     "random_coarse_displacement",
     "random_dihedral",
     "random_intensity",
+    "random_invert",
     "sampling_grid",
     "warp",
     "warp_targets",

@@ -104,7 +104,8 @@ class TrainConfig:
     w0, sigma : float
         Border-weight amplitude and width of paper eq. 2 (10 and 5 px).
     augment : AugmentConfig
-        Elastic deformation, flips, rotations and intensity changes.
+        Elastic deformation, flips, rotations, intensity changes (and, when asked,
+        blur and contrast inversion for transmitted light).
     validation_every : int
         Steps between validations (which decide the kept best weights).
     preview_every : int
