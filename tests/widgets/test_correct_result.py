@@ -113,8 +113,9 @@ def test_nothing_to_correct_or_negative_labels_are_refused(make_napari_viewer, n
     widget = _open_dock(viewer)
     assert widget.correct_result() is None
     assert "no result to correct" in notifications["error"][0]
+    assert widget.correct_result("no such layer") is None
 
     viewer.add_labels(np.full((8, 8), -3, np.int32), name="odd")
     assert widget.correct_result() is None
-    assert "found -3" in notifications["error"][1]
+    assert "found -3" in notifications["error"][2]
     assert [layer.name for layer in viewer.layers] == ["odd"]

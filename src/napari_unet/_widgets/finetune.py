@@ -330,8 +330,9 @@ def _annotated_planes(
 
 def _is_annotation_layer(layer: Any) -> bool:
     """Whether ``layer`` is annotations this dock made (new, or corrections of a result)."""
-    role = layer.metadata.get(_common.METADATA_KEY, {}).get("role", "") if is_ours(layer) else ""
-    return role.endswith(("/annotations", "/corrections"))
+    marker = layer.metadata.get(_common.METADATA_KEY) if is_ours(layer) else None
+    role = marker.get("role") if isinstance(marker, dict) else None
+    return isinstance(role, str) and role.endswith(("/annotations", "/corrections"))
 
 
 def _with_note(status: str, note: str) -> str:
@@ -527,7 +528,6 @@ class FinetuneWidget(Container):
     def _refresh_layers(self, _event: Any = None) -> None:
         self._image_combo.reset_choices()
         self._annotation_combo.reset_choices()
-        self._result_combo.reset_choices()
         self._channels.refresh_layers()
         self._follow_active_layer()
 
@@ -735,8 +735,9 @@ class FinetuneWidget(Container):
         translate and units; it becomes the annotations layer, with the sparse
         convention, and its brush paints a new id. ``layer`` itself is not changed.
         """
-        result = self._viewer.layers[layer] if isinstance(layer, str) else layer
-        result = self._result_combo.value if result is None else result
+        if isinstance(layer, str):
+            layer = self._viewer.layers[layer] if layer in self._viewer.layers else layer
+        result = self._result_combo.value if layer is None else layer
         if not isinstance(result, Labels):
             notify_error(
                 "no result to correct: segment an image or open a labels file, and choose "
