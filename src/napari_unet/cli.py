@@ -804,10 +804,15 @@ examples:
       --annotation dense --base nuclei --steps 300 -o nuclei_tuned.safetensors
   napari-unet train --images zcyx.ome.tif --labels zyx_labels.tif --base scratch \
       --channels 0,1 -o two_channel.safetensors
+  napari-unet train --images stack.tif --labels stack_labels_fixed.tif --annotation result \
+      --planes 3,5 --base nuclei -o nuclei_fixed.safetensors
 
 Annotations: sparse = 0 not annotated (ignored), 1 background, 2, 3, ... one id per cell
 (what the napari Fine-tune widget paints); dense = 0 background, 1..N objects; binary =
-foreground/background masks; auto guesses. Give one --labels per --images, in order.
+foreground/background masks; auto guesses; result = a (corrected) segmentation result,
+0 background, one id per object, of which only the --planes count as annotated (all
+planes by default; the others are ignored, as unpainted pixels are). Give one --labels
+per --images, in order.
 Images may be stacks (Z, Y, X), (T, Z, Y, X), with a channel axis (--channel-axis, or
 the C axis of OME/ImageJ files): each label file has its image's shape without the
 channel axis, and only planes with annotations are trained on. 'scratch' makes a new
@@ -847,9 +852,18 @@ def _add_train_parser(subparsers: Any) -> None:
     parser.add_argument("--steps", type=int, default=200, metavar="N", help="steps (200)")
     parser.add_argument(
         "--annotation",
-        choices=("sparse", "dense", "binary", "auto"),
+        choices=("sparse", "dense", "binary", "auto", "result"),
         default="auto",
-        help="how to read the labels (default: auto)",
+        help="how to read the labels (default: auto; 'result': a corrected segmentation "
+        "result, see --planes)",
+    )
+    parser.add_argument(
+        "--planes",
+        metavar="LIST",
+        help="with --annotation result: the planes of stacked labels files that count as "
+        "annotated, counted from 0 as napari's sliders: '3,5', '0:3' (planes 0 to 2), "
+        "'4:' (4 to the end); 'T/Z' items such as '0/3' or '1/0:2' for (T, Z, Y, X) "
+        "files (default: every plane)",
     )
     parser.add_argument("--learning-rate", type=float, default=1e-3, metavar="LR")
     parser.add_argument("--batch-size", type=int, default=2, metavar="N")
@@ -898,6 +912,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise InputError(f"model files end in .safetensors, got {output.name!r}")
     pixel_size = _pixel_size_arg(args.pixel_size)
     _check_augment_args(args)
+    _check_planes_argument(args)
     for path in [*args.images, *args.labels]:
         if not Path(path).is_file():
             raise InputError(f"file not found: {path}")
@@ -939,8 +954,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     trainer = Trainer(
         base,
         images,
-        [read_image(p) for p in args.labels],
-        convention=args.annotation,
+        _training_labels(args.labels, args.annotation, args.planes),
+        convention="sparse" if args.annotation == "result" else args.annotation,
         config=config,
         name=args.name or output.name.removesuffix(".safetensors"),
         channel_axis=channel_axis,
@@ -957,6 +972,47 @@ def _check_augment_args(args: argparse.Namespace) -> None:
         raise InputError(f"--blur must be in [0, 20] pixels, got {args.blur}")
     if not 0 <= args.invert_contrast <= 1:
         raise InputError(f"--invert-contrast must be in [0, 1], got {args.invert_contrast}")
+
+
+def _check_planes_argument(args: argparse.Namespace) -> None:
+    """Refuse --planes without --annotation result, and a --planes list of bad syntax."""
+    if args.planes is None:
+        return
+    if args.annotation != "result":
+        raise InputError("--planes chooses planes of a result: use it with --annotation result")
+    from napari_unet.core.annotations import parse_plane_text
+
+    try:
+        parse_plane_text(args.planes)
+    except InputError as error:
+        raise InputError(f"--planes: {error}") from None
+
+
+def _training_labels(paths: list[str], annotation: str, planes: str | None) -> list[Any]:
+    """The labels files as read; results (``annotation == "result"``) converted to sparse
+    annotations of the ``planes`` list (every plane when None)."""
+    from napari_unet.core.annotations import annotations_from_labels, planes_from_text
+    from napari_unet.core.io import read_image
+
+    if annotation != "result":
+        return [read_image(p) for p in paths]
+    converted = []
+    for path in map(Path, paths):
+        result = read_image(path)
+        try:
+            chosen = None if planes is None else planes_from_text(planes, result.shape[:-2])
+        except InputError as error:
+            raise InputError(f"--planes for {path.name}: {error}") from None
+        annotations = annotations_from_labels(result, chosen)
+        cells = max(int(annotations.max()) - 1, 0)
+        which = "every plane" if chosen is None else f"{len(chosen)} plane(s)"
+        print(
+            f"{PROG}: {path.name}: {cells} object(s) of {which} as cells, the rest of "
+            "those planes as background",
+            file=sys.stderr,
+        )
+        converted.append(annotations)
+    return converted
 
 
 def _training_pixel_size(images: list[Path]) -> Any:

@@ -49,7 +49,15 @@ atomically, as asked) without touching the closed widget.
 Errors reach the user as one-line notifications, replaced NaN/infinite pixels as a
 warning.
 
+**Correcting a result.** "Correct a result" turns a Labels layer (a Segment result, or
+labels loaded from disk; chosen in "result to correct") into a new "<result>
+corrections" layer for the plane in view (or all planes): its objects become cells
+(2, 3, ...), the rest of the plane background (1), other planes stay unannotated (0)
+(:func:`~napari_unet.core.annotations.annotations_from_labels`). The user fixes it with
+napari's label tools and trains on it; the result layer itself is never changed.
+
 Callable without clicking: :meth:`FinetuneWidget.new_annotations`,
+:meth:`FinetuneWidget.correct_result`,
 :meth:`FinetuneWidget.start`, :meth:`FinetuneWidget.stop`,
 :meth:`FinetuneWidget.save_model`, :meth:`FinetuneWidget.save_to_user_models`,
 :meth:`FinetuneWidget.export_bioimageio`.
@@ -114,7 +122,7 @@ from napari_unet._widgets._common import (
 from napari_unet._widgets._loss_plot import LossPlot
 from napari_unet._widgets._scale import layer_pixel_size
 from napari_unet.core import export as bioimageio_export
-from napari_unet.core.annotations import check_annotation_matches
+from napari_unet.core.annotations import annotations_from_labels, check_annotation_matches
 from napari_unet.core.augment import AugmentConfig
 from napari_unet.core.errors import AnnotationError, InputError, UNetError
 from napari_unet.core.events import Preview, TrainingFinished, TrainStep, Validation
@@ -145,6 +153,7 @@ _OPTION_WIDGETS = {
     "preview_every": "_preview_every",
     "device": "_device",
     "name": "_name",
+    "result_planes": "_result_planes",
 }
 #: Brush defaults of new annotation layers: paint a first cell at once.
 BRUSH_SIZE = 8
@@ -319,6 +328,13 @@ def _annotated_planes(
     return images, flat[annotated].copy(), None if axis is None else axis + 1
 
 
+def _is_annotation_layer(layer: Any) -> bool:
+    """Whether ``layer`` is annotations this dock made (new, or corrections of a result)."""
+    marker = layer.metadata.get(_common.METADATA_KEY) if is_ours(layer) else None
+    role = marker.get("role") if isinstance(marker, dict) else None
+    return isinstance(role, str) and role.endswith(("/annotations", "/corrections"))
+
+
 def _with_note(status: str, note: str) -> str:
     """``status``, and ``note`` on a line of its own when there is one."""
     return f"{status}\n{note}" if note else status
@@ -379,6 +395,17 @@ class FinetuneWidget(Container):
         self._new_button = PushButton(text="New annotations")
         self._annotation_combo = ComboBox(
             label="annotations", choices=self._labels_choices, nullable=True
+        )
+        self._result_combo = ComboBox(
+            label="result to correct", choices=self._result_choices, nullable=True
+        )
+        self._result_planes = ComboBox(
+            label="correct", choices=[("plane in view", "view"), ("all planes", "all")]
+        )
+        self._correct_button = PushButton(
+            text="Correct a result",
+            tooltip="copy the result as annotations (objects = cells, the rest background) "
+            "to fix with the label tools and train on",
         )
         self._legend = wrap_words(Label(value=LEGEND))
         self._convention = ComboBox(
@@ -455,6 +482,7 @@ class FinetuneWidget(Container):
         )
         self.extend([
             self._image_combo, *self._channels.widgets, self._new_button,
+            self._result_combo, self._result_planes, self._correct_button,
             self._annotation_combo, self._legend, self._convention, self._base_combo,
             self._steps, self._learning_rate,
             self._advanced_toggle, self._advanced, self._name, self._start_button,
@@ -465,6 +493,7 @@ class FinetuneWidget(Container):
 
         self._last_base = self._base_combo.value
         self._new_button.clicked.connect(self.new_annotations)
+        self._correct_button.clicked.connect(lambda: self.correct_result())
         self._start_button.clicked.connect(self.start)
         self._stop_button.clicked.connect(self.stop)
         self._save_button.clicked.connect(lambda: self.save_model())
@@ -476,9 +505,12 @@ class FinetuneWidget(Container):
         connect(self._session.changed, self._on_session_changed)
         connect(viewer.layers.events.inserted, self._refresh_layers)
         connect(viewer.layers.events.removed, self._refresh_layers)
+        connect(viewer.layers.events.inserted, self._offer_result)
+        connect(viewer.layers.events.removed, self._offer_result)
         connect(viewer.layers.selection.events.active, self._follow_active_layer)
         connect(viewer.dims.events.axis_labels, self._on_axis_labels)
         self._follow_active_layer()
+        self._offer_result()
         self._suggest_name()
 
     # ------------------------------------------------------------------ choices
@@ -616,11 +648,15 @@ class FinetuneWidget(Container):
         ``channel_layers`` (layers or names), ``rgb`` (None, "channels" or "grey"); and
         the training settings ``steps``, ``learning_rate``, ``batch_size``,
         ``patch_size`` (None or 0: automatic), ``augment``, ``preview_every`` (0:
-        never), ``device`` and ``name`` (the trained model's).
+        never), ``device`` and ``name`` (the trained model's). For "Correct a result":
+        ``result`` (the Labels layer to correct, or its name) and ``result_planes``
+        ("view": the plane in view, or "all").
         """
-        unknown = set(values) - _CHANNEL_KEYS - set(_OPTION_WIDGETS)
+        unknown = set(values) - _CHANNEL_KEYS - set(_OPTION_WIDGETS) - {"result"}
         if unknown:
             raise TypeError(f"unknown options: {sorted(unknown)}")
+        if "result" in values:
+            choose_layer(self._result_combo, self._viewer, values.pop("result"))
         if "image" in values:
             choose_layer(self._image_combo, self._viewer, values.pop("image"))
         self._channels.set(**{k: values.pop(k) for k in list(values) if k in _CHANNEL_KEYS})
@@ -663,6 +699,113 @@ class FinetuneWidget(Container):
         self._convention.value = "sparse"
         self._viewer.layers.selection.active = layer
         return layer
+
+    # ------------------------------------------------------------- correcting a result
+    def _result_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        """Labels layers but our annotations, newest (top) first: the default."""
+        return [
+            (layer.name, layer)
+            for layer in reversed(self._viewer.layers)
+            if isinstance(layer, Labels) and not _is_annotation_layer(layer)
+        ]
+
+    def _offer_result(self, event: Any = None) -> None:
+        """A newly added result (a Segment result, a labels file) becomes the one to
+        correct; with none chosen, the newest result."""
+        layer = getattr(event, "value", None) if getattr(event, "type", "") == "inserted" else None
+        self._result_combo.reset_choices()
+        if isinstance(layer, Labels) and not _is_annotation_layer(layer):
+            self._result_combo.value = layer
+        elif self._result_combo.value is None:
+            results = [choice for choice in self._result_combo.choices if choice is not None]
+            self._result_combo.value = results[0] if results else None
+
+    @property
+    def result_to_correct(self) -> Labels | None:
+        """The Labels layer "Correct a result" converts (the newest result by default)."""
+        return self._result_combo.value
+
+    def correct_result(self, layer: Labels | str | None = None) -> Labels | None:
+        """Add "<result> corrections": ``layer`` (default: the chosen result) as sparse
+        annotations to fix with napari's label tools and train on.
+
+        On the plane in view (every plane with "all planes"; the whole image for a 2D
+        layer) each object becomes a cell (2, 3, ...) and the rest background (1); other
+        planes stay unannotated (0). The new layer has the result's shape, scale,
+        translate and units; it becomes the annotations layer, with the sparse
+        convention, and its brush paints a new id. ``layer`` itself is not changed.
+        """
+        if isinstance(layer, str):
+            layer = self._viewer.layers[layer] if layer in self._viewer.layers else layer
+        result = self._result_combo.value if layer is None else layer
+        if not isinstance(result, Labels):
+            notify_error(
+                "no result to correct: segment an image or open a labels file, and choose "
+                "it in 'result to correct'"
+            )
+            return None
+        source = ImageInput((result,), result.data[0] if result.multiscale else result.data)
+        try:
+            position = self._correct_position(source)
+            annotations = annotations_from_labels(
+                source.data, None if position is None else [position]
+            )
+        except UNetError as error:
+            notify_error(error)
+            return None
+        added = self._viewer.add_labels(
+            annotations,
+            name=free_name(self._viewer, f"{result.name} corrections"),
+            metadata=our_metadata(f"{result.name}/corrections"),
+            **source.placement(),
+        )
+        added.brush_size = BRUSH_SIZE
+        added.selected_label = min(int(annotations.max()) + 1, np.iinfo(annotations.dtype).max)
+        choose_layer(self._annotation_combo, self._viewer, added)
+        self._convention.value = "sparse"
+        self._viewer.layers.selection.active = added
+        self._status.value = self._corrections_status(source, position, annotations)
+        return added
+
+    def _correct_position(self, source: ImageInput) -> tuple[int, ...] | None:
+        """The plane to correct: the one in view; None for all planes (or a 2D result)."""
+        if self._result_planes.value == "all" or not source.leading_shape:
+            return None
+        return source.position_in_view(self._viewer)
+
+    def _corrections_status(
+        self, source: ImageInput, position: tuple[int, ...] | None, annotations: np.ndarray
+    ) -> str:
+        """What "Correct a result" made, and whether it fits the chosen image."""
+        cells = max(int(annotations.max()) - 1, 0)
+        if position is None:
+            count = source.plane_count
+            where = f"all {count} planes" if count > 1 else "the image"
+            status = f"corrections for {where}: {cells} cells, background elsewhere"
+        else:
+            names = self._viewer.dims.axis_labels[-len(source.shape) :]
+            plane = ", ".join(
+                str(i) if str(name).lstrip("-").isdigit() else f"{name}={i}"
+                for name, i in zip(names, position, strict=False)
+            )
+            status = (
+                f"corrections for plane {plane}: {cells} cells, background elsewhere in the "
+                "plane; other planes unannotated"
+            )
+        status += "; fix with the label tools (a new id splits, one id merges), then Start"
+        image = self._image_combo.value
+        try:
+            shape = self._input(for_base=False).shape if image is not None else None
+        except UNetError:
+            shape = None
+        if image is None:
+            status += "\nnote: choose the image it segments in 'image'"
+        elif shape is not None and shape != annotations.shape:
+            status += (
+                f"\nnote: image '{image.name}' has shape {shape}, the result "
+                f"{annotations.shape}: choose the image it segments"
+            )
+        return status
 
     # ------------------------------------------------------------------ training
     def start(self) -> Any:
@@ -965,6 +1108,7 @@ class FinetuneWidget(Container):
         self._start_button.enabled = not running
         self._stop_button.enabled = running
         self._new_button.enabled = not running
+        self._correct_button.enabled = not running
 
     # ------------------------------------------------------------------ saving
     def save_model(self, path: str | Path | None = None, *, overwrite: bool = False) -> Path | None:

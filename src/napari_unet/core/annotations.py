@@ -36,17 +36,27 @@ Stacks ``(N, H, W)`` are handled here, plane by plane: instances are 2D connecte
 components numbered ``1..n`` within each plane, and the checks (something annotated,
 some foreground, some background) apply to the stack as a whole, because annotating a
 few planes of a stack is normal.
+
+**Correcting a result.** :func:`annotations_from_labels` turns any instance labels (a
+segmentation result, or labels loaded from disk; ``0`` = background) into a sparse
+annotation of chosen planes: background ``1``, each object ``2, 3, ...``, every other
+plane ``0`` (not annotated). The user then fixes the mistakes with a labels editor and
+trains on it; :func:`planes_from_text` reads a plane list such as ``"3,5"`` or
+``"0:3"`` for the command line.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from skimage.measure import label as connected_components
 
-from napari_unet.core.errors import AnnotationError
+from napari_unet.core.errors import AnnotationError, InputError
 
 Convention = Literal["sparse", "dense", "binary", "auto"]
 CONVENTIONS: tuple[str, ...] = ("sparse", "dense", "binary", "auto")
@@ -335,3 +345,222 @@ def _separate_touching(cell_ids: np.ndarray) -> np.ndarray:
             neighbour = padded[..., 1 + dy : 1 + dy + height, 1 + dx : 1 + dx + width]
             erase |= (neighbour > cell_ids) & (cell_ids > 0)
     return np.where(erase, 0, cell_ids)
+
+
+# ------------------------------------------------------------------ correcting a result
+
+#: Axes a labels array may have in front of ``(H, W)``: e.g. ``(Z, H, W)`` or ``(T, Z, H, W)``.
+MAX_LEADING_AXES = 2
+
+
+def annotations_from_labels(
+    labels: Any, planes: Sequence[Sequence[int]] | None = None
+) -> np.ndarray:
+    """Sparse annotations of ``planes`` of an instance labels array, to correct and train on.
+
+    In each listed plane, background (``0``) becomes :data:`SPARSE_BACKGROUND` and each
+    object id a cell id ``2, 3, ...``: distinct ids stay distinct and are numbered
+    consecutively in the order of their values (one numbering per call, so an id found
+    in two planes gets the same cell id in both). Every other plane is
+    :data:`SPARSE_UNANNOTATED`. A listed plane without objects becomes all background,
+    a valid "no cells here" annotation. Only the listed planes of ``labels`` are read,
+    so a lazy (dask, zarr) stack is not loaded whole; ``labels`` is never modified.
+
+    Parameters
+    ----------
+    labels : (H, W), (N, H, W) or (T, Z, H, W) array-like of int
+        Instance labels: ``0`` = background, every other value one object.
+    planes : sequence of tuple of int, optional
+        Positions on the leading axes of the planes to annotate, e.g. ``[(3,)]`` for
+        plane 3 of a ``(Z, H, W)`` stack or ``[(0, 5)]`` for ``(T, Z, H, W)``; ``None``
+        (the default) for every plane; ``None`` or ``[()]`` for 2-D labels.
+
+    Returns
+    -------
+    ndarray of uint16 (uint32 when more than 65534 objects), shape of ``labels``
+        The sparse annotation: ``0`` not annotated, ``1`` background, ``2, 3, ...`` cells.
+
+    Raises
+    ------
+    AnnotationError
+        For labels that are not integers, are negative, have fewer than 2 or more than
+        4 dimensions, or are empty.
+    InputError
+        For a plane position of the wrong length or outside the labels, or no plane.
+    """
+    if not all(hasattr(labels, name) for name in ("shape", "dtype", "__getitem__")):
+        labels = np.asarray(labels)
+    shape = tuple(int(n) for n in labels.shape)
+    _check_result_labels(np.dtype(labels.dtype), shape)
+    chosen = _chosen_planes(planes, shape[:-2])
+    # Only the chosen planes are read (a lazy stack stays on disk otherwise).
+    read = [np.asarray(labels[position]) for position in chosen]
+    if read[0].dtype.kind == "b":
+        read = [plane.view(np.uint8) for plane in read]
+    ids = np.unique(np.concatenate([np.unique(plane) for plane in read]))
+    if ids[0] < 0:
+        raise AnnotationError(
+            f"Labels must be 0 or more (0 = background, 1 or more = one id per object); "
+            f"found {ids[0]}."
+        )
+    has_background = bool(ids[0] == 0)
+    objects = len(ids) - has_background
+    dtype = np.uint16 if objects + SPARSE_BACKGROUND <= np.iinfo(np.uint16).max else np.uint32
+    annotations = np.full(shape, SPARSE_UNANNOTATED, dtype=dtype)
+    # Rank of each value among the ids: background 0 -> 1, the k-th object -> k + 1.
+    offset = SPARSE_BACKGROUND if has_background else SPARSE_FIRST_CELL
+    for position, plane in zip(chosen, read, strict=True):
+        annotations[position] = np.searchsorted(ids, plane) + offset
+    return annotations
+
+
+def _check_result_labels(dtype: np.dtype, shape: tuple[int, ...]) -> None:
+    """Raise :class:`AnnotationError` unless labels of this dtype and shape can be converted."""
+    if dtype.kind != "b" and not np.issubdtype(dtype, np.integer):
+        raise AnnotationError(
+            f"Labels to correct must be integers (0 = background, 1 or more = objects), got "
+            f"dtype {dtype}; convert a mask of whole numbers with .astype(int)."
+        )
+    if not 2 <= len(shape) <= 2 + MAX_LEADING_AXES:
+        raise AnnotationError(
+            f"Labels to correct must be (H, W), (Z, H, W) or (T, Z, H, W); got "
+            f"{len(shape)} dimensions with shape {shape}."
+        )
+    if math.prod(shape) == 0:
+        raise AnnotationError(f"Nothing to convert: the labels are empty (shape {shape}).")
+
+
+def _chosen_planes(
+    planes: Sequence[Sequence[int]] | None, leading: tuple[int, ...]
+) -> list[tuple[int, ...]]:
+    """The distinct plane positions ``planes`` lists (every plane for ``None``), checked."""
+    if planes is None:
+        return list(np.ndindex(leading))
+    chosen: dict[tuple[int, ...], None] = {}
+    for plane in planes:
+        position = _plane_position(plane, leading)
+        chosen[position] = None
+    if not chosen:
+        raise InputError("Nothing to convert: no plane was chosen (planes=None means all).")
+    return list(chosen)
+
+
+def _plane_position(plane: Any, leading: tuple[int, ...]) -> tuple[int, ...]:
+    """``plane`` (a tuple of ints; an int for one leading axis) as a checked position."""
+    raw = (plane,) if isinstance(plane, int | np.integer) else tuple(plane)
+    if not all(isinstance(i, int | np.integer) and not isinstance(i, bool) for i in raw):
+        raise InputError(f"Plane {plane!r} must be a tuple of whole numbers, e.g. (3,).")
+    position = tuple(int(i) for i in raw)
+    if len(position) != len(leading):
+        if not leading:
+            raise InputError(
+                f"Plane {position} was given but 2-D labels are one plane: use None or [()]."
+            )
+        raise InputError(
+            f"Plane {position} has {len(position)} index(es) but the labels have "
+            f"{len(leading)} leading axis(es) {leading}: give one index per axis."
+        )
+    if not all(0 <= i < n for i, n in zip(position, leading, strict=True)):
+        raise InputError(
+            f"Plane {position} is out of range: the labels have planes "
+            f"{' x '.join(f'0..{n - 1}' for n in leading)}."
+        )
+    return position
+
+
+def parse_plane_text(text: str) -> list[tuple[tuple[int, int | None], ...]]:
+    """Read a plane list such as ``"3,5"``, ``"0:3"`` or ``"0/2:4"`` (syntax only).
+
+    Items are separated by commas. An item has one part per leading axis, separated by
+    ``/`` (``T/Z`` for a ``(T, Z, H, W)`` stack); a part is a plane number ``N``, a range
+    ``A:B`` (``A`` to ``B - 1``, as the viewer's sliders count) or ``:`` (all), with
+    ``A`` or ``B`` optional.
+
+    Returns
+    -------
+    list of tuple of (start, stop)
+        One tuple per item, one ``(start, stop)`` per part; ``stop`` is ``None`` for
+        "to the end"; a single number ``N`` is ``(N, N + 1)``.
+
+    Raises
+    ------
+    InputError
+        For an empty list or a part that is not a number or range.
+    """
+    items = [item.strip() for item in str(text).split(",")]
+    if not any(items):
+        raise InputError(f"No planes in {text!r}: write e.g. 3,5 or 0:3.")
+    return [tuple(_plane_part(part.strip(), text) for part in item.split("/")) for item in items]
+
+
+def _plane_part(part: str, text: str) -> tuple[int, int | None]:
+    numbers = part.split(":")
+    bad = InputError(
+        f"{part!r} in {text!r} is not a plane number or range: write e.g. 3,5 or 0:3 "
+        "(A:B is A to B-1), and T/Z such as 0/3 for (T, Z) stacks."
+    )
+    if len(numbers) > 2 or not all(n.strip().isdigit() or not n.strip() for n in numbers):
+        raise bad
+    if len(numbers) == 1:
+        if not numbers[0].strip():
+            raise bad
+        return int(numbers[0]), int(numbers[0]) + 1
+    start, stop = (int(n) if n.strip() else None for n in numbers)
+    return start or 0, stop
+
+
+def planes_from_text(text: str, leading_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """The plane positions a plane list (see :func:`parse_plane_text`) names in labels
+    with leading axes ``leading_shape``, in order, each once.
+
+    Parameters
+    ----------
+    text : str
+        E.g. ``"3,5"``, ``"0:3"``, ``"1/0:2"``.
+    leading_shape : tuple of int
+        The labels' shape without ``(H, W)``, e.g. ``(Z,)`` or ``(T, Z)``.
+
+    Returns
+    -------
+    list of tuple of int
+        Positions for :func:`annotations_from_labels`.
+
+    Raises
+    ------
+    InputError
+        For bad syntax, a plane out of range, an empty range, the wrong number of parts,
+        or 2-D labels (one plane: nothing to choose).
+    """
+    leading = tuple(int(n) for n in leading_shape)
+    items = parse_plane_text(text)
+    if not leading:
+        raise InputError(f"Planes {text!r} were given but the labels are one 2-D plane.")
+    positions: dict[tuple[int, ...], None] = {}
+    for item in items:
+        if len(item) != len(leading):
+            example = "/".join(["0"] * len(leading))
+            raise InputError(
+                f"Planes {text!r}: the labels have {len(leading)} leading axis(es) "
+                f"{leading}, so each item needs {len(leading)} part(s), e.g. {example}."
+            )
+        ranges = [
+            _plane_range(start, stop, n, text)
+            for (start, stop), n in zip(item, leading, strict=True)
+        ]
+        positions.update(dict.fromkeys(_product(ranges)))
+    return list(positions)
+
+
+def _plane_range(start: int, stop: int | None, size: int, text: str) -> range:
+    stop = size if stop is None else stop
+    if stop > size or start >= stop:
+        wanted = f"plane {start}" if stop == start + 1 else f"planes {start}:{stop}"
+        raise InputError(
+            f"Planes {text!r}: {wanted} is out of range or empty; the axis has planes "
+            f"0..{size - 1}."
+        )
+    return range(start, stop)
+
+
+def _product(ranges: list[range]) -> list[tuple[int, ...]]:
+    return [tuple(int(i) for i in p) for p in itertools.product(*ranges)]
