@@ -257,6 +257,8 @@ def split_targets(
     """:func:`split_holdout` on prepared targets (one (H, W) :class:`Targets` per plane).
 
     ``binary`` scores the held-out part as a mask (IoU) rather than instances (F1).
+    ``Split.training`` has one target per given plane, held-out pixels unannotated
+    (a held-out plane has nothing annotated left).
     Nothing is held out (``Split.holdout`` None, ``note`` says why) when the setting is
     off or the annotations are too few; the training part always keeps both classes.
     """
@@ -296,7 +298,7 @@ def _hold_out_planes(targets: list[Targets], count: int, score_name: str) -> Spl
     chosen = [i for i, t in enumerate(targets) if _has_cell(t)][-count:]
     if len(chosen) < count:
         return None
-    training = [t for i, t in enumerate(targets) if i not in chosen]
+    training = [_nothing_annotated(t) if i in chosen else t for i, t in enumerate(targets)]
     if not _trains(training):
         return None
     parts = tuple(_whole_plane_part(i, targets[i]) for i in chosen)
@@ -305,6 +307,11 @@ def _hold_out_planes(targets: list[Targets], count: int, score_name: str) -> Spl
     noun = "plane" if count == 1 else "planes"
     description = f"annotated {noun} {where} of {len(targets)} ({cells} cells)"
     return Split(training, HoldOut(parts, score_name, description))
+
+
+def _nothing_annotated(target: Targets) -> Targets:
+    """``target`` with every pixel unannotated (a held-out plane's training targets)."""
+    return Targets(np.full_like(target.classes, IGNORE), np.zeros_like(target.instances))
 
 
 def _whole_plane_part(index: int, target: Targets) -> HeldOutPart:

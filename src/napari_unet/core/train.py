@@ -602,6 +602,7 @@ class Trainer:
         return [
             self._prepared_plane(image, target, pad)
             for (image, _), target in zip(pairs, targets, strict=True)
+            if target.annotated.any()  # a held-out plane has nothing left to train on
         ]
 
     def _prepared_plane(self, image: np.ndarray, targets: Targets, pad: int) -> _Plane:
@@ -685,7 +686,6 @@ class Trainer:
         scaler = torch.amp.GradScaler("cuda") if mixed else None
         reason = "stopped"
         self.diverged = None
-        self._stop_requested = False
         try:
             for done in range(1, total + 1):
                 if self._stop_requested:
@@ -718,6 +718,7 @@ class Trainer:
                 reason = "completed"
         finally:
             self.network.eval()
+            self._stop_requested = False  # consumed: the next run starts afresh
         summary = ""
         if self.config.tune_postprocess and self.has_progress:
             self.tune()
@@ -728,7 +729,8 @@ class Trainer:
         )
 
     def request_stop(self) -> None:
-        """Ask the running :meth:`run` to stop before its next step (from any thread).
+        """Ask :meth:`run` to stop before its next step (from any thread; asked before
+        a run starts, that run stops before its first step).
 
         Unlike closing the generator, the run then ends as a completed one does: the
         post-processing is re-tuned for the kept weights and :class:`TrainingFinished`
