@@ -85,6 +85,7 @@ def test_all_annotated_planes_of_a_stack_are_used(make_napari_viewer, qtbot, blo
     viewer.dims.set_current_step(0, 2)
     widget.add_model_file(tiny_base_file)
     _tiny_settings(widget, steps=2)
+    widget.set_options(holdout="off")  # auto would hold plane 2 out of training
 
     widget.start()
     qtbot.waitUntil(lambda: not widget.is_training, timeout=TIMEOUT_MS)

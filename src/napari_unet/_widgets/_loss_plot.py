@@ -8,6 +8,9 @@ Readable at any dock width: tick labels are short ("0.25", "1e-7"), the margins 
 measured from the labels' rendered text (``QFontMetricsF``), and labels that would
 overlap are left out. A loss spanning more than a decade is drawn on a log scale, where
 the end of a fine-tuning run stays visible next to its first steps.
+
+A held-out score (0 to 1, higher is better) is drawn as green points on its own scale,
+0 at the bottom of the plot and 1 at the top, titled top right (:attr:`LossPlot.score_name`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from qtpy.QtWidgets import QSizePolicy, QWidget
 _TRAIN_COLOUR = QColor(120, 170, 255)
 _SMOOTH_COLOUR = QColor(255, 255, 255)
 _VALIDATION_COLOUR = QColor(255, 170, 60)
+_SCORE_COLOUR = QColor(90, 210, 120)
 _AXIS_COLOUR = QColor(150, 150, 150)
 #: Space (px) between a label and the plot area or the widget's edge.
 _GAP = 4
@@ -55,10 +59,13 @@ class LossPlot(QWidget):
         self.train: list[tuple[int, float]] = []
         self.validation: list[tuple[int, float]] = []
         self.best_step: int | None = None
+        #: Held-out scores ``(step, score)`` in [0, 1], and the title of their scale.
+        self.scores: list[tuple[int, float]] = []
+        self.score_name = "held-out score"
 
     def clear(self) -> None:
         """Forget all points (a new run)."""
-        self.train, self.validation, self.best_step = [], [], None
+        self.train, self.validation, self.best_step, self.scores = [], [], None, []
         self.update()
 
     def add_step(self, step: int, loss: float) -> None:
@@ -67,13 +74,18 @@ class LossPlot(QWidget):
             self.train.append((step, loss))
             self.update()
 
-    def add_validation(self, step: int, loss: float, is_best: bool) -> None:
-        """Append a validation loss; ``is_best`` marks the kept weights."""
+    def add_validation(
+        self, step: int, loss: float, is_best: bool, score: float | None = None
+    ) -> None:
+        """Append a validation loss and held-out ``score`` (in [0, 1], if any);
+        ``is_best`` marks the kept weights."""
+        if score is not None and math.isfinite(score):
+            self.scores.append((step, min(max(score, 0.0), 1.0)))
         if math.isfinite(loss):
             self.validation.append((step, loss))
             if is_best:
                 self.best_step = step
-            self.update()
+        self.update()
 
     @property
     def log_scale(self) -> bool:
@@ -126,6 +138,12 @@ class LossPlot(QWidget):
                 labels.append((text, rect, right_align))
         title = "loss (log scale)" if log else "loss"
         labels.append((title, _text_rect(metrics, title, area.left(), 0), left_align))
+        if self.scores:  # the score's title at the top right, unless it would overlap
+            text = f"{self.score_name} (0-1)"
+            width = metrics.horizontalAdvance(text)
+            rect = _text_rect(metrics, text, area.right() - width, 0)
+            if rect.left() >= 0 and not rect.intersects(labels[-1][1]):
+                labels.append((text, rect, right_align))
         below = area.bottom() + _GAP
         start = f"{first}"
         labels.append((start, _text_rect(metrics, start, area.left(), below), left_align))
@@ -160,6 +178,11 @@ class LossPlot(QWidget):
         self._draw_line(painter, [to_point(s, v) for s, v in self.train], _TRAIN_COLOUR, 1)
         smooth = _running_mean(self.train, window=max(len(self.train) // 20, 5))
         self._draw_line(painter, [to_point(s, v) for s, v in smooth], _SMOOTH_COLOUR, 2)
+        painter.setPen(QPen(_SCORE_COLOUR, 1))
+        painter.setBrush(_SCORE_COLOUR)
+        for step, score in self.scores:  # its own 0-1 scale over the plot's height
+            x = area.left() + (step - layout.first) / span * area.width()
+            painter.drawEllipse(QPointF(x, area.bottom() - score * area.height()), 3, 3)
         for step, loss in self.validation:
             best = step == self.best_step
             painter.setPen(QPen(_VALIDATION_COLOUR, 1))

@@ -2,7 +2,16 @@
 
 Training runs in a ``thread_worker`` draining :meth:`~napari_unet.core.train.Trainer.run`;
 the dock draws the loss curve live and a preview layer shows the current model's
-prediction on the plane in view. **Stop** (``worker.quit()``) keeps the best weights.
+prediction on the plane in view. **Stop** (``Trainer.request_stop``) keeps the best
+weights.
+
+**A score to trust.** Part of the annotations is held out of training ("hold out" in
+the advanced settings: auto = one plane of several, else 20 % of the cells; a fraction,
+planes, or off; :mod:`napari_unet.core.holdout`). Its score (F1 at IoU 0.5, or IoU for
+a binary mask) is shown live beside the loss, in the status and as green points on the
+plot, and decides the kept best weights. When a run ends (or is stopped) the
+post-processing is re-tuned on the training annotations; the model recommends it, and
+the status compares the held-out score at the base's settings with the re-tuned ones.
 When a run ends, its best model joins the session's models, so the Segment widget
 offers it at once; **Save model...** writes it to a file (atomically; it is enabled only
 once a step has completed), and **Export for bioimage.io...** writes it as a bioimage.io
@@ -126,6 +135,7 @@ from napari_unet.core.annotations import annotations_from_labels, check_annotati
 from napari_unet.core.augment import AugmentConfig
 from napari_unet.core.errors import AnnotationError, InputError, UNetError
 from napari_unet.core.events import Preview, TrainingFinished, TrainStep, Validation
+from napari_unet.core.holdout import parse_holdout
 from napari_unet.core.io import as_planes
 from napari_unet.core.model import SMALL
 from napari_unet.core.modelfile import ModelBundle, save_user_model, user_models_dir
@@ -141,6 +151,11 @@ LEGEND = (
     "<b>Paint:</b> 0 = not annotated (ignored) · 1 = background · "
     "2, 3, ... = one id per cell (touching cells need different ids)"
 )
+HOLDOUT_TIP = (
+    "annotations kept out of training and scored live (F1 at IoU 0.5; IoU for a mask): "
+    "auto (one plane of several, else 20% of the cells), off, a fraction of the cells "
+    "such as 20%, or a number of planes such as 1 plane"
+)
 #: set_options() keys of the channel controls (``image`` is set first).
 _CHANNEL_KEYS = frozenset({"image", "channel_axis", "channels", "channel_layers", "rgb"})
 #: set_options() keys of the training settings, and their fields.
@@ -154,6 +169,7 @@ _OPTION_WIDGETS = {
     "device": "_device",
     "name": "_name",
     "result_planes": "_result_planes",
+    "holdout": "_holdout",
 }
 #: Brush defaults of new annotation layers: paint a first cell at once.
 BRUSH_SIZE = 8
@@ -295,6 +311,8 @@ class _TrainRun:
     failed: bool = False
     finished: bool = False
     finished_event: TrainingFinished | None = None
+    #: The last held-out score, as the step status shows it ("  held-out F1@0.5 0.840").
+    score: str = ""
     #: A line about how this run relates to the previous one ("resumed at step 40 with
     #: learning rate 0.001 -> 0.0001"; "new run: ..."), shown under the run's status.
     note: str = ""
@@ -347,6 +365,16 @@ def _scale_words(bundle: ModelBundle) -> str:
     objects = f"objects ~{diameter:.0f} px" if diameter is not None else "no object size"
     where = f" at {pixel_size}/px" if pixel_size is not None else " (pixel size unknown)"
     return f"it records {objects}{where}"
+
+
+def _score_words(trainer: Trainer) -> str:
+    """The held-out score and the re-tuned post-processing, for the final status."""
+    if trainer.tuning is not None:
+        return trainer.tuning_summary()
+    if trainer.holdout is None:
+        return trainer.holdout_note
+    score = trainer.best_score
+    return f"held-out {trainer.holdout.score_name} {score:.3f}" if score is not None else ""
 
 
 def _preview_plane(image_input: ImageInput, plane: int) -> np.ndarray:
@@ -459,9 +487,10 @@ class FinetuneWidget(Container):
             tooltip="steps between previews of the plane in view (0: never)",
         )
         self._device = ComboBox(label="device", choices=_common.device_choices(), value="auto")
+        self._holdout = LineEdit(label="hold out", value="auto", tooltip=HOLDOUT_TIP)
         self._advanced = Container(
             widgets=[self._w0, self._sigma, self._augment, self._batch_size, self._patch_size,
-                     self._preview_every, self._device],
+                     self._preview_every, self._device, self._holdout],
             labels=True,
             visible=False,
         )  # fmt: skip
@@ -627,6 +656,7 @@ class FinetuneWidget(Container):
             preview_every=int(self._preview_every.value),
             device=self._device.value,
             pixel_size=self.pixel_size,
+            holdout=self._holdout.value,
         )
 
     @property
@@ -648,9 +678,10 @@ class FinetuneWidget(Container):
         ``channel_layers`` (layers or names), ``rgb`` (None, "channels" or "grey"); and
         the training settings ``steps``, ``learning_rate``, ``batch_size``,
         ``patch_size`` (None or 0: automatic), ``augment``, ``preview_every`` (0:
-        never), ``device`` and ``name`` (the trained model's). For "Correct a result":
-        ``result`` (the Labels layer to correct, or its name) and ``result_planes``
-        ("view": the plane in view, or "all").
+        never), ``device``, ``name`` (the trained model's) and ``holdout`` ("auto",
+        "off", "20%", "1 plane"; see :func:`~napari_unet.core.holdout.parse_holdout`). For
+        "Correct a result": ``result`` (the Labels layer to correct, or its name) and
+        ``result_planes`` ("view": the plane in view, or "all").
         """
         unknown = set(values) - _CHANNEL_KEYS - set(_OPTION_WIDGETS) - {"result"}
         if unknown:
@@ -663,6 +694,8 @@ class FinetuneWidget(Container):
         for key, value in values.items():
             if key == "patch_size":
                 value = value or 0
+            elif key == "holdout":
+                value = parse_holdout(value).text
             getattr(self, _OPTION_WIDGETS[key]).value = value
 
     def _input(self, *, for_base: bool = True) -> ImageInput:
@@ -826,7 +859,10 @@ class FinetuneWidget(Container):
         if self._worker is not None and self._run is not None:
             self._run.stopped = True
             self._status.value = "stopping..."
-            self._worker.quit()
+            if self._run.trainer is not None:  # ends as a finished run: post-processing re-tuned
+                self._run.trainer.request_stop()
+            else:
+                self._worker.quit()
 
     @property
     def is_closed(self) -> bool:
@@ -954,7 +990,7 @@ class FinetuneWidget(Container):
             if run.finished:
                 return  # arrived after the end: the final status stays, the bar is closed
             self._status.value = _with_note(
-                f"step {event.step}/{event.total_steps}  loss {event.loss:.4f}  "
+                f"step {event.step}/{event.total_steps}  loss {event.loss:.4f}{run.score}  "
                 f"eta {event.eta:.0f} s",
                 run.note,
             )
@@ -962,7 +998,10 @@ class FinetuneWidget(Container):
         elif isinstance(event, JobDevice):
             self._device_line.running(event.description)
         elif isinstance(event, Validation):
-            self._plot.add_validation(event.step, event.loss, event.is_best)
+            self._plot.add_validation(event.step, event.loss, event.is_best, score=event.score)
+            if event.score is not None:
+                self._plot.score_name = f"held-out {event.score_name}"
+                run.score = f"  held-out {event.score_name} {event.score:.3f}"
         elif isinstance(event, Preview):
             self._show_preview(run, foreground_probability(event.probabilities))
         elif isinstance(event, _TrainerReady):
@@ -1102,7 +1141,7 @@ class FinetuneWidget(Container):
             )
         else:
             status = f"{verb} at step {trainer.step} ({best}): {kept}"
-        self._status.value = _with_note(status, run.note)
+        self._status.value = _with_note(_with_note(status, _score_words(trainer)), run.note)
 
     def _set_running(self, running: bool) -> None:
         self._start_button.enabled = not running

@@ -108,17 +108,22 @@ class TrainStep:
 
 @dataclass(frozen=True)
 class Validation:
-    """Periodic validation on fixed, un-augmented patches.
+    """Periodic validation on fixed, un-augmented patches, and on the held-out part.
 
-    ``loss`` is the weighted loss (lower is better; it decides the best weights),
-    ``accuracy`` the fraction of annotated pixels classified correctly, ``is_best``
-    whether these weights are now the kept best.
+    ``loss`` is the weighted loss on the patches, ``accuracy`` the fraction of their
+    annotated pixels classified correctly, ``score`` the score on the annotations held
+    out of training (:mod:`napari_unet.core.holdout`; ``score_name`` "F1@0.5" or "IoU"),
+    None when nothing is held out. The score decides the kept best weights when there is
+    one (ties: the lower loss), else the loss does; ``is_best`` says whether these
+    weights are now the kept best.
     """
 
     step: int
     loss: float
     accuracy: float
     is_best: bool
+    score: float | None = None
+    score_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -143,3 +148,8 @@ class TrainingFinished:
     best_step: int
     best_loss: float
     reason: str
+    #: The kept weights' held-out score (None without a held-out part), and one line on
+    #: the re-tuned post-processing ("" when not tuned), e.g. "held-out F1@0.5 0.84 at
+    #: the base's threshold 0.5 -> 0.88 with re-tuned threshold 0.65, min size 30".
+    best_score: float | None = None
+    tuning: str = ""

@@ -36,7 +36,7 @@ whole-image inference, at a cost of 4 pixels per tile and axis.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -376,6 +376,7 @@ def iter_tiles(
     plane: int = 0,
     batch_size: int = 1,
     transform: Transform | None = None,
+    tiles: Sequence[int] | None = None,
 ) -> Iterator[TileDone]:
     """Predict a plane tile by tile, yielding each finished tile.
 
@@ -394,6 +395,9 @@ def iter_tiles(
     transform : callable, optional
         Applied to each tile as read (``(h, w)`` or ``(C, h, w)``, same shape out), before
         conversion to float32; where per-plane normalisation goes.
+    tiles : sequence of int, optional
+        Only these tile indices (e.g. those covering a region); default all. Each tile
+        is computed exactly as in a whole-plane run.
 
     Yields
     ------
@@ -406,8 +410,9 @@ def iter_tiles(
         )
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
-    for first in range(0, grid.total, batch_size):
-        indices = range(first, min(first + batch_size, grid.total))
+    order = list(range(grid.total)) if tiles is None else [int(t) for t in tiles]
+    for first in range(0, len(order), batch_size):
+        indices = order[first : first + batch_size]
         batch = np.stack([_read_tile(image, grid, index, transform) for index in indices])
         result = np.asarray(predictor(batch))
         _check_prediction(result, batch, grid)

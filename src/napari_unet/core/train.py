@@ -63,13 +63,16 @@ from .calibration import PixelSize, parse_pixel_size
 from .device import amp_context
 from .errors import AnnotationError, InputError, ModelFileError
 from .events import Preview, TrainingFinished, TrainStep, Validation
+from .holdout import F1, IOU, HoldOut, holdout_score, parse_holdout, split_targets
 from .io import as_planes
 from .losses import weighted_cross_entropy
 from .metrics import median_object_diameter
 from .model import UNet, UNetConfig, margin, nearest_valid_input_size, pick_device
 from .modelfile import ModelBundle
 from .predictor import make_predictor
-from .tiling import plan_tiles, predict_plane
+from .segment import recommended_options
+from .tiling import iter_tiles, plan_tiles, predict_plane
+from .tuning import TUNED_KEYS, Tuning, tune_postprocess
 from .weights import weight_map
 
 Convention = Literal["sparse", "dense", "binary", "auto"]
@@ -124,6 +127,16 @@ class TrainConfig:
         Pixel size of the training images, recorded in the trained model; also accepts
         what :func:`~napari_unet.core.calibration.parse_pixel_size` reads (``"4 nm"``,
         ``0.325`` for µm, ``(y, x)``). ``None``: unknown (a base model's is kept).
+    holdout : str, float or int
+        Annotations held out of training and scored at every validation, which then
+        decides the kept best weights (:mod:`~napari_unet.core.holdout`): ``"auto"``
+        (one plane of several, else 20 % of the cells), ``"off"``, a fraction of the
+        cells (``"20%"``, 0.2) or a number of planes (``"1 plane"``, 1). Stored as the
+        canonical text. Ignored when explicit validation data is given.
+    tune_postprocess : bool
+        When a run ends (completed, or stopped with :meth:`Trainer.request_stop`),
+        re-tune the post-processing for the best weights on the training annotations
+        (:func:`~napari_unet.core.tuning.tune_postprocess`); the model recommends it.
     """
 
     steps: int = 200
@@ -144,8 +157,11 @@ class TrainConfig:
     device: str = "auto"
     amp: bool | None = None
     pixel_size: PixelSize | None = None
+    holdout: str | float | int = "auto"
+    tune_postprocess: bool = True
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "holdout", parse_holdout(self.holdout).text)
         if self.pixel_size is not None and not isinstance(self.pixel_size, PixelSize):
             # frozen: the parsed value is set through object.__setattr__
             object.__setattr__(self, "pixel_size", parse_pixel_size(self.pixel_size))
@@ -171,7 +187,7 @@ FIXED_MID_RUN = {
 }
 
 #: Settings that change the prepared data (weight maps, padding, validation patches).
-_DATA_SETTINGS = frozenset({"w0", "sigma", "patch_size", "validation_patches"})
+_DATA_SETTINGS = frozenset({"w0", "sigma", "patch_size", "validation_patches", "holdout"})
 
 #: How settings are named in messages (others: the field name with spaces).
 _SETTING_NAMES = {"w0": "border weight w0", "sigma": "border sigma", "augment": "augmentation"}
@@ -359,6 +375,18 @@ class Trainer:
         self.best_loss = math.inf
         self.best_step = 0
         self._best_state = self._state_copy()
+        #: The held-out score of the kept best weights (None without a held-out part).
+        self.best_score: float | None = None
+        #: What is held out of training and scored (None: nothing; see holdout_note).
+        self.holdout: HoldOut | None = None
+        self.holdout_note = ""
+        #: The post-processing re-tuned for the best weights at the end of a run, and
+        #: the held-out score with it; None until then (or after new annotations).
+        self.tuning: Tuning | None = None
+        self.tuned_score: float | None = None
+        self._tuned_step: int | None = None
+        self._tuned_holdout: float | None = None
+        self._stop_requested = False
         self.convention: Convention = convention
         self.preview_image = preview_image
         self._preview_stats: tuple[np.ndarray | None, dict[str, float]] = (None, {})
@@ -443,7 +471,10 @@ class Trainer:
         prepare them again (:meth:`update_config`).
         """
         targets = self._targets(pairs)
-        planes = self._planes(pairs, targets)
+        holdout = "off" if validation_pairs is not None else self.config.holdout
+        binary = _resolve_convention(self.convention, [a for _, a in pairs]) == "binary"
+        split = split_targets(targets, holdout, binary=binary, seed=self.config.seed)
+        planes = self._planes(pairs, split.training)
         if not planes:
             raise AnnotationError(
                 "nothing is annotated: paint some background with label 1 and at least one "
@@ -455,6 +486,11 @@ class Trainer:
         self._validation_batch = self._fixed_patches(validation_planes)
         self.planes = planes
         self._pairs, self._validation_pairs = pairs, validation_pairs
+        self._training_targets = split.training
+        self.holdout, self.holdout_note = split.holdout, split.note
+        self._score_name = IOU if binary else F1
+        self._holdout_stats = [self._plane_stats(pairs[p.plane][0]) for p in self._parts()]
+        self.tuning, self.tuned_score, self._tuned_step = None, None, None
         #: Median diameter of the annotated cells (pixels), None if none could be measured.
         self.measured_diameter = _cell_diameter(targets)
         self._rescore_best()
@@ -553,6 +589,12 @@ class Trainer:
             check_both_classes(targets)
         return targets
 
+    def _parts(self) -> tuple:
+        return self.holdout.parts if self.holdout is not None else ()
+
+    def _plane_stats(self, image: np.ndarray) -> dict[str, float]:
+        return normalise.compute_stats(image, self.normalisation, per_channel=image.ndim == 3)
+
     def _planes(
         self, pairs: list[tuple[np.ndarray, np.ndarray]], targets: list[Targets]
     ) -> list[_Plane]:
@@ -561,6 +603,7 @@ class Trainer:
         return [
             self._prepared_plane(image, target, pad)
             for (image, _), target in zip(pairs, targets, strict=True)
+            if target.annotated.any()  # a held-out plane has nothing left to train on
         ]
 
     def _prepared_plane(self, image: np.ndarray, targets: Targets, pad: int) -> _Plane:
@@ -646,6 +689,8 @@ class Trainer:
         self.diverged = None
         try:
             for done in range(1, total + 1):
+                if self._stop_requested:
+                    break
                 lr = self._learning_rate(done - 1, total)
                 loss = self._checked_step(lr, scaler)
                 if self.diverged is not None:
@@ -674,7 +719,100 @@ class Trainer:
                 reason = "completed"
         finally:
             self.network.eval()
-        yield TrainingFinished(self.step, self.best_step, self.best_loss, reason)
+            self._stop_requested = False  # consumed: the next run starts afresh
+        summary = ""
+        if self.config.tune_postprocess and self.has_progress:
+            self.tune()
+            summary = self.tuning_summary()
+        score = self.best_score if self.best_score is not None else self.tuned_score
+        yield TrainingFinished(
+            self.step, self.best_step, self.best_loss, reason, best_score=score, tuning=summary
+        )
+
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to stop before its next step (from any thread; asked before
+        a run starts, that run stops before its first step).
+
+        Unlike closing the generator, the run then ends as a completed one does: the
+        post-processing is re-tuned for the kept weights and :class:`TrainingFinished`
+        is yielded (with ``reason`` "stopped").
+        """
+        self._stop_requested = True
+
+    def _kept(self) -> tuple[dict[str, torch.Tensor], int]:
+        """The weights :meth:`best_bundle` returns, and their step."""
+        if math.isinf(self.best_loss):
+            return self._state_copy(), self.step
+        return self._best_state, self.best_step
+
+    def tune(self) -> Tuning | None:
+        """Re-tune the post-processing for the kept weights on the training annotations.
+
+        The threshold, minimum size and (grow-and-merge models) merge level are chosen by
+        :func:`~napari_unet.core.tuning.tune_postprocess` on the training part of the
+        annotations (never the held-out part, whose score with the tuned settings,
+        :attr:`tuned_score`, stays honest). :meth:`best_bundle` then recommends them.
+        Called at the end of every run (``config.tune_postprocess``); cached per kept step.
+
+        Returns
+        -------
+        Tuning or None
+            None before any step.
+        """
+        if not self.has_progress:
+            return None
+        state, step = self._kept()
+        if self.tuning is not None and self._tuned_step == step:
+            return self.tuning
+        current = self._state_copy()
+        self.network.load_state_dict(state)
+        try:
+            probabilities, targets = [], []
+            for (image, _), target in zip(self._pairs, self._training_targets, strict=True):
+                region = _annotated_region(target)
+                if region is None:
+                    continue
+                stats = self._plane_stats(image)
+                probabilities.append(self._predict_region(image, stats, region))
+                targets.append((target.classes[region], target.instances[region]))
+            cells = sum(int(np.unique(t[1][t[1] > 0]).size) for t in targets)
+            tuning = tune_postprocess(
+                probabilities,
+                targets,
+                score_name=self._score_name,
+                base=self.recommendation(),
+                on=f"the training annotations ({cells} cells)",
+            )
+            held_out = self._holdout_probabilities() if self.holdout is not None else None
+        finally:
+            self.network.load_state_dict(current)
+        self.tuning, self._tuned_step = tuning, step
+        self.tuned_score = self._tuned_holdout = None
+        if held_out is not None:
+            self._tuned_holdout = holdout_score(held_out, self.holdout, self.recommendation())
+            self.tuned_score = holdout_score(held_out, self.holdout, tuning.options)
+        return tuning
+
+    def tuning_summary(self) -> str:
+        """One line on the held-out score and the re-tuned post-processing, e.g.
+        "held-out F1@0.5 0.840 at the base's settings -> 0.880 with re-tuned threshold
+        0.65, min size 30 (4 of 21 cells held out)"; "" before :meth:`tune`."""
+        tuning = self.tuning
+        if tuning is None:
+            return ""
+        changed = tuning.changed()
+        settings = Tuning.describe(replace(tuning, options=changed, on="")).split(" (")[0]
+        tuned = f"re-tuned {settings}" if changed else "the same settings after re-tuning"
+        if self.holdout is None or self.tuned_score is None:
+            return (
+                f"post-processing: {tuned} ({tuning.score_name} on the training annotations "
+                f"{tuning.base_score:.3f} -> {tuning.score:.3f}); {self.holdout_note}"
+            )
+        return (
+            f"held-out {self.holdout.score_name} {self._tuned_holdout:.3f} at the base's "
+            f"settings -> {self.tuned_score:.3f} with {tuned} ({self.holdout.description} "
+            "held out)"
+        )
 
     def _checked_step(self, lr: float, scaler: torch.amp.GradScaler | None) -> float:
         """One step that is undone when it fails or produces non-finite numbers.
@@ -767,25 +905,90 @@ class Trainer:
         return loss, accuracy
 
     def _rescore_best(self) -> None:
-        """The kept best weights' loss on the current validation patches: after new
-        annotations or weight maps, a loss measured on the old ones compares nothing."""
+        """The kept best weights' loss (and held-out score) on the current validation
+        patches and held-out part: after new annotations or weight maps, numbers
+        measured on the old ones compare nothing."""
         if math.isinf(self.best_loss):
             return
         current = self._state_copy()
         self.network.load_state_dict(self._best_state)  # copies in place: same tensors
         try:
             self.best_loss = self._validation_scores()[0]
+            self.best_score = self.holdout_score()
         finally:
             self.network.load_state_dict(current)
 
     def _validate(self) -> Validation:
         loss, accuracy = self._validation_scores()
-        is_best = loss < self.best_loss
+        score = self.holdout_score()
+        if score is None or self.best_score is None:
+            is_best = loss < self.best_loss
+        else:  # the held-out score decides; the loss breaks ties
+            is_best = score > self.best_score or (
+                score == self.best_score and loss < self.best_loss
+            )
         if is_best:
-            self.best_loss, self.best_step = loss, self.step
+            self.best_loss, self.best_step, self.best_score = loss, self.step, score
             self._best_state = self._state_copy()
         self.validation_history.append((self.step, loss, accuracy))
-        return Validation(self.step, loss, accuracy, is_best)
+        name = self.holdout.score_name if self.holdout is not None else ""
+        return Validation(self.step, loss, accuracy, is_best, score=score, score_name=name)
+
+    def recommendation(self) -> dict[str, Any]:
+        """The post-processing of instance labels the held-out score uses during the
+        run: the base model's recommendation (defaults for a new network)."""
+        output = "mask" if self._score_name == IOU else "labels"
+        return recommended_options(self.base, output) if self.base else {}
+
+    def holdout_score(self, options: dict[str, Any] | None = None) -> float | None:
+        """The current network's score on the held-out part (None without one).
+
+        Only the tiles of the held-out regions are predicted, exactly as Segment predicts
+        them at the training scale, and scored by
+        :func:`~napari_unet.core.holdout.holdout_score` with ``options`` (default
+        :meth:`recommendation`).
+        """
+        if self.holdout is None:
+            return None
+        probabilities = self._holdout_probabilities()
+        options = self.recommendation() if options is None else options
+        return holdout_score(probabilities, self.holdout, options)
+
+    def _holdout_probabilities(self) -> list[np.ndarray]:
+        return [
+            self._predict_region(self._pairs[part.plane][0], stats, part.region)
+            for part, stats in zip(self._parts(), self._holdout_stats, strict=True)
+        ]
+
+    def _predict_region(
+        self, image: np.ndarray, stats: dict[str, float], region: tuple[slice, slice]
+    ) -> np.ndarray:
+        """``(K, h, w)`` probabilities of ``region`` of a plane: the whole plane's tiles
+        that cover it, each computed as in a whole-plane prediction."""
+        self.network.eval()
+        grid = plan_tiles(image.shape, self.unet_config)
+        rows, cols = region
+        wanted = [
+            index
+            for index in range(grid.total)
+            if _overlaps(grid.region(index)[0], rows) and _overlaps(grid.region(index)[1], cols)
+        ]
+        predictor = make_predictor(
+            self.network, self.device, channels_last=self._channels_last(self.unet_config)
+        )
+        out = np.zeros(
+            (self.unet_config.num_classes, rows.stop - rows.start, cols.stop - cols.start),
+            np.float32,
+        )
+        tiles = iter_tiles(
+            image, predictor, grid, transform=lambda t: normalise.apply(t, stats), tiles=wanted
+        )
+        for done in tiles:
+            (tile_rows, tile_cols), (r, c) = done.region, _overlap(done.region, region)
+            out[:, _shift(r, rows.start), _shift(c, cols.start)] = done.data[
+                :, _shift(r, tile_rows.start), _shift(c, tile_cols.start)
+            ]
+        return out
 
     def predict(self, image: np.ndarray, stats: dict[str, float] | None = None) -> np.ndarray:
         """``(K, H, W)`` probabilities of the current network on one ``(H, W)`` plane
@@ -826,11 +1029,17 @@ class Trainer:
                 "the trained weights hold NaN or infinite values; train again with a lower "
                 "learning rate"
             )
-        # Only the base's post-processing carries over: its scores and data do not
-        # describe the fine-tuned weights.
+        # Only the base's post-processing carries over (re-tuned when it was for these
+        # weights): its scores and data do not describe the fine-tuned weights.
         inherited = self.base.provenance.get("postprocess") if self.base else None
+        postprocess = copy.deepcopy(dict(inherited or {}))
+        tuned = self.tuning if self._tuned_step == step else None
+        if tuned is not None:
+            postprocess = _with_tuned(postprocess, tuned)
         provenance = {
-            **({"postprocess": dict(inherited)} if inherited else {}),
+            **({"postprocess": postprocess} if postprocess else {}),
+            "holdout": self._holdout_record(step),
+            **({"postprocess_tuning": self._tuning_record(tuned)} if tuned else {}),
             "base": self.base.name if self.base else "scratch",
             "steps": step,
             "trained": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
@@ -847,6 +1056,32 @@ class Trainer:
             pixel_size=self.pixel_size,
             object_diameter=self.object_diameter,
         )
+
+    def _holdout_record(self, step: int) -> dict[str, Any]:
+        """What was held out and the score of the weights of ``step`` there (JSON)."""
+        if self.holdout is None:
+            return {"held_out": None, "note": self.holdout_note}
+        scored = step == self.best_step and self.best_score is not None
+        return {
+            "held_out": self.holdout.description,
+            "setting": self.config.holdout,
+            "score_name": self.holdout.score_name,
+            "score": self.best_score if scored else None,
+            "step": step,
+            "postprocess": self.recommendation(),
+        }
+
+    def _tuning_record(self, tuning: Tuning) -> dict[str, Any]:
+        """How the recommended post-processing was re-tuned, with the scores (JSON)."""
+        return {
+            "on": tuning.on,
+            "score_name": tuning.score_name,
+            "base": {"postprocess": tuning.base_options, "score": tuning.base_score},
+            "tuned": {"postprocess": tuning.options, "score": tuning.score},
+            "held_out_base_score": self._tuned_holdout,
+            "held_out_tuned_score": self.tuned_score,
+            "summary": self.tuning_summary(),
+        }
 
     @property
     def pixel_size(self) -> PixelSize | None:
@@ -872,6 +1107,30 @@ class Trainer:
     def last_bundle(self) -> ModelBundle:
         """Model with the current weights."""
         return self._bundle(self._state_copy(), self.step)
+
+
+def _annotated_region(target: Targets) -> tuple[slice, slice] | None:
+    """The bounding box of a plane's annotated pixels, or None when there are none."""
+    rows, cols = np.nonzero(target.classes != IGNORE)
+    if rows.size == 0:
+        return None
+    return slice(int(rows.min()), int(rows.max()) + 1), slice(int(cols.min()), int(cols.max()) + 1)
+
+
+def _overlaps(a: slice, b: slice) -> bool:
+    return a.start < b.stop and b.start < a.stop
+
+
+def _overlap(a: tuple[slice, slice], b: tuple[slice, slice]) -> tuple[slice, slice]:
+    """The intersection of two (rows, columns) regions (assumed to overlap)."""
+    return tuple(
+        slice(max(x.start, y.start), min(x.stop, y.stop)) for x, y in zip(a, b, strict=True)
+    )
+
+
+def _shift(part: slice, origin: int) -> slice:
+    """``part`` in the coordinates of an array starting at ``origin``."""
+    return slice(part.start - origin, part.stop - origin)
 
 
 def _tensors(
@@ -1000,6 +1259,21 @@ def annotated_object_diameter(
     return _cell_diameter(
         [targets_from_annotation(plane, resolved, require_both_classes=False) for plane in planes]
     )
+
+
+def _with_tuned(postprocess: dict[str, Any], tuning: Tuning) -> dict[str, Any]:
+    """A model's post-processing recommendation with ``tuning``'s values: for labels
+    (instances) where labels read them (``per_output["labels"]`` when the base had one),
+    for a mask the threshold of both outputs."""
+    values = {k: tuning.options[k] for k in TUNED_KEYS if k in tuning.options}
+    per_output = postprocess.get("per_output") or {}
+    if tuning.score_name == IOU:
+        postprocess["threshold"] = values["threshold"]
+        per_output.get("mask", {}).pop("threshold", None)
+        return postprocess
+    target = per_output.get("labels")
+    (postprocess if target is None else target).update(values)
+    return postprocess
 
 
 def _jsonable_config(config: TrainConfig) -> dict:
