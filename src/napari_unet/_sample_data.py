@@ -1,8 +1,8 @@
 """Sample images for *File > Open Sample > napari-unet*, and plain loaders for scripts.
 
 The files live in ``napari_unet/samples/`` (sources and citations in its README.md).
-:func:`em_stack`, :func:`nuclei_image` and :func:`dic_image` return plain arrays (used by the CLI and
-the wheel check); the ``*_sample`` functions return napari ``LayerData`` tuples, which
+:func:`em_stack`, :func:`nuclei_image` and :func:`dic_image` return plain arrays (used by
+the CLI and the wheel check); the ``*_sample`` functions return napari ``LayerData`` tuples, which
 need no Qt, so this module never imports napari or Qt.
 """
 

@@ -5,7 +5,8 @@ The model offered when an image is chosen is, in this order:
 1. the model the user chose for that layer earlier in the session (or the model
    Fine-tune trained on it), kept by the session (:class:`SessionModels`);
 2. the model the user last chose, in any session, for an image of the same kind
-   (:func:`~napari_unet.core.imagekind.image_kind`: fluorescence, transmitted light or EM), read from
+   (:func:`~napari_unet.core.imagekind.image_kind`: fluorescence, transmitted light or
+   EM), read from
    ``settings.json`` in ``platformdirs.user_config_dir("napari-unet")`` (or the folder
    ``$NAPARI_UNET_CONFIG_DIR``); an unreadable file is ignored, never an error;
 3. a built-in model whose recorded pixel size is within :data:`SCALE_MATCH` times the
