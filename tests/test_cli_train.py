@@ -141,3 +141,46 @@ def test_train_rejects_bad_augmentation_in_one_line(
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not output.exists()
+
+
+def _six_discs(tmp_path):
+    """An image of six bright discs and its dense labels (enough cells to hold some out)."""
+    rows, cols = np.indices((96, 140))
+    labels = np.zeros((96, 140), np.uint16)
+    for index, (r, c) in enumerate([(25, 25), (25, 70), (25, 115), (70, 25), (70, 70), (70, 115)]):
+        labels[(rows - r) ** 2 + (cols - c) ** 2 < 120] = index + 1
+    image = (40 + 150 * (labels > 0)).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "six.tif", image)
+    tifffile.imwrite(tmp_path / "six_labels.tif", labels)
+    return tmp_path / "six.tif", tmp_path / "six_labels.tif"
+
+
+def test_train_holds_out_cells_scores_them_and_says_so(tmp_path, capsys):
+    image, labels = _six_discs(tmp_path)
+    base_path = save_model(
+        random_model(UNetConfig(depth=2, base_width=4)), tmp_path / "b.safetensors"
+    )
+    output = tmp_path / "scored.safetensors"
+    status = main(
+        ["train", "--images", str(image), "--labels", str(labels), "--annotation", "dense",
+         "--base", str(base_path), "--steps", "2", "--device", "cpu", "--holdout", "20%",
+         "-o", str(output)]
+    )  # fmt: skip
+    assert status == 0
+    held_out = load_model(output).provenance["holdout"]
+    assert held_out["score_name"] == "F1@0.5" and 0.0 <= held_out["score"] <= 1.0
+    err = capsys.readouterr().err
+    assert "held-out F1@0.5" in err and "held out" in err
+
+
+def test_train_rejects_a_bad_holdout_in_one_line(tmp_path, annotated_pair, capsys):
+    image, labels = annotated_pair
+    output = tmp_path / "m.safetensors"
+    status = main(
+        ["train", "--images", str(image), "--labels", str(labels), "--base", "scratch",
+         "--holdout", "half", "-o", str(output)]
+    )  # fmt: skip
+    assert status == 2
+    err = capsys.readouterr().err
+    assert err.startswith("napari-unet: error: --holdout:") and len(err.strip().splitlines()) == 1
+    assert not output.exists()

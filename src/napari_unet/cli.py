@@ -885,6 +885,14 @@ def _add_train_parser(subparsers: Any) -> None:
         help="transmitted light: invert a training patch's contrast about its mean with "
         "probability P (the opposite DIC shear or phase halo; default 0: off)",
     )
+    parser.add_argument(
+        "--holdout",
+        default="auto",
+        metavar="WHAT",
+        help="annotations kept out of training and scored (F1 at IoU 0.5; IoU for a mask), "
+        "which choose the kept weights: 'auto' (one annotated plane of several, else about "
+        "20%% of the cells of one image), '20%%', '1 plane' or 'off'",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     parser.add_argument("--name", help="model name stored in the file (default: file stem)")
@@ -913,6 +921,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     pixel_size = _pixel_size_arg(args.pixel_size)
     _check_augment_args(args)
     _check_planes_argument(args)
+    _check_holdout_argument(args)
     for path in [*args.images, *args.labels]:
         if not Path(path).is_file():
             raise InputError(f"file not found: {path}")
@@ -950,6 +959,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         pixel_size=pixel_size or _training_pixel_size([Path(p) for p in args.images]),
+        holdout=args.holdout,
     )
     trainer = Trainer(
         base,
@@ -972,6 +982,16 @@ def _check_augment_args(args: argparse.Namespace) -> None:
         raise InputError(f"--blur must be in [0, 20] pixels, got {args.blur}")
     if not 0 <= args.invert_contrast <= 1:
         raise InputError(f"--invert-contrast must be in [0, 1], got {args.invert_contrast}")
+
+
+def _check_holdout_argument(args: argparse.Namespace) -> None:
+    """Refuse a --holdout the core cannot read, before torch loads."""
+    from napari_unet.core.holdout import parse_holdout
+
+    try:
+        parse_holdout(args.holdout)
+    except InputError as error:
+        raise InputError(f"--holdout: {error}") from None
 
 
 def _check_planes_argument(args: argparse.Namespace) -> None:
@@ -1102,6 +1122,9 @@ def _save(trainer: Any, output: Path, *, overwrite: bool, last_loss: list[float]
     kept = f"weights of step {bundle.provenance.get('steps', trainer.step)}"
     print(f"{PROG}: saved {output} ({kept}, {trainer.step} steps run{loss})", file=sys.stderr)
     print(f"{PROG}: {_recorded_scale(bundle)}", file=sys.stderr)
+    scored = trainer.tuning_summary() or trainer.holdout_note
+    if scored:
+        print(f"{PROG}: {scored}", file=sys.stderr)
 
 
 def _recorded_scale(bundle: Any) -> str:
