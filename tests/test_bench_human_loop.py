@@ -169,6 +169,37 @@ def test_validation_split_matches_train_builtin(bench):
     if not (bench.DATA / "images").is_dir():
         pytest.skip(f"no nuclei data at {bench.DATA}")
     data = bench.load_validation()
+    every = sorted(p.name for p in (bench.DATA / "images").glob("*.tif"))
+    assert [name for name, _, _ in data] == every[-(len(every) // 10) :]
     assert len(data) == 39
-    name, image, truth = data[0]
+    _, image, truth = data[0]
     assert image.shape == truth.shape and truth.max() > 0
+
+
+def test_report_body_table_and_verdict(bench):
+    args = bench.parse_args([])
+    rows = [
+        bench.Round("paint", 1, 18, 0.66, 100.0),
+        bench.Round("correct", 1, 18, 0.72, 90.0),
+        bench.Round("paint", 2, 36, 0.73, 100.0),
+    ]
+    body = bench.report_body(rows, 0.65, [("a.tif", 0.6), ("b.tif", 0.7)], args)
+    lines = body.splitlines()
+    assert "- Target: F1 >= baseline + 0.05 = 0.7000" in lines
+    assert (
+        "- Fewest fixed objects to reach it: correct 18 fixed objects, paint 36 fixed "
+        "objects" in lines
+    )
+    assert (
+        "- Correcting needs at most half of painting's fixed objects: met: 18 vs 36 "
+        "fixed objects" in lines
+    )
+    table = [line for line in lines if line.startswith("| correct") or line.startswith("| paint")]
+    assert table == [
+        "| correct | 0 | 0 | 0.6500 | - |",
+        "| correct | 1 | 18 | 0.7200 | 90 |",
+        "| paint | 0 | 0 | 0.6500 | - |",
+        "| paint | 1 | 18 | 0.6600 | 100 |",
+        "| paint | 2 | 36 | 0.7300 | 100 |",
+    ]
+    assert "a.tif (0.600), b.tif (0.700)" in body
