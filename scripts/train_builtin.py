@@ -550,6 +550,8 @@ def train_model(args: argparse.Namespace, data: Dataset):
         seed=args.seed,
         device="cpu",
         pixel_size=data.pixel_size,
+        # tune_postprocess below chooses the post-processing on the tuning images.
+        tune_postprocess=False,
     )
     base = load_model(args.base) if args.base is not None else None
     trainer = Trainer(
