@@ -35,8 +35,18 @@ def test_held_out_score_is_shown_and_equals_the_offline_score(
         steps=8, batch_size=1, patch_size=60, augment=False, preview_every=0, device="cpu",
         holdout="20%", learning_rate=5e-3,
     )  # fmt: skip
+    shown_statuses: list[str] = []
+    set_status = widget._status.set_value  # a Label emits no `changed`: record what is set
+
+    def record_status(value):
+        shown_statuses.append(str(value))
+        set_status(value)
+
+    widget._status.set_value = record_status
     widget.start()
     qtbot.waitUntil(lambda: not widget.is_training, timeout=TIMEOUT_MS)
+    # while the last step's weights are re-tuned, the dock says so (not a stale eta)
+    assert any("re-tuning the post-processing" in text for text in shown_statuses)
 
     plot = widget.loss_plot
     assert len(plot.scores) == 4 and plot.score_name == "held-out F1@0.5"  # every 2 steps

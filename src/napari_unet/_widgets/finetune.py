@@ -367,6 +367,10 @@ def _scale_words(bundle: ModelBundle) -> str:
     return f"it records {objects}{where}"
 
 
+#: Status while the run's last step is done and the post-processing is being re-tuned.
+RETUNING = "re-tuning the post-processing on the training annotations..."
+
+
 def _score_words(trainer: Trainer) -> str:
     """The held-out score and the re-tuned post-processing, for the final status."""
     if trainer.tuning is not None:
@@ -860,6 +864,7 @@ class FinetuneWidget(Container):
             self._run.stopped = True
             self._status.value = "stopping..."
             if self._run.trainer is not None:  # ends as a finished run: post-processing re-tuned
+                self._status.value = f"stopping: {RETUNING}"
                 self._run.trainer.request_stop()
             else:
                 self._worker.quit()
@@ -989,9 +994,12 @@ class FinetuneWidget(Container):
             self._plot.add_step(run.trainer.step if run.trainer else event.step, event.loss)
             if run.finished:
                 return  # arrived after the end: the final status stays, the bar is closed
+            if run.stopped:
+                return  # the status says it is stopping and re-tuning
+            last = event.step == event.total_steps
             self._status.value = _with_note(
                 f"step {event.step}/{event.total_steps}  loss {event.loss:.4f}{run.score}  "
-                f"eta {event.eta:.0f} s",
+                + (RETUNING if last else f"eta {event.eta:.0f} s"),
                 run.note,
             )
             self._count_step(run, event)
