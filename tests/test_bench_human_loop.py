@@ -203,3 +203,25 @@ def test_report_body_table_and_verdict(bench):
         "| paint | 2 | 36 | 0.7300 | 100 |",
     ]
     assert "a.tif (0.600), b.tif (0.700)" in body
+
+
+def test_reviewing_a_whole_image_fixes_every_mistake(bench):
+    """--protocol image: every mistake fixed; correct keeps the rest of the result,
+    paint annotates only the fixed objects; unreviewed images stay unannotated."""
+    truth, result = truth_labels(), result_labels()
+    mistakes = bench.rank_mistakes(truth, result)
+    fixes, corrected = bench.review_image("correct", result, truth)
+    assert fixes.count == len(mistakes) >= 4
+    assert sorted(fixes.truth_ids) == [2, 3, 4]
+    assert (corrected > 0).all() and corrected[4, 4] >= 2  # truth 1, matched, kept
+    _, painted = bench.review_image("paint", result, truth)
+    assert (painted[truth == 1] == 0).all()  # not a mistake: not painted
+    assert all((painted[truth == t] >= 2).all() for t in (2, 3, 4))
+
+    state = bench.ModeState("correct", [result, result], [bench.Fixes(), bench.Fixes()])
+    first = bench._image_round(state, 1, [truth, truth])
+    np.testing.assert_array_equal(first[0], corrected)
+    assert not first[1].any()  # the second image is not reviewed yet
+    second = bench._image_round(state, 2, [truth, truth])
+    np.testing.assert_array_equal(second[0], corrected)  # kept as made
+    assert (second[1] > 0).all()
