@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_unet._sample_data import dic_image
 from napari_unet._widgets._model_choice import read_settings, settings_path
 
 TIMEOUT_MS = 90_000
@@ -84,10 +85,11 @@ def test_each_image_is_offered_the_model_of_its_kind(make_napari_viewer, blobs, 
     viewer.add_image(blobs, name="nuclei")
     viewer.add_image(blobs, name="tiny pixels", scale=(5, 5), units="nm")
     viewer.add_image(blobs, name="light microscope", scale=(0.3, 0.3), units="µm")
+    viewer.add_image(dic_image(), name="DIC")
     _, segment = _open(viewer, "Segment")
 
     offered = {}
-    for name in ("section", "nuclei", "tiny pixels", "light microscope"):
+    for name in ("section", "nuclei", "tiny pixels", "light microscope", "DIC"):
         segment.set_options(image=name)
         offered[name] = segment.model_label
     assert offered == {
@@ -95,6 +97,7 @@ def test_each_image_is_offered_the_model_of_its_kind(make_napari_viewer, blobs, 
         "nuclei": "nuclei",  # dark background
         "tiny pixels": "em-membranes",  # 5 nm: the scale em-membranes records (4 nm)
         "light microscope": "nuclei",  # 300 nm: no model records it; dark background
+        "DIC": "dic-cells",  # the DIC sample: relief on an even background
     }
     # The model's recommended post-processing comes with it.
     segment.set_options(image="section")
