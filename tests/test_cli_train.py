@@ -75,6 +75,8 @@ def test_sample_writes_the_bundled_images(tmp_path):
     nuclei = tifffile.imread(tmp_path / "n.tif")
     assert nuclei.ndim == 2 and nuclei.dtype == np.uint8 and nuclei.std() > 0
     assert main(["sample", "em", "-o", str(tmp_path / "em.tif")]) == 0
+    assert main(["sample", "dic", "-o", str(tmp_path / "dic.tif")]) == 0
+    assert tifffile.imread(tmp_path / "dic.tif").shape == (512, 640)
     assert tifffile.imread(tmp_path / "em.tif").shape[1:] == (512, 512)
 
 

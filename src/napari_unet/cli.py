@@ -1252,7 +1252,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------- sample
 
 #: Bundled sample name -> loader in napari_unet._sample_data (plain arrays, no Qt).
-_SAMPLES = {"nuclei": "nuclei_image", "em": "em_stack"}
+_SAMPLES = {"nuclei": "nuclei_image", "em": "em_stack", "dic": "dic_image"}
 
 
 def _add_sample_parser(subparsers: Any) -> None:
@@ -1260,7 +1260,8 @@ def _add_sample_parser(subparsers: Any) -> None:
         "sample",
         help="write a bundled sample image to a TIFF file",
         description="Write a sample image shipped with napari-unet: 'nuclei' (fluorescence, "
-        "DSB 2018, CC0) or 'em' (4 slices of the ISBI 2012 EM stack).",
+        "DSB 2018, CC0), 'em' (4 slices of the ISBI 2012 EM stack) or 'dic' (transmitted "
+        "light: DIC of CHO cells, BBBC030, CC BY 3.0).",
     )
     parser.add_argument("name", choices=sorted(_SAMPLES))
     parser.add_argument("-o", "--output-path", dest="output_path", required=True, metavar="TIFF")
