@@ -69,3 +69,16 @@ def test_held_out_score_is_shown_and_equals_the_offline_score(
     tuned = bundle.provenance["postprocess_tuning"]["held_out_tuned_score"]
     offline = holdout_score(probabilities, holdout, recommended_options(bundle, "labels"))
     assert offline == pytest.approx(tuned)
+
+
+def test_the_transmitted_light_augmentation_is_set_in_the_dock(make_napari_viewer, blobs):
+    """The DIC recipe's blur and contrast inversion (docs/transmitted-light.md) are dock
+    settings that reach the training run; both are off by default."""
+    viewer = make_napari_viewer()
+    viewer.add_image(blobs, name="blobs")
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Fine-tune")
+    default = widget.train_config().augment
+    assert (default.blur, default.invert) == (0.0, 0.0)
+    widget.set_options(blur=1.5, invert_contrast=0.5)
+    augment = widget.train_config().augment
+    assert (augment.enabled, augment.blur, augment.invert) == (True, 1.5, 0.5)

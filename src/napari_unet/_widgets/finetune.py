@@ -165,6 +165,8 @@ _OPTION_WIDGETS = {
     "batch_size": "_batch_size",
     "patch_size": "_patch_size",
     "augment": "_augment",
+    "blur": "_blur",
+    "invert_contrast": "_invert",
     "preview_every": "_preview_every",
     "device": "_device",
     "name": "_name",
@@ -474,6 +476,24 @@ class FinetuneWidget(Container):
             tooltip="width of the border weight (paper eq. 2)",
         )
         self._augment = CheckBox(text="augmentation (elastic, flips, intensity)", value=True)
+        self._blur = FloatSpinBox(
+            label="blur (px)",
+            value=0.0,
+            min=0.0,
+            max=20.0,
+            step=0.5,
+            tooltip="transmitted light: blur each training patch by a Gaussian of up to this "
+            "sigma (slightly defocused frames; the DIC recipe uses 1.5; 0: off)",
+        )
+        self._invert = FloatSpinBox(
+            label="invert contrast",
+            value=0.0,
+            min=0.0,
+            max=1.0,
+            step=0.1,
+            tooltip="transmitted light: probability of inverting a patch's contrast about its "
+            "mean (the opposite DIC shear or phase halo; the DIC recipe uses 0.5; 0: off)",
+        )
         self._batch_size = SpinBox(label="batch size", value=4, min=1, max=64)
         self._patch_size = SpinBox(
             label="patch size (px)",
@@ -493,8 +513,9 @@ class FinetuneWidget(Container):
         self._device = ComboBox(label="device", choices=_common.device_choices(), value="auto")
         self._holdout = LineEdit(label="hold out", value="auto", tooltip=HOLDOUT_TIP)
         self._advanced = Container(
-            widgets=[self._w0, self._sigma, self._augment, self._batch_size, self._patch_size,
-                     self._preview_every, self._device, self._holdout],
+            widgets=[self._w0, self._sigma, self._augment, self._blur, self._invert,
+                     self._batch_size, self._patch_size, self._preview_every, self._device,
+                     self._holdout],
             labels=True,
             visible=False,
         )  # fmt: skip
@@ -655,7 +676,11 @@ class FinetuneWidget(Container):
             learning_rate=float(self._learning_rate.value),
             w0=float(self._w0.value),
             sigma=float(self._sigma.value),
-            augment=AugmentConfig(enabled=bool(self._augment.value)),
+            augment=AugmentConfig(
+                enabled=bool(self._augment.value),
+                blur=float(self._blur.value),
+                invert=float(self._invert.value),
+            ),
             validation_every=max(1, min(25, int(self._steps.value) // 4)),
             preview_every=int(self._preview_every.value),
             device=self._device.value,
@@ -681,8 +706,9 @@ class FinetuneWidget(Container):
         axis of the image layer, or None), ``channels`` ("0,2", ints, or None for all),
         ``channel_layers`` (layers or names), ``rgb`` (None, "channels" or "grey"); and
         the training settings ``steps``, ``learning_rate``, ``batch_size``,
-        ``patch_size`` (None or 0: automatic), ``augment``, ``preview_every`` (0:
-        never), ``device``, ``name`` (the trained model's) and ``holdout`` ("auto",
+        ``patch_size`` (None or 0: automatic), ``augment``, ``blur`` and
+        ``invert_contrast`` (transmitted light, see docs/transmitted-light.md),
+        ``preview_every`` (0: never), ``device``, ``name`` (the trained model's) and ``holdout`` ("auto",
         "off", "20%", "1 plane"; see :func:`~napari_unet.core.holdout.parse_holdout`). For
         "Correct a result": ``result`` (the Labels layer to correct, or its name) and
         ``result_planes`` ("view": the plane in view, or "all").
