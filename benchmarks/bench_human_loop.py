@@ -93,9 +93,9 @@ import numpy as np
 import tifffile
 import torch
 from scipy import ndimage as ndi
-from skimage.segmentation import find_boundaries
 
 from napari_unet.core.annotations import (
+    RESULT_BOUNDARY_BAND,
     SPARSE_BACKGROUND,
     SPARSE_UNANNOTATED,
     annotations_from_labels,
@@ -122,8 +122,9 @@ SECTIONS = {
     ),
 }
 #: ``--band``: in ``correct`` mode, pixels this close to a kept result object's boundary
-#: are left unannotated (0: the whole result is trusted, as the dock converts it).
-UNSURE_BAND = 0
+#: are left unannotated (``annotations_from_labels(boundary_band=...)``; 0: the whole
+#: result is trusted).
+UNSURE_BAND = RESULT_BOUNDARY_BAND
 #: ``choose_fixes`` count that fixes every mistake of an image.
 EVERY_MISTAKE = 1_000_000
 MODES = ("correct", "paint")
@@ -282,19 +283,10 @@ def correct_annotation(result: np.ndarray, truth: np.ndarray, fixes: Fixes) -> n
         0 unannotated (only erased pixels on unfixed true objects), 1 background,
         2.. cells: the result's objects, then the fixed true objects painted over them.
     """
-    annotation = annotations_from_labels(result).astype(np.uint32)
-    if UNSURE_BAND:
-        annotation[unsure_band(result, UNSURE_BAND)] = SPARSE_UNANNOTATED
+    annotation = annotations_from_labels(result, boundary_band=UNSURE_BAND).astype(np.uint32)
     _erase(annotation, truth, fixes)
     _paint_truth(annotation, truth, fixes)
     return annotation
-
-
-def unsure_band(result: np.ndarray, width: int) -> np.ndarray:
-    """``(H, W)`` bool: pixels within ``width`` px of a boundary of ``result``'s objects
-    (inside or out), where a result's boundary placement is least to be trusted."""
-    edges = find_boundaries(result, mode="inner") | find_boundaries(result, mode="outer")
-    return ndi.binary_dilation(edges, iterations=width - 1) if width > 1 else edges
 
 
 def ring_radius(area: int) -> float:
@@ -540,7 +532,8 @@ def report_body(rows, baseline, chosen, args) -> str:
                 "image from the ground truth, then the model "
             )
             + f"is fine-tuned {args.steps} steps (batch {args.batch_size}, learning rate "
-            f"{args.learning_rate:g}, seed {args.seed}, holdout off, post-processing re-tuned) "
+            f"{args.learning_rate:g}, seed {args.seed}, holdout off, post-processing re-tuned; "
+            f"correct mode leaves {args.band} px around the result's boundaries unannotated) "
             "and scored at its native scale with its re-tuned recommendation. Protocol in "
             "the module docstring of benchmarks/bench_human_loop.py.",
             "",
@@ -576,9 +569,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--band",
         type=int,
-        default=0,
+        default=RESULT_BOUNDARY_BAND,
         help="correct mode: leave pixels within this many px of a result object's boundary "
-        "unannotated (0: trust the whole result)",
+        f"unannotated, as the dock does ({RESULT_BOUNDARY_BAND}; 0: trust the whole result)",
     )
     parser.add_argument(
         "--modes", default=",".join(MODES), help="modes to run, e.g. correct (both by default)"

@@ -8,6 +8,7 @@ import tifffile
 
 from napari_unet.cli import main
 from napari_unet.core import train
+from napari_unet.core.annotations import RESULT_BOUNDARY_BAND, annotations_from_labels
 from napari_unet.core.model import UNetConfig
 from napari_unet.core.modelfile import load_model, random_model, save_model
 
@@ -51,7 +52,10 @@ def test_train_on_one_plane_of_a_corrected_result(tmp_path, result_stack, monkey
     monkeypatch.setattr(train, "Trainer", Recording)
     output = tmp_path / "fixed.safetensors"
 
-    status = _train(image, labels, base, output, "--annotation", "result", "--planes", "1")
+    status = _train(
+        image, labels, base, output, "--annotation", "result", "--planes", "1",
+        "--boundary-band", "0",
+    )  # fmt: skip
 
     assert status == 0 and load_model(output).provenance["base"] == "tiny-base"
     [(annotations, convention)] = received
@@ -65,14 +69,30 @@ def test_train_on_one_plane_of_a_corrected_result(tmp_path, result_stack, monkey
 
 
 def test_every_plane_of_a_result_by_default(tmp_path, result_stack, monkeypatch):
-    image, labels, base, _ = result_stack
+    image, labels, base, result = result_stack
     received, trainer = [], train.Trainer
     monkeypatch.setattr(
         train, "Trainer", lambda *args, **kw: received.append(args[2]) or trainer(*args, **kw)
     )
     output = tmp_path / "all.safetensors"
     assert _train(image, labels, base, output, "--annotation", "result") == 0
-    assert (received[0][0] > 0).all()
+    # every plane annotated, except the default band around the result's boundaries
+    default_band = annotations_from_labels(result, boundary_band=RESULT_BOUNDARY_BAND)
+    np.testing.assert_array_equal(received[0][0], default_band)
+    assert RESULT_BOUNDARY_BAND == 2  # the CLI's --boundary-band default, written out there
+    assert (received[0][0][0] > 0).mean() > 0.8
+    assert _train(image, labels, base, output, "--annotation", "result", "--boundary-band",
+                  "0", "--overwrite") == 0  # fmt: skip
+    assert (received[1][0] > 0).all()
+
+
+def test_a_negative_boundary_band_is_refused(tmp_path, result_stack, capsys):
+    image, labels, base, _ = result_stack
+    output = tmp_path / "never.safetensors"
+    extra = ("--annotation", "result", "--boundary-band", "-1")
+    assert _train(image, labels, base, output, *extra) == 2
+    assert "--boundary-band must be 0 px or more" in capsys.readouterr().err
+    assert not output.exists()
 
 
 @pytest.mark.parametrize(

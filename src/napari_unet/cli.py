@@ -865,6 +865,15 @@ def _add_train_parser(subparsers: Any) -> None:
         "'4:' (4 to the end); 'T/Z' items such as '0/3' or '1/0:2' for (T, Z, Y, X) "
         "files (default: every plane)",
     )
+    parser.add_argument(
+        "--boundary-band",
+        type=int,
+        default=2,  # core.annotations.RESULT_BOUNDARY_BAND, not imported for a fast --help
+        metavar="PX",
+        help="with --annotation result: leave this many px around the result's object "
+        "boundaries unannotated, so training does not learn the result's own boundary "
+        "placement (default 2; 0 keeps them)",
+    )
     parser.add_argument("--learning-rate", type=float, default=1e-3, metavar="LR")
     parser.add_argument("--batch-size", type=int, default=2, metavar="N")
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
@@ -964,7 +973,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     trainer = Trainer(
         base,
         images,
-        _training_labels(args.labels, args.annotation, args.planes),
+        _training_labels(args.labels, args.annotation, args.planes, args.boundary_band),
         convention="sparse" if args.annotation == "result" else args.annotation,
         config=config,
         name=args.name or output.name.removesuffix(".safetensors"),
@@ -996,6 +1005,8 @@ def _check_holdout_argument(args: argparse.Namespace) -> None:
 
 def _check_planes_argument(args: argparse.Namespace) -> None:
     """Refuse --planes without --annotation result, and a --planes list of bad syntax."""
+    if args.boundary_band < 0:
+        raise InputError(f"--boundary-band must be 0 px or more, got {args.boundary_band}")
     if args.planes is None:
         return
     if args.annotation != "result":
@@ -1008,7 +1019,9 @@ def _check_planes_argument(args: argparse.Namespace) -> None:
         raise InputError(f"--planes: {error}") from None
 
 
-def _training_labels(paths: list[str], annotation: str, planes: str | None) -> list[Any]:
+def _training_labels(
+    paths: list[str], annotation: str, planes: str | None, boundary_band: int = 0
+) -> list[Any]:
     """The labels files as read; results (``annotation == "result"``) converted to sparse
     annotations of the ``planes`` list (every plane when None)."""
     from napari_unet.core.annotations import annotations_from_labels, planes_from_text
@@ -1023,7 +1036,7 @@ def _training_labels(paths: list[str], annotation: str, planes: str | None) -> l
             chosen = None if planes is None else planes_from_text(planes, result.shape[:-2])
         except InputError as error:
             raise InputError(f"--planes for {path.name}: {error}") from None
-        annotations = annotations_from_labels(result, chosen)
+        annotations = annotations_from_labels(result, chosen, boundary_band=boundary_band)
         cells = max(int(annotations.max()) - 1, 0)
         which = "every plane" if chosen is None else f"{len(chosen)} plane(s)"
         print(

@@ -214,3 +214,23 @@ def test_plane_lists_read_as_the_sliders_count(text, leading, planes):
 def test_bad_plane_lists_are_refused_in_one_line(text, leading, words):
     with pytest.raises(InputError, match=words):
         planes_from_text(text, leading)
+
+
+def test_a_boundary_band_leaves_the_result_s_boundaries_unannotated():
+    """Two touching squares and a lone one: a band of 1 px unannotates the pixels on
+    either side of every boundary (between the touching pair too); 2 px one more ring."""
+    labels = np.zeros((30, 40), np.int32)
+    labels[5:15, 5:15], labels[5:15, 15:25], labels[20:26, 30:36] = 3, 7, 9
+    whole = annotations_from_labels(labels)
+    one = annotations_from_labels(labels, boundary_band=1)
+    two = annotations_from_labels(labels, boundary_band=2)
+    assert one[10, 14] == one[10, 15] == 0  # both sides of the touching border
+    assert one[10, 4] == 0 and one[10, 5] == 0 and one[10, 6] != 0  # outside and inside
+    assert two[10, 6] == 0 and two[10, 3] == 0 and two[10, 7] == whole[10, 7]
+    for banded in (one, two):
+        kept = banded != 0
+        np.testing.assert_array_equal(banded[kept], whole[kept])
+        assert set(np.unique(banded[kept])) == set(np.unique(whole))  # every cell survives
+    assert (two == 0).sum() > (one == 0).sum() > 0
+    with pytest.raises(InputError, match="boundary band must be 0 px or more"):
+        annotations_from_labels(labels, boundary_band=-1)

@@ -8,6 +8,11 @@ from painted_docks import TINY_TRAINING
 from skimage.measure import label as connected_components
 
 from napari_unet._widgets.finetune import FinetuneWidget
+from napari_unet.core.annotations import (
+    RESULT_BOUNDARY_BAND,
+    annotations_from_labels,
+    boundary_pixels,
+)
 
 TIMEOUT_MS = 90_000
 
@@ -38,6 +43,7 @@ def test_correct_the_plane_in_view_then_train_on_it(
     viewer.dims.set_current_step(0, 1)
 
     assert widget.result_to_correct == result  # the newest labels layer
+    widget.set_options(boundary_band=0)  # every pixel converted (the band: its own test)
     corrections = widget.correct_result()
 
     assert corrections.name == "result corrections"
@@ -83,7 +89,7 @@ def test_all_planes_of_a_result_chosen_by_name(make_napari_viewer, blobs):
     widget.new_annotations()
     assert widget.result_to_correct == newest  # our annotations are not offered
 
-    widget.set_options(result="result", result_planes="all")
+    widget.set_options(result="result", result_planes="all", boundary_band=0)
     corrections = widget.correct_result()
 
     assert (corrections.data > 0).all()
@@ -98,7 +104,7 @@ def test_a_2d_result_is_corrected_whole_and_a_mismatch_is_noted(make_napari_view
     viewer.add_image(blobs[:50], name="crop")
     result = viewer.add_labels(connected_components(blobs > 100), name="cells labels")
     widget = _open_dock(viewer)
-    widget.set_options(image="crop")
+    widget.set_options(image="crop", boundary_band=0)
 
     corrections = widget.correct_result("cells labels")
 
@@ -119,3 +125,22 @@ def test_nothing_to_correct_or_negative_labels_are_refused(make_napari_viewer, n
     assert widget.correct_result() is None
     assert "found -3" in notifications["error"][2]
     assert [layer.name for layer in viewer.layers] == ["odd"]
+
+
+def test_the_result_s_boundaries_are_left_unannotated_by_default(make_napari_viewer, blobs):
+    """By default RESULT_BOUNDARY_BAND px around the result's objects stay 0, so training
+    does not learn the result's boundary placement; the rest is converted as before."""
+    viewer = make_napari_viewer()
+    stack, labels = _stack_and_result(blobs)
+    viewer.add_image(stack, name="stack")
+    viewer.add_labels(labels.copy(), name="result")
+    widget = _open_dock(viewer)
+    viewer.dims.set_current_step(0, 1)
+    data = widget.correct_result().data
+    band = boundary_pixels(labels[1], RESULT_BOUNDARY_BAND)
+    assert band.any() and (data[1][band] == 0).all()
+    whole = annotations_from_labels(labels, [(1,)])
+    np.testing.assert_array_equal(data[1][~band], whole[1][~band])
+    np.testing.assert_array_equal(
+        data, annotations_from_labels(labels, [(1,)], boundary_band=RESULT_BOUNDARY_BAND)
+    )

@@ -131,7 +131,11 @@ from napari_unet._widgets._common import (
 from napari_unet._widgets._loss_plot import LossPlot
 from napari_unet._widgets._scale import layer_pixel_size
 from napari_unet.core import export as bioimageio_export
-from napari_unet.core.annotations import annotations_from_labels, check_annotation_matches
+from napari_unet.core.annotations import (
+    RESULT_BOUNDARY_BAND,
+    annotations_from_labels,
+    check_annotation_matches,
+)
 from napari_unet.core.augment import AugmentConfig
 from napari_unet.core.errors import AnnotationError, InputError, UNetError
 from napari_unet.core.events import Preview, TrainingFinished, TrainStep, Validation
@@ -171,6 +175,7 @@ _OPTION_WIDGETS = {
     "device": "_device",
     "name": "_name",
     "result_planes": "_result_planes",
+    "boundary_band": "_boundary_band",
     "holdout": "_holdout",
 }
 #: Brush defaults of new annotation layers: paint a first cell at once.
@@ -436,6 +441,14 @@ class FinetuneWidget(Container):
         self._result_planes = ComboBox(
             label="correct", choices=[("plane in view", "view"), ("all planes", "all")]
         )
+        self._boundary_band = SpinBox(
+            label="unsure boundary (px)",
+            value=RESULT_BOUNDARY_BAND,
+            min=0,
+            max=20,
+            tooltip="leave this many px around the result's object boundaries unannotated, so "
+            "training does not learn the result's own boundary placement (0: keep them)",
+        )
         self._correct_button = PushButton(
             text="Correct a result",
             tooltip="copy the result as annotations (objects = cells, the rest background) "
@@ -536,7 +549,7 @@ class FinetuneWidget(Container):
         )
         self.extend([
             self._image_combo, *self._channels.widgets, self._new_button,
-            self._result_combo, self._result_planes, self._correct_button,
+            self._result_combo, self._result_planes, self._boundary_band, self._correct_button,
             self._annotation_combo, self._legend, self._convention, self._base_combo,
             self._steps, self._learning_rate,
             self._advanced_toggle, self._advanced, self._name, self._start_button,
@@ -708,10 +721,12 @@ class FinetuneWidget(Container):
         the training settings ``steps``, ``learning_rate``, ``batch_size``,
         ``patch_size`` (None or 0: automatic), ``augment``, ``blur`` and
         ``invert_contrast`` (transmitted light, see docs/transmitted-light.md),
-        ``preview_every`` (0: never), ``device``, ``name`` (the trained model's) and ``holdout`` ("auto",
-        "off", "20%", "1 plane"; see :func:`~napari_unet.core.holdout.parse_holdout`). For
-        "Correct a result": ``result`` (the Labels layer to correct, or its name) and
-        ``result_planes`` ("view": the plane in view, or "all").
+        ``preview_every`` (0: never), ``device``, ``name`` (the trained model's) and
+        ``holdout`` ("auto", "off", "20%", "1 plane"; see
+        :func:`~napari_unet.core.holdout.parse_holdout`). For
+        "Correct a result": ``result`` (the Labels layer to correct, or its name),
+        ``result_planes`` ("view": the plane in view, or "all") and ``boundary_band`` (px
+        around the result's boundaries left unannotated).
         """
         unknown = set(values) - _CHANNEL_KEYS - set(_OPTION_WIDGETS) - {"result"}
         if unknown:
@@ -811,7 +826,9 @@ class FinetuneWidget(Container):
         try:
             position = self._correct_position(source)
             annotations = annotations_from_labels(
-                source.data, None if position is None else [position]
+                source.data,
+                None if position is None else [position],
+                boundary_band=int(self._boundary_band.value),
             )
         except UNetError as error:
             notify_error(error)

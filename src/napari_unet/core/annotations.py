@@ -54,7 +54,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+from scipy import ndimage
 from skimage.measure import label as connected_components
+from skimage.segmentation import find_boundaries
 
 from napari_unet.core.errors import AnnotationError, InputError
 
@@ -353,8 +355,17 @@ def _separate_touching(cell_ids: np.ndarray) -> np.ndarray:
 MAX_LEADING_AXES = 2
 
 
+#: Default ``boundary_band`` of the front ends (the Fine-tune dock's *Correct a result*,
+#: ``train --annotation result``): pixels within 2 px of a result's object boundaries are
+#: left unannotated. Chosen with benchmarks/bench_human_loop.py on the 6 nuclei
+#: validation images it uses: a corrected result trained as converted teaches the
+#: network the result's own boundary placement; leaving 2 px unannotated raised the
+#: fine-tuned F1 after the same fixes (docs/benchmarks.md).
+RESULT_BOUNDARY_BAND = 2
+
+
 def annotations_from_labels(
-    labels: Any, planes: Sequence[Sequence[int]] | None = None
+    labels: Any, planes: Sequence[Sequence[int]] | None = None, *, boundary_band: int = 0
 ) -> np.ndarray:
     """Sparse annotations of ``planes`` of an instance labels array, to correct and train on.
 
@@ -374,6 +385,11 @@ def annotations_from_labels(
         Positions on the leading axes of the planes to annotate, e.g. ``[(3,)]`` for
         plane 3 of a ``(Z, H, W)`` stack or ``[(0, 5)]`` for ``(T, Z, H, W)``; ``None``
         (the default) for every plane; ``None`` or ``[()]`` for 2-D labels.
+    boundary_band : int
+        Leave the pixels within this many px of an object's boundary (inside or out)
+        unannotated: where a segmentation is least sure, so that training does not learn
+        its boundary placement. 0 (the default) converts every pixel;
+        :data:`RESULT_BOUNDARY_BAND` is what the dock and the CLI use.
 
     Returns
     -------
@@ -409,9 +425,23 @@ def annotations_from_labels(
     annotations = np.full(shape, SPARSE_UNANNOTATED, dtype=dtype)
     # Rank of each value among the ids: background 0 -> 1, the k-th object -> k + 1.
     offset = SPARSE_BACKGROUND if has_background else SPARSE_FIRST_CELL
+    if boundary_band < 0:
+        raise InputError(f"the boundary band must be 0 px or more, got {boundary_band}")
     for position, plane in zip(chosen, read, strict=True):
-        annotations[position] = np.searchsorted(ids, plane) + offset
+        converted = np.searchsorted(ids, plane) + offset
+        if boundary_band:
+            converted[boundary_pixels(plane, boundary_band)] = SPARSE_UNANNOTATED
+        annotations[position] = converted
     return annotations
+
+
+def boundary_pixels(labels: np.ndarray, width: int) -> np.ndarray:
+    """``(H, W)`` bool: pixels within ``width`` px (>= 1) of a boundary of the objects of
+    the ``(H, W)`` instance ``labels``, on either side (between touching objects too)."""
+    edges = find_boundaries(labels, mode="inner") | find_boundaries(labels, mode="outer")
+    if width > 1:
+        edges = ndimage.binary_dilation(edges, iterations=width - 1)
+    return edges
 
 
 def _check_result_labels(dtype: np.dtype, shape: tuple[int, ...]) -> None:
