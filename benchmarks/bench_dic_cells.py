@@ -41,14 +41,12 @@ only).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import torch
@@ -57,6 +55,7 @@ from skimage.filters import threshold_otsu
 from skimage.measure import label
 
 from _report import write_section
+from _scripts import train_builtin
 from napari_unet.core.metrics import f1_score
 from napari_unet.core.modelfile import ModelBundle, load_model
 from napari_unet.core.segment import SegmentOptions, recommended_options, segment
@@ -70,19 +69,7 @@ BASELINE_SIGMA = 2.0
 BASELINE_MIN_SIZE = 100
 
 
-def _train_builtin() -> ModuleType:
-    """scripts/train_builtin.py as a module: its BBBC030 loading, label cleaning, scale and
-    foreground IoU are the ones the built-in dic-cells model is scored with."""
-    name = "train_builtin"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up while the file runs
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-TB = _train_builtin()
+TB = train_builtin()
 DEFAULT_MODEL = TB.MODELS / "dic-cells.safetensors"
 
 

@@ -48,18 +48,17 @@ runs from it score frames it has seen; the result line says so.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import re
 import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import torch
 
 from _report import DOC, write_section
+from _scripts import train_builtin
 from napari_unet.core.augment import AugmentConfig
 from napari_unet.core.events import TrainStep, Validation
 from napari_unet.core.metrics import f1_score, iou_matrix, match_counts
@@ -77,19 +76,7 @@ TITLE = "Transmitted light: fine-tuning from 5 DIC frames (BBBC030)"
 TARGET_IOU = 0.75
 
 
-def _train_builtin() -> ModuleType:
-    """scripts/train_builtin.py as a module: its BBBC030 loading, label cleaning and
-    post-processing candidates are the ones the built-in dic-cells model uses."""
-    name = "train_builtin"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up while the file runs
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-TB = _train_builtin()
+TB = train_builtin()
 
 #: Settings every run starts from; a recipe and then the flags given override them.
 DEFAULTS: dict[str, object] = {
