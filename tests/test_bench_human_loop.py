@@ -89,7 +89,8 @@ def test_false_positive_mostly_erased_before_is_not_chosen_again(bench):
     assert [int(m.sum()) for m in chosen.erased[1:]] == [6]
 
 
-def test_correct_annotation_applies_fixes_and_keeps_the_rest_of_the_result(bench):
+def test_correct_annotation_applies_fixes_and_keeps_the_rest_of_the_result(bench, monkeypatch):
+    monkeypatch.setattr(bench, "UNSURE_BAND", 0)  # every pixel of the result converted
     truth, result = truth_labels(), result_labels()
     fixes = bench.choose_fixes(truth, result, bench.Fixes(), 3)  # truths 3, 4, 2
     fixes = bench.Fixes(fixes.truth_ids, [result == 30])
@@ -205,9 +206,10 @@ def test_report_body_table_and_verdict(bench):
     assert "a.tif (0.600), b.tif (0.700)" in body
 
 
-def test_reviewing_a_whole_image_fixes_every_mistake(bench):
+def test_reviewing_a_whole_image_fixes_every_mistake(bench, monkeypatch):
     """--protocol image: every mistake fixed; correct keeps the rest of the result,
     paint annotates only the fixed objects; unreviewed images stay unannotated."""
+    monkeypatch.setattr(bench, "UNSURE_BAND", 0)  # every pixel of the result converted
     truth, result = truth_labels(), result_labels()
     mistakes = bench.rank_mistakes(truth, result)
     fixes, corrected = bench.review_image("correct", result, truth)
@@ -225,3 +227,15 @@ def test_reviewing_a_whole_image_fixes_every_mistake(bench):
     second = bench._image_round(state, 2, [truth, truth])
     np.testing.assert_array_equal(second[0], corrected)  # kept as made
     assert (second[1] > 0).all()
+
+
+def test_correcting_leaves_the_result_s_boundaries_unannotated_by_default(bench):
+    """The dock's default band: kept result objects lose 2 px at their boundaries, the
+    fixed true objects are painted whole."""
+    truth, result = truth_labels(), result_labels()
+    assert bench.UNSURE_BAND == 2
+    fixes = bench.choose_fixes(truth, result, bench.Fixes(), 3)
+    annotation = bench.correct_annotation(result, truth, fixes)
+    assert annotation[2, 4] == 0 and annotation[4, 4] >= 2  # truth 1's edge, its centre
+    for truth_id in fixes.truth_ids:
+        assert (annotation[truth == truth_id] >= 2).all()
