@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
+from test_augment import seeded, smooth_batch
 
 from napari_unet.core.augment import (
     AugmentConfig,
@@ -27,18 +27,9 @@ from napari_unet.core.errors import InputError
 from napari_unet.core.train import TrainConfig, _jsonable_config
 
 
-def seeded(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
 def blobs(batch: int = 4, size: tuple[int, int] = (64, 64)):
-    """Smooth image (B, 1, H, W) in [0, 1], labels (B, H, W) with -1 ignored, weights."""
-    noise = torch.rand(batch, 1, 6, 6, generator=seeded(123))
-    image = F.interpolate(noise, size=size, mode="bicubic", align_corners=True).clamp(0, 1)
-    labels = (image[:, 0] > 0.5).long()
-    labels[image[:, 0] < 0.15] = -1
-    weights = torch.where(labels == -1, 0.0, 1.0 + image[:, 0])
-    return image, labels, weights
+    """test_augment's smooth batch, larger: image (B, 1, H, W), labels, weights."""
+    return smooth_batch(batch, size)
 
 
 def augment_as_before(image, labels, weights, config, generator, crop):
