@@ -664,10 +664,10 @@ def test_overwrite_replaces_our_earlier_result(tmp_path, no_user_models):
 def test_an_image_larger_than_memory_is_refused_before_reading(
     tmp_path, no_user_models, monkeypatch, capsys
 ):
-    from napari_unet.core import io
+    from napari_unet.core import memory
 
     source = _tif(tmp_path, "big.tif", _image((600, 500), np.uint16))
-    monkeypatch.setattr(io, "available_memory", lambda: 100_000)
+    monkeypatch.setattr(memory, "available_memory", lambda: 100_000)
     monkeypatch.setattr(tifffile.TiffPage, "asarray", _never_called)
     argv = ["segment", source, "-o", str(tmp_path / "out.tif"), "--model", hostile.model(tmp_path)]
     assert main(argv) == 2
@@ -679,11 +679,11 @@ def test_a_result_larger_than_memory_is_refused_before_computing(
     tmp_path, no_user_models, monkeypatch, capsys
 ):
     """A zarr input is read lazily, but a TIFF result would be built in memory."""
-    from napari_unet.core import io, segment
+    from napari_unet.core import inmemory, memory
 
     source = _zarr_store(tmp_path)
-    monkeypatch.setattr(io, "available_memory", lambda: 1000)
-    monkeypatch.setattr(segment, "plan_tiles", _never_called)
+    monkeypatch.setattr(memory, "available_memory", lambda: 1000)
+    monkeypatch.setattr(inmemory, "plan_tiles", _never_called)
     argv = ["segment", source, "-o", str(tmp_path / "out.tif"), "--model", hostile.model(tmp_path)]
     assert main(argv) == 2
     line = _error_lines(capsys.readouterr().err)[0]

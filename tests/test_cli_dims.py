@@ -11,8 +11,7 @@ import tifffile
 from skimage import io as skio
 
 from napari_unet.cli import main
-from napari_unet.core import modelfile, registry
-from napari_unet.core import segment as segment_module
+from napari_unet.core import inmemory, modelfile, registry
 from napari_unet.core.io import rgb_to_grey
 from napari_unet.core.model import UNetConfig, margin
 from napari_unet.core.modelfile import load_model, random_model, save_model
@@ -143,7 +142,7 @@ def thresholding(monkeypatch):
         inside = batch[:, 0, m:-m, m:-m] > 0.5
         return np.stack([~inside, inside], axis=1).astype(np.float32)
 
-    monkeypatch.setattr(segment_module, "get_predictor", lambda *args, **kwargs: predictor)
+    monkeypatch.setattr(inmemory, "get_predictor", lambda *args, **kwargs: predictor)
 
 
 def test_labels_of_a_z_stack_are_linked_by_default(tmp_path, thresholding):

@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from napari_unet import cli
 from napari_unet.cli import main
-from napari_unet.core import largeimage, modelfile, registry
+from napari_unet.core import modelfile, registry, sources
 from napari_unet.core.largeimage import BlockStore, open_image
 from napari_unet.core.model import UNetConfig
 from napari_unet.core.modelfile import random_model, save_model
@@ -99,8 +99,8 @@ def test_tiff_in_zarr_out_reads_the_tiff_lazily(
 ):
     tifffile.imwrite(tmp_path / "big.tif", image, tile=(64, 64))
     opened = []
-    original = largeimage._open_tiff_lazily
-    monkeypatch.setattr(largeimage, "_open_tiff_lazily", lambda p: opened.append(p) or original(p))
+    original = sources._open_tiff_lazily
+    monkeypatch.setattr(sources, "_open_tiff_lazily", lambda p: opened.append(p) or original(p))
     out = tmp_path / "labels.zarr"
     assert main(_args(tmp_path / "big.tif", out, model_path, threshold)) == 0
     assert opened == [tmp_path / "big.tif"]
@@ -113,8 +113,8 @@ def test_a_big_tiff_is_read_by_tiles_even_for_a_tiff_output(
     tifffile.imwrite(tmp_path / "big.tif", image, tile=(64, 64))
     monkeypatch.setattr(cli, "LAZY_TIFF_BYTES", 0)
     opened = []
-    original = largeimage._open_tiff_lazily
-    monkeypatch.setattr(largeimage, "_open_tiff_lazily", lambda p: opened.append(p) or original(p))
+    original = sources._open_tiff_lazily
+    monkeypatch.setattr(sources, "_open_tiff_lazily", lambda p: opened.append(p) or original(p))
     assert main(_args(tmp_path / "big.tif", tmp_path / "o.tif", model_path, threshold)) == 0
     assert len(opened) == 1
     expected = _expected(model_path, image, threshold)

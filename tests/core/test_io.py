@@ -11,7 +11,7 @@ import tifffile
 import zarr
 from skimage import io as skio
 
-from napari_unet.core import io as io_module
+from napari_unet.core import memory as memory_module
 from napari_unet.core.errors import InputError, OutputError
 from napari_unet.core.io import (
     as_planes,
@@ -244,7 +244,7 @@ def test_format_bytes(nbytes, text):
 
 
 def test_check_fits_in_memory_names_what_and_what_to_do(monkeypatch):
-    monkeypatch.setattr(io_module, "available_memory", lambda: 3 * 2**30)
+    monkeypatch.setattr(memory_module, "available_memory", lambda: 3 * 2**30)
     check_fits_in_memory(3 * 2**30, "the result")  # exactly what is available: fine
     with pytest.raises(InputError) as caught:
         check_fits_in_memory(2 * 10**10, "the result")

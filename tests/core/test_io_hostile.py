@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from skimage import io as skio
 
-from napari_unet.core import io as io_module
+from napari_unet.core import memory as memory_module
 from napari_unet.core.errors import InputError, UNetError
 from napari_unet.core.io import read_image
 
@@ -202,7 +202,7 @@ HUGE = (
 def test_a_tiff_header_claiming_more_than_memory_is_refused_before_allocating(
     tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(io_module, "available_memory", lambda: 4 * 2**30)
+    monkeypatch.setattr(memory_module, "available_memory", lambda: 4 * 2**30)
     # one zlib strip (RowsPerStrip = 2**31) said to hold 100000 x 100000 pixels
     seed = _tiff_bytes(tmp_path, compression="zlib", rowsperstrip=40)
     (tmp_path / "huge.tif").write_bytes(
@@ -220,7 +220,7 @@ def test_a_tiff_header_claiming_more_than_memory_is_refused_before_allocating(
 
 
 def test_a_png_header_claiming_more_than_memory_is_refused_before_decoding(tmp_path, monkeypatch):
-    monkeypatch.setattr(io_module, "available_memory", lambda: 4 * 2**30)
+    monkeypatch.setattr(memory_module, "available_memory", lambda: 4 * 2**30)
     data = bytearray(_png_bytes(tmp_path))
     data[16:24] = struct.pack(">II", 100000, 100000)  # IHDR width, height (CRC now wrong)
     (tmp_path / "huge.png").write_bytes(bytes(data))
@@ -496,7 +496,7 @@ def fuzz_folder(tmp_path_factory) -> Path:
 def little_memory():
     """Every header claiming more than FUZZ_MEMORY is refused: the memory bound is tight."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(io_module, "available_memory", lambda: FUZZ_MEMORY)
+        patch.setattr(memory_module, "available_memory", lambda: FUZZ_MEMORY)
         yield
 
 

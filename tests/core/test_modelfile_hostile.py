@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
-from napari_unet.core import description, modelfile, registry, segment
+from napari_unet.core import description, modelfile, options, registry
 from napari_unet.core.errors import InputError, ModelFileError, OutputError, UNetError
 from napari_unet.core.model import UNetConfig
 from napari_unet.core.modelfile import (
@@ -331,7 +331,7 @@ def test_unreadable_metadata_is_one_line(tmp_path, tiny, text, reason):
 
 
 def test_the_recommendation_checks_cover_what_segment_reads():
-    assert set(description._RECOMMENDATION_CHECKS) == set(segment._RECOMMENDABLE)
+    assert set(description._RECOMMENDATION_CHECKS) == set(options.RECOMMENDABLE)
 
 
 def test_shipped_builtin_descriptions_pass_the_checks():
@@ -486,10 +486,10 @@ _FIELDS = [
     "normalisation.scale",
     "provenance.postprocess",
     "provenance.description",
-    *(f"provenance.postprocess.{key}" for key in segment._RECOMMENDABLE),
+    *(f"provenance.postprocess.{key}" for key in options.RECOMMENDABLE),
     "provenance.postprocess.per_output",
     "provenance.postprocess.per_output.labels",
-    *(f"provenance.postprocess.per_output.labels.{key}" for key in segment._RECOMMENDABLE),
+    *(f"provenance.postprocess.per_output.labels.{key}" for key in options.RECOMMENDABLE),
     "scale",
     "scale.pixel_size",
     "scale.unit",

@@ -9,9 +9,9 @@ import pytest
 import torch
 from scipy import ndimage
 
-from napari_unet.core import io as io_module
+from napari_unet.core import memory as memory_module
 from napari_unet.core import normalise
-from napari_unet.core import segment as segment_module
+from napari_unet.core import predictor as predictor_module
 from napari_unet.core.calibration import PixelSize
 from napari_unet.core.errors import InputError
 from napari_unet.core.events import PlaneDone, ScaleChosen, TileDone
@@ -217,13 +217,13 @@ def test_predictors_are_cached_per_bundle_and_device(bundle):
 def test_one_small_tile_computes_whole_maps_and_several_tiles_stream(bundle, monkeypatch):
     """Whole feature maps are faster for one small tile; strips bound the memory otherwise."""
     built = []
-    real = segment_module.make_predictor
+    real = predictor_module.make_predictor
 
     def recording(*args, **kwargs):
         built.append(kwargs["strip_rows"])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(segment_module, "make_predictor", recording)
+    monkeypatch.setattr(predictor_module, "make_predictor", recording)
     model = random_model(TINY, seed=1)  # a fresh bundle: nothing cached yet
     image = np.random.default_rng(0).integers(0, 4000, (100, 90)).astype(np.uint16)
     expected = _whole_image_probabilities(model, image)
@@ -233,7 +233,7 @@ def test_one_small_tile_computes_whole_maps_and_several_tiles_stream(bundle, mon
     np.testing.assert_allclose(whole, expected, atol=1e-5)
     np.testing.assert_allclose(tiled, expected, atol=1e-5)
     # one tile larger than WHOLE_MAP_MAX_PIXELS streams too
-    monkeypatch.setattr(segment_module, "WHOLE_MAP_MAX_PIXELS", 50 * 50)
+    monkeypatch.setattr(predictor_module, "WHOLE_MAP_MAX_PIXELS", 50 * 50)
     segment(random_model(TINY, seed=1), image, output="probabilities", device="cpu")
     assert built[-1] == "auto"
     assert get_predictor(model, "cpu", whole_maps=True) is not get_predictor(model, "cpu")
@@ -508,6 +508,6 @@ def test_a_scale_that_cannot_be_segmented_is_refused_in_one_line(scaled, monkeyp
         segment(scaled, image, diameter=200, predictor=_faithful_predictor)
     assert "\n" not in str(error.value)
     # the result fits, the plane enlarged 4x (float32 plane, mask and labels) does not
-    monkeypatch.setattr(io_module, "available_memory", lambda: 100 * 100 * 20)
+    monkeypatch.setattr(memory_module, "available_memory", lambda: 100 * 100 * 20)
     with pytest.raises(InputError, match=r"resampled to the model's scale .* \.zarr output"):
         segment(scaled, image, diameter=2, predictor=_faithful_predictor)

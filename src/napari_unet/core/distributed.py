@@ -33,25 +33,20 @@ from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from napari_unet.core.blockplan import DEFAULT_BLOCK_SIZE, Block, BlockPlan
+from napari_unet.core.blocks import finish, iter_block
+from napari_unet.core.blockstore import BlockStore
+from napari_unet.core.blockwise import planes_of, prepare
 from napari_unet.core.calibration import Calibration
 from napari_unet.core.errors import InputError
 from napari_unet.core.events import Progress, ScaleChosen, drain
-from napari_unet.core.largeimage import (
-    DEFAULT_BLOCK_SIZE,
-    Block,
-    BlockPlan,
-    BlockStore,
-    finish,
-    iter_block,
-    open_image,
-    plane_of,
-    planes_of,
-    prepare,
-    readable,
-)
 from napari_unet.core.model import UNet
 from napari_unet.core.modelfile import ModelBundle
+from napari_unet.core.options import SegmentOptions
+from napari_unet.core.predictor import get_predictor
 from napari_unet.core.resample import Resampled
+from napari_unet.core.scalechoice import scale_matters
+from napari_unet.core.sources import open_image, plane_of, readable
 
 
 def _import_distributed() -> Any:
@@ -208,8 +203,6 @@ def segment_distributed_iter(
     """
     as_completed = _import_distributed().as_completed
 
-    from napari_unet.core.segment import SegmentOptions, scale_matters
-
     options = options or SegmentOptions()
     source = ImageSource(source)
     sources = [*inputs, *([source.path] if source.path is not None else [])]
@@ -284,8 +277,6 @@ def run_block(
     scale), which ``plan`` tiles, and the block goes into the store's model-grid scratch.
     """
     import torch
-
-    from napari_unet.core.segment import get_predictor
 
     torch.set_num_threads(torch_threads)
     stack, _ = planes_of(readable(source.open()), model.config, options)

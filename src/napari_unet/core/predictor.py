@@ -5,6 +5,9 @@ Public API
 - :func:`make_predictor` ``(network, device="cpu", *, channels_last=True, amp=None) -> Predictor``
 - :class:`LeanForward`: the memory-lean inference forward of a given UNet's modules;
   ``LeanForward(network)(x)`` equals ``network(x)`` (eval mode) to float rounding.
+- :func:`get_predictor` ``(model, device="auto", *, whole_maps=False) -> Predictor``: the
+  predictor of a model bundle, cached per bundle and device (what every run uses).
+- :func:`normalisation_of` ``(model) -> dict``: the model's input normalisation.
 
 Why a second forward? ``UNet.forward`` is written to read like the paper's figure and to
 train. At inference we can do better without changing the model:
@@ -26,17 +29,22 @@ feature map, so GroupNorm networks fall back to the whole-map lean forward.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from napari_unet.core import normalise
 from napari_unet.core.device import amp_context
-from napari_unet.core.model import TwoConv, UNet, center_crop, check_input_size
+from napari_unet.core.errors import InputError
+from napari_unet.core.model import TwoConv, UNet, center_crop, check_input_size, pick_device
+from napari_unet.core.modelfile import ModelBundle
+from napari_unet.core.tiling import TileGrid
 
 #: ``(B, C, h, w)`` float32 -> ``(B, K, h', w')`` float32 class probabilities.
 Predictor = Callable[[np.ndarray], np.ndarray]
@@ -429,4 +437,68 @@ def make_predictor(
     return predict
 
 
-__all__ = ["LeanForward", "Predictor", "make_predictor"]
+# Built networks cost a weight copy; keep one predictor per (bundle, device) while
+# the bundle is alive. Bundles hash by identity, so a new bundle (e.g. after
+# fine-tuning) gets a fresh network.
+_PREDICTORS: weakref.WeakKeyDictionary[ModelBundle, dict[str, Predictor]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def get_predictor(
+    model: ModelBundle | UNet, device: str = "auto", *, whole_maps: bool = False
+) -> Predictor:
+    """A predictor for ``model`` on ``device``, cached per model bundle and device.
+
+    ``whole_maps`` computes one whole feature map at a time instead of row strips: faster
+    for a single small tile (see :data:`~napari_unet.core.predictor.WHOLE_MAP_MAX_PIXELS`),
+    unbounded memory for large ones.
+
+    Raises
+    ------
+    InputError
+        If ``device`` is unknown or not available.
+    """
+    try:
+        torch_device = pick_device(device)
+    except ValueError as error:
+        raise InputError(str(error)) from error
+    strip_rows = None if whole_maps else "auto"
+    if isinstance(model, UNet):
+        # make_predictor puts the network in eval mode; a caller's network may be
+        # training, so give it its mode back (the predictor has its own weight snapshot).
+        was_training = model.training
+        predictor = make_predictor(model, torch_device, strip_rows=strip_rows)
+        model.train(was_training)
+        return predictor
+    per_device = _PREDICTORS.setdefault(model, {})
+    key = f"{torch_device}, whole maps" if whole_maps else str(torch_device)
+    if key not in per_device:
+        per_device[key] = make_predictor(
+            model.build(torch_device), torch_device, strip_rows=strip_rows
+        )
+    return per_device[key]
+
+
+def one_small_tile(grid: TileGrid) -> bool:
+    """Whether the plane is one tile small enough to compute whole feature maps."""
+    height, width = grid.input_shape
+    return grid.total == 1 and height * width <= WHOLE_MAP_MAX_PIXELS
+
+
+def normalisation_of(model: ModelBundle | UNet) -> dict[str, Any]:
+    """The model's input normalisation (a bare UNet's ``normalisation`` attribute, or
+    :data:`~napari_unet.core.normalise.DEFAULT_SPEC`)."""
+    if isinstance(model, ModelBundle):
+        return model.normalisation
+    return normalise.validate_spec(getattr(model, "normalisation", None))
+
+
+__all__ = [
+    "LeanForward",
+    "Predictor",
+    "get_predictor",
+    "make_predictor",
+    "normalisation_of",
+    "one_small_tile",
+]
