@@ -58,7 +58,7 @@ def test_paint_finetune_stop_then_segment_and_save(
     finetune.start()
     # Added at Start (in the turn after the click, see in_separate_turns), then filled
     qtbot.waitUntil(lambda: "blobs preview" in viewer.layers, timeout=TIMEOUT_MS)
-    qtbot.waitUntil(lambda: viewer.layers.selection.active is annotations, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: viewer.layers.selection.active == annotations, timeout=TIMEOUT_MS)
     qtbot.waitUntil(lambda: len(finetune.loss_plot.train) >= 3, timeout=TIMEOUT_MS)
     qtbot.waitUntil(lambda: viewer.layers["blobs preview"].data.max() > 0, timeout=TIMEOUT_MS)
     finetune.stop()
@@ -129,7 +129,7 @@ def test_a_deleted_preview_layer_comes_back_at_the_next_preview(
     widget.stop()
     qtbot.waitUntil(lambda: not widget.is_training, timeout=TIMEOUT_MS)
     assert preview.data.shape == blobs.shape and preview.data.max() > 0
-    assert viewer.layers.selection.active is annotations
+    assert viewer.layers.selection.active == annotations
 
 
 def test_empty_annotations_are_refused(make_napari_viewer, notifications, blobs):
