@@ -41,7 +41,7 @@ def test_only_annotated_planes_are_read_and_copied():
 
 
 def test_nothing_annotated_is_refused_in_one_line():
-    with pytest.raises(AnnotationError, match="^nothing is annotated: paint") as error:
+    with pytest.raises(AnnotationError, match=r"^nothing is annotated: paint") as error:
         annotated_planes(lambda k: None, np.zeros((2, 4, 5), np.uint16), (4, 5), None)
     assert "\n" not in str(error.value)
 
