@@ -24,7 +24,13 @@ from napari.layers import Labels
 
 from napari_unet._widgets import _common
 from napari_unet._widgets._channels import ImageInput
-from napari_unet._widgets._common import free_name, is_ours, notify_error, our_metadata
+from napari_unet._widgets._common import (
+    choose_layer,
+    free_name,
+    is_ours,
+    notify_error,
+    our_metadata,
+)
 from napari_unet.core.annotations import RESULT_BOUNDARY_BAND, annotations_from_labels
 from napari_unet.core.errors import UNetError
 from napari_unet.core.finetune_plan import corrections_status, next_label, plane_words
@@ -60,6 +66,8 @@ def new_annotation_layer(viewer: Any, image_input: ImageInput) -> Labels:
 class ResultCorrection:
     """The "Correct a result" controls of a dock and what the button does.
 
+    Its settings are the dock options :attr:`KEYS`.
+
     Parameters
     ----------
     viewer : napari.viewer.Viewer
@@ -67,6 +75,8 @@ class ResultCorrection:
         ``image()``: the dock's chosen image as ``(name, shape)`` (the shape without
         its channel axis; None when it cannot be read), or None when none is chosen.
     """
+
+    KEYS = frozenset({"result", "result_planes", "boundary_band"})
 
     def __init__(
         self, viewer: Any, image: Callable[[], tuple[str, tuple[int, ...] | None] | None]
@@ -94,6 +104,23 @@ class ResultCorrection:
     @property
     def widgets(self) -> list[Any]:
         return [self.result, self.planes, self.boundary_band, self.button]
+
+    def values(self) -> dict[str, Any]:
+        """The settings by option key: ``result``, ``result_planes``, ``boundary_band``."""
+        return {
+            "result": self.result.value,
+            "result_planes": self.planes.value,
+            "boundary_band": int(self.boundary_band.value),
+        }
+
+    def set(self, **values: Any) -> None:
+        """Set the :attr:`KEYS` settings as a user would (``result``: a layer or its name)."""
+        if "result" in values:
+            choose_layer(self.result, self._viewer, values["result"])
+        if "result_planes" in values:
+            self.planes.value = values["result_planes"]
+        if "boundary_band" in values:
+            self.boundary_band.value = values["boundary_band"]
 
     def choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
         """Labels layers but our annotations, newest (top) first: the default."""

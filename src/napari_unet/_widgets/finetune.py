@@ -245,9 +245,7 @@ class FinetuneWidget(Container):
             channels=channels["channels"],
             channel_layers=tuple(channels["channel_layers"]),
             rgb=channels["rgb"],
-            result=self._correction.result.value,
-            result_planes=self._correction.planes.value,
-            boundary_band=int(self._correction.boundary_band.value),
+            **self._correction.values(),
             annotations=self._annotation_combo.value,
             base=self._base.value,
             **self._fields.values(),
@@ -271,8 +269,7 @@ class FinetuneWidget(Container):
         InputError
             For a value the dock cannot take (an unknown base, an unreadable hold-out).
         """
-        known = {field for field in FinetuneOptions.__dataclass_fields__}
-        unknown = set(values) - known
+        unknown = set(values) - set(FinetuneOptions.__dataclass_fields__)
         if unknown:
             raise TypeError(f"unknown options: {sorted(unknown)}")
         if "image" in values:
@@ -280,15 +277,10 @@ class FinetuneWidget(Container):
         self._channels.set(**{k: values.pop(k) for k in list(values) if k in _CHANNEL_KEYS})
         if "base" in values:
             self._base.choose(values.pop("base"))
-        for key, chooser in (("result", self._correction.result),
-                             ("annotations", self._annotation_combo)):  # fmt: skip
-            if key in values:
-                choose_layer(chooser, self._viewer, values.pop(key))
-        correction = self._correction
-        for key, field in (("result_planes", correction.planes),
-                           ("boundary_band", correction.boundary_band)):  # fmt: skip
-            if key in values:
-                field.value = values.pop(key)
+        if "annotations" in values:
+            choose_layer(self._annotation_combo, self._viewer, values.pop("annotations"))
+        keys = ResultCorrection.KEYS
+        self._correction.set(**{k: values.pop(k) for k in list(values) if k in keys})
         for key, value in values.items():
             self._fields.set(key, value)
 
