@@ -88,15 +88,10 @@ def main() -> None:
         paint_from_ground_truth(annotations.data, tifffile.imread(NUCLEI_LABELS))
         annotations.refresh()
         # Fine-tune the built-in nuclei model when it is installed, as a user would.
-        bases = [value for _, value in finetune._base_choices() if hasattr(value, "kind")]
-        finetune._base_combo.value = next(
-            (v for v in bases if v.path is not None and v.path.stem == "nuclei"),
-            next(v for v in bases if v.kind == "scratch"),
+        base = "nuclei" if "nuclei" in finetune.base_labels else "scratch"
+        finetune.set_options(
+            base=base, steps=args.steps, preview_every=25, device="cpu", name="nuclei-tuned"
         )
-        finetune._steps.value = args.steps
-        finetune._preview_every.value = 25
-        finetune._device.value = "cpu"
-        finetune._name.value = "nuclei-tuned"
         finetune.start()
         wait(lambda: finetune.is_training, app)
         viewer.layers.selection.active = annotations
@@ -114,7 +109,7 @@ def main() -> None:
         close_toasts(viewer)
         app.processEvents()
         viewer.screenshot(str(IMAGES / "segment.png"), canvas_only=False, flash=False)
-        print(finetune._status.value)
+        print(finetune.status)
         print(segment._status.value)
         viewer.close()
     finally:

@@ -59,21 +59,21 @@ def test_correct_the_plane_in_view_then_train_on_it(
     assert len(ids) == 5
     for cell, object_id in enumerate(ids, start=2):  # one cell id per object, 2, 3, ...
         np.testing.assert_array_equal(data[1] == cell, labels[1] == object_id)
-    assert widget._annotation_combo.value == corrections
-    assert widget._convention.value == "sparse"
+    assert widget.options().annotations == corrections
+    assert widget.options().convention == "sparse"
     assert viewer.layers.selection.active == corrections
     assert corrections.selected_label == 7  # painting makes a new cell
-    assert widget._status.value.startswith("corrections for plane 1: 5 cells")
+    assert widget.status.startswith("corrections for plane 1: 5 cells")
     assert widget.result_to_correct == result  # our corrections are not a result
 
-    assert "note: choose the image it segments" in widget._status.value  # none chosen yet
+    assert "note: choose the image it segments" in widget.status  # none chosen yet
 
     widget.add_model_file(tiny_base_file)
     widget.set_options(image="stack", **TINY_TRAINING)
     assert widget.start() is not None
     qtbot.waitUntil(lambda: not widget.is_training, timeout=TIMEOUT_MS)
-    assert widget._previous.annotation_layer == corrections
-    assert len(widget._previous.trainer.planes) == 1  # only plane 1 is annotated
+    assert widget.trained_annotations == corrections
+    assert widget.trained_planes == 1  # only plane 1 is annotated
     assert widget.trained_bundle is not None
     np.testing.assert_array_equal(result.data, labels)
 
@@ -94,7 +94,7 @@ def test_all_planes_of_a_result_chosen_by_name(make_napari_viewer, blobs):
 
     assert (corrections.data > 0).all()
     assert corrections.data.max() == 1 + len(np.unique(labels)) - 1
-    assert widget._status.value.startswith("corrections for all 3 planes")
+    assert widget.status.startswith("corrections for all 3 planes")
     empty = widget.correct_result(newest)
     assert (empty.data == 1).all()  # a result without objects: all background
 
@@ -109,7 +109,7 @@ def test_a_2d_result_is_corrected_whole_and_a_mismatch_is_noted(make_napari_view
     corrections = widget.correct_result("cells labels")
 
     np.testing.assert_array_equal(corrections.data == 1, result.data == 0)
-    status = widget._status.value
+    status = widget.status
     assert status.startswith("corrections for the image: 5 cells")
     assert "note: image 'crop' has shape (50, 128)" in status
 

@@ -24,6 +24,7 @@ pytest.importorskip("bioimageio.core")
 import bioimageio.core as bioimageio_core
 from bioimageio.spec import settings
 from napari.utils.notifications import notification_manager
+from qtpy.QtWidgets import QPushButton
 
 from napari_unet._widgets.finetune import FinetuneWidget
 from napari_unet.core import export
@@ -121,32 +122,32 @@ def test_a_trained_model_exports_to_a_package_bioimageio_loads(
 ):
     viewer = make_napari_viewer()
     _dock, widget = _panel(viewer, blobs, tiny_base_file)
-    button = widget._export_button
-    assert button.text == "Export for bioimage.io..."
-    assert not button.enabled  # nothing to export before training
+    buttons = [button.text() for button in widget.native.findChildren(QPushButton)]
+    assert "Export for bioimage.io..." in buttons
+    assert not widget.can_export  # nothing to export before training
     assert widget.export_bioimageio(tmp_path / "early.zip") is None
     assert notifications["error"] == ["no trained model yet: start a training run first"]
     assert not (tmp_path / "early.zip").exists()
     notifications["error"].clear()
 
     _train(qtbot, widget)
-    assert button.enabled  # enabled with Save model..., after the first completed step
+    assert widget.can_export and widget.can_save  # after the first completed step
     target = tmp_path / "mine.zip"
     worker = widget.export_bioimageio(target)
 
     # Returned at once: the export runs in the worker, not on the GUI thread.
     assert worker is not None and widget.is_exporting
     assert not target.exists()
-    assert widget._status.value == f"exporting {NAME} for bioimage.io..."
-    assert not button.enabled  # one export at a time
+    assert widget.status == f"exporting {NAME} for bioimage.io..."
+    assert not widget.can_export  # one export at a time
     assert widget.export_bioimageio(tmp_path / "twice.zip") is None
     assert notifications["info"] == ["an export is already running: wait until it has finished"]
     _wait(qtbot, lambda: not widget.is_exporting)
 
     assert notifications["error"] == [] and relayed == []  # no warning, no traceback
-    assert widget._status.value == f"exported {target}"
+    assert widget.status == f"exported {target}"
     assert notifications["info"][1:] == [f"exported {NAME} for bioimage.io: {target}"]
-    assert button.enabled
+    assert widget.can_export
     assert not (tmp_path / "twice.zip").exists()
     with zipfile.ZipFile(target) as archive:
         assert "rdf.yaml" in archive.namelist()
@@ -172,7 +173,7 @@ def test_an_existing_target_with_a_scripted_path_is_refused_in_one_line(
     _viewer, _dock, widget = trained
     target = tmp_path / "mine.zip"
     target.write_bytes(b"somebody's package")
-    status = widget._status.value
+    status = widget.status
 
     assert widget.export_bioimageio(target) is None
 
@@ -183,7 +184,7 @@ def test_an_existing_target_with_a_scripted_path_is_refused_in_one_line(
     assert "\n" not in notifications["error"][0]
     assert target.read_bytes() == b"somebody's package"
     assert fake_export == [] and not widget.is_exporting
-    assert widget._status.value == status
+    assert widget.status == status
 
 
 @pytest.mark.slow  # trains 2 steps
@@ -209,8 +210,8 @@ def test_a_bug_in_the_export_reaches_napari_and_the_status_says_it_failed(
     ]
     assert relayed == []
     assert notifications["error"] == [] and notifications["info"] == []
-    assert widget._status.value == "export failed (see the notification)"
-    assert widget._export_button.enabled
+    assert widget.status == "export failed (see the notification)"
+    assert widget.can_export
 
 
 @pytest.mark.slow  # trains 2 steps
@@ -250,7 +251,7 @@ def test_the_dialog_proposes_a_free_name_and_only_its_answer_replaces(
         (NAME, home / f"{NAME}.zip", True)
     ]
     assert fake_export[0][0] is widget.trained_bundle
-    assert widget._status.value == f"exported {home / f'{NAME}.zip'}"
+    assert widget.status == f"exported {home / f'{NAME}.zip'}"
 
 
 # -------------------------------------------------------------------------------- errors
@@ -274,8 +275,8 @@ def test_an_export_error_is_one_notification_line(
     assert exceptions == [] and relayed == []  # our line only, no traceback
     assert notifications["error"] == [message]
     assert notifications["info"] == []
-    assert widget._status.value == "export failed (see the notification)"
-    assert widget._export_button.enabled  # the user may try again
+    assert widget.status == "export failed (see the notification)"
+    assert widget.can_export  # the user may try again
     assert not target.exists()
 
 

@@ -36,13 +36,7 @@ def test_held_out_score_is_shown_and_equals_the_offline_score(
         holdout="20%", learning_rate=5e-3,
     )  # fmt: skip
     shown_statuses: list[str] = []
-    set_status = widget._status.set_value  # a Label emits no `changed`: record what is set
-
-    def record_status(value):
-        shown_statuses.append(str(value))
-        set_status(value)
-
-    widget._status.set_value = record_status
+    widget.status_shown.connect(shown_statuses.append)  # every text the status line shows
     widget.start()
     qtbot.waitUntil(lambda: not widget.is_training, timeout=TIMEOUT_MS)
     # while the last step's weights are re-tuned, the dock says so (not a stale eta)
@@ -50,7 +44,7 @@ def test_held_out_score_is_shown_and_equals_the_offline_score(
 
     plot = widget.loss_plot
     assert len(plot.scores) == 4 and plot.score_name == "held-out F1@0.5"  # every 2 steps
-    status = widget._status.value
+    status = widget.status
     assert "held-out F1@0.5" in status and "1 of 5 cells held out" in status
     assert any(text.startswith("held-out F1@0.5") for text, _ in plot.tick_labels())
     for _text, rect in plot.tick_labels():  # nothing clipped at the dock's width

@@ -32,20 +32,16 @@ def test_a_resumed_run_takes_the_changed_settings_and_says_so(
     _train(qtbot, widget)
     first = widget.trained_bundle.provenance["training_config"]
     assert (first["learning_rate"], first["batch_size"], first["w0"]) == (1e-3, 1, 10.0)
-    assert "resumed" not in widget._status.value
+    assert "resumed" not in widget.status
 
     # The user stops, changes the settings, and starts again.
-    widget._steps.value = 3
-    widget._learning_rate.value = 1e-4
-    widget._batch_size.value = 2
-    widget._w0.value = 3.0
-    widget._sigma.value = 2.0
-    widget._augment.value = True
-    widget._device.value = "auto"
+    widget.set_options(
+        steps=3, learning_rate=1e-4, batch_size=2, w0=3.0, sigma=2.0, augment=True, device="auto"
+    )
     _train(qtbot, widget)
 
     assert notifications["error"] == []
-    status = widget._status.value
+    status = widget.status
     assert "finished at step 5" in status  # the same run, continued
     used = widget.trained_bundle.provenance["training_config"]
     assert used["learning_rate"] == 1e-4 and used["batch_size"] == 2
@@ -65,7 +61,7 @@ def test_a_resumed_run_takes_the_changed_settings_and_says_so(
     assert "steps" not in note  # the steps are per Start, not a change of the run
 
     _train(qtbot, widget)  # nothing changed: the note says only that it resumed
-    assert widget._status.value.split("\n")[-1] == "resumed at step 5"
+    assert widget.status.split("\n")[-1] == "resumed at step 5"
 
 
 def test_another_base_model_starts_a_new_run_and_says_why(
@@ -74,13 +70,13 @@ def test_another_base_model_starts_a_new_run_and_says_why(
     viewer = make_napari_viewer()
     widget = _panel(viewer, blobs, tiny_base_file)
     _train(qtbot, widget)
-    assert "finished at step 2" in widget._status.value
+    assert "finished at step 2" in widget.status
 
     widget.add_model_file(tiny_model_file)  # another base: its network, not the run's
     _train(qtbot, widget)
 
     assert notifications["error"] == []
-    status = widget._status.value
+    status = widget.status
     assert "finished at step 2" in status  # a new run, counted from 0
     assert status.split("\n")[-1] == (
         "new run: the base model changed, and a run keeps its network (the last run's "
