@@ -84,10 +84,11 @@ def default_margin(labeller: PlaneLabeller, *, object_diameter: float | None = N
       are then merged exactly; an object that reaches a core and leaves its window has at
       least ``margin + 1`` pixels in the window, so ``min_size`` never drops it wrongly.
     - Otherwise ``max(MIN_MARGIN, ceil(MARGIN_DIAMETERS * object_diameter), min_size)``
-      (``MIN_MARGIN``, 32, without a diameter, then at least 64): a watershed assigns a
-      pixel by what lies within about one object of it, and a window should hold the
-      whole of each object cut by its core's seams plus its neighbours. The model's
-      ``object_diameter`` is the natural scale (in pixels of the grid labelled).
+      (32 and 4; 64 without a diameter): a window should hold the whole of the objects
+      and borders its core's seams cut, and the largest are several diameters long.
+      On the 20 ISBI 2012 slices grow-and-merge (``em-membranes``, diameter 26.4 px)
+      needed 96 px; 106 is exact on all (docs/blockwise-postprocessing.md). The model's
+      ``object_diameter`` (in pixels of the grid labelled) sets the scale.
 
     Parameters
     ----------
