@@ -22,7 +22,12 @@ from napari_unet.core.errors import InputError, OutputError
 from napari_unet.core.events import Progress, drain
 from napari_unet.core.modelfile import load_model, resolve_model
 from napari_unet.core.postprocess import PlaneLabeller, foreground_probability, semantic_mask
-from napari_unet.core.seams import block_cores, default_margin, label_plane_in_blocks
+from napari_unet.core.seams import (
+    PlaneView,
+    block_cores,
+    default_margin,
+    label_plane_in_blocks,
+)
 from napari_unet.core.segment import SegmentOptions, recommended_options, segment
 
 SHAPE = (160, 224)
@@ -50,7 +55,7 @@ def in_blocks(mask, labeller, block, margin, *, foreground=None, out=None, min_s
             min_size=min_size,
         )
     )
-    labels = np.asarray(out[:])
+    labels = np.asarray(out[:, :])
     assert count == labels.max() == len(np.unique(labels[labels > 0]))
     return labels
 
@@ -149,6 +154,22 @@ def test_zarr_input_and_output_give_the_numpy_result(discs, tmp_path):
     stored[:] = discs
     out = zarr.create_array(str(tmp_path / "labels.zarr"), shape=SHAPE, dtype="i4", chunks=(50, 50))
     assert np.array_equal(in_blocks(stored, labeller, (48, 48), 40, out=out), expected)
+
+
+def test_planes_of_a_stack_are_labelled_in_place(discs, tmp_path):
+    stack = zarr.create_array(
+        str(tmp_path / "stack.zarr"), shape=(2, 3, *SHAPE), dtype="u1", chunks=(1, 1, 40, 40)
+    )
+    stack[1, 2] = discs
+    out = zarr.create_array(
+        str(tmp_path / "out.zarr"), shape=(2, 3, *SHAPE), dtype="i4", chunks=(1, 1, 40, 40)
+    )
+    labeller = PlaneLabeller(min_size=20)
+    labels = in_blocks(PlaneView(stack, (1, 2)), labeller, (48, 48), 20, out=PlaneView(out, (1, 2)))
+    assert np.array_equal(labels, labeller(discs))
+    assert np.array_equal(out[1, 2], labels) and not out[0].any() and not out[1, :2].any()
+    with pytest.raises(InputError, match="needs 2 indices"):
+        PlaneView(out, (1,))
 
 
 class RecordedReads:
