@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import pickle
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from scipy import ndimage
 
 from napari_unet.core.errors import InputError
 from napari_unet.core.postprocess import (
+    PlaneLabeller,
     grow_and_merge,
     instance_labels,
     merge_labels_across_seams,
@@ -206,3 +208,37 @@ def test_grow_and_merge_drops_small_seeds_and_handles_no_seed():
 def test_grow_and_merge_rejects_bad_input(foreground, options, message):
     with pytest.raises(InputError, match=message):
         grow_and_merge(foreground, **{"seed_threshold": 0.9, "merge_below": 0.5, **options})
+
+
+def test_plane_labeller_applies_the_options_it_holds():
+    foreground = _two_cells_with_a_leaky_membrane()
+    mask = (foreground > 0.65).astype(np.uint8)
+    grow = PlaneLabeller(threshold=0.9, merge_boundaries=0.75)
+    assert grow.needs_foreground and not grow.connectivity_only
+    expected = grow_and_merge(foreground, seed_threshold=0.9, merge_below=0.75)
+    assert np.array_equal(grow(mask, foreground), expected)
+    mask[5, 2] = 0
+    mask[5, 5] = 2  # a one-pixel object of another class
+    assert PlaneLabeller()(mask).max() == 2
+    assert PlaneLabeller(min_size=2)(mask).max() == 1
+    assert PlaneLabeller().connectivity_only
+    filled = PlaneLabeller(fill_boundaries=True, min_size=2)
+    assert not filled.connectivity_only and filled(mask).min() == 1
+    split = instance_labels(mask, split_touching=True, min_size=2)
+    assert np.array_equal(PlaneLabeller(split_touching=True, min_size=2)(mask), split)
+    assert pickle.loads(pickle.dumps(grow)) == grow  # dask workers receive it pickled
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"threshold": 1.5}, "threshold must be between 0 and 1"),
+        ({"merge_boundaries": -0.5}, "merge_boundaries must be between 0 and 1"),
+        ({"min_size": -1}, "min_size must be >= 0"),
+    ],
+)
+def test_plane_labeller_rejects_bad_options(options, message):
+    with pytest.raises(InputError, match=message):
+        PlaneLabeller(**options)
+    with pytest.raises(InputError, match="needs the foreground probability"):
+        PlaneLabeller(merge_boundaries=0.5)(np.zeros((4, 4), np.uint8))

@@ -11,6 +11,9 @@ Public API
   threshold, grown along the predicted boundaries, neighbours merged across weak ones.
 - :func:`merge_labels_across_seams` ``(labels, seams) -> (H, W) int32``: join the ids of
   blocks labelled independently (e.g. dask blocks) where objects cross block borders.
+- :class:`PlaneLabeller` ``(mask, foreground=None) -> (H, W) int32``: the instance labelling
+  of one plane the segmentation options ask for (grow-and-merge, or labels with split,
+  fill and min size), as one picklable callable for in-memory and block-wise use.
 
 Connectivity is 4-neighbour (face) everywhere, so merging independently labelled blocks
 gives the same objects as labelling the whole mask.
@@ -19,6 +22,7 @@ gives the same objects as labelling the whole mask.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -283,7 +287,89 @@ def merge_labels_across_seams(labels: np.ndarray, seams: Sequence[Sequence[int]]
     return relabel_sequential(merged)[0].astype(np.int32)
 
 
+@dataclass(frozen=True)
+class PlaneLabeller:
+    """Instance labels of one plane, as the segmentation options ask.
+
+    A picklable callable, so the in-memory path, the block-wise path
+    (:func:`napari_unet.core.seams.label_plane_in_blocks`, which calls it on windows of the
+    plane) and dask workers label with one and the same function.
+
+    Attributes
+    ----------
+    threshold : float
+        Seed threshold of :func:`grow_and_merge` (the segmentation threshold).
+    min_size : int
+        Objects (grow-and-merge: seeds) with fewer pixels are removed.
+    split_touching, fill_boundaries : bool
+        See :func:`instance_labels`; ignored when ``merge_boundaries`` is above 0.
+    merge_boundaries : float
+        Above 0: cells are grown and merged from the foreground probability
+        (:func:`grow_and_merge` with ``merge_below=merge_boundaries``).
+    """
+
+    threshold: float = 0.5
+    min_size: int = 0
+    split_touching: bool = False
+    fill_boundaries: bool = False
+    merge_boundaries: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("threshold", "merge_boundaries"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise InputError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
+        if self.min_size < 0:
+            raise InputError(f"min_size must be >= 0, got {self.min_size}")
+
+    @property
+    def needs_foreground(self) -> bool:
+        """True when labels are grown from the foreground probability, not the mask."""
+        return self.merge_boundaries > 0
+
+    @property
+    def connectivity_only(self) -> bool:
+        """True when an object is exactly a connected component of one class of the mask
+        (no split, fill or grow-and-merge): then block seams can be merged exactly."""
+        return not (self.needs_foreground or self.split_touching or self.fill_boundaries)
+
+    def __call__(self, mask: np.ndarray, foreground: np.ndarray | None = None) -> np.ndarray:
+        """Label one plane.
+
+        Parameters
+        ----------
+        mask : (H, W) uint8 array
+            Class per pixel, 0 = background (:func:`semantic_mask`).
+        foreground : (H, W) float32 array, optional
+            Foreground probability (:func:`foreground_probability`); needed when
+            :attr:`needs_foreground`, else ignored.
+
+        Returns
+        -------
+        (H, W) int32
+            0 is background, objects are 1..N.
+        """
+        if self.needs_foreground:
+            if foreground is None:
+                raise InputError(
+                    "merging cells across weak boundaries needs the foreground probability; "
+                    "pass it, or set merge_boundaries to 0"
+                )
+            return grow_and_merge(
+                foreground,
+                seed_threshold=self.threshold,
+                merge_below=self.merge_boundaries,
+                min_size=self.min_size,
+            )
+        return instance_labels(
+            mask,
+            min_size=self.min_size,
+            split_touching=self.split_touching,
+            fill_boundaries=self.fill_boundaries,
+        )
+
+
 __all__ = [
+    "PlaneLabeller",
     "foreground_probability",
     "grow_and_merge",
     "instance_labels",
