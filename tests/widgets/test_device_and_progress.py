@@ -12,7 +12,7 @@ import pytest
 import torch
 from napari.utils import progress
 
-from napari_unet._widgets import _common
+from napari_unet._widgets import _common, _devices
 from napari_unet._widgets.finetune import FinetuneWidget
 from napari_unet._widgets.segment import SegmentWidget
 from napari_unet.core.device import describe_device
@@ -26,6 +26,13 @@ EXPECTED = describe_device(pick_device("auto"), "auto")
 needs_no_cuda = pytest.mark.skipif(
     torch.cuda.is_available(), reason="needs a machine without a CUDA GPU"
 )
+
+
+def _offer_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The docks offer CUDA, as if a GPU had been there (e.g. one that is gone since)."""
+    offer = lambda: ["auto", "cpu", "cuda"]  # noqa: E731
+    monkeypatch.setattr(_devices, "device_choices", offer)
+    monkeypatch.setattr(_common, "device_choices", offer)  # Fine-tune reads it here
 
 
 def _open(viewer, name: str):
@@ -90,7 +97,7 @@ def test_an_unavailable_device_for_segmenting_is_one_line_and_no_run(
     make_napari_viewer, qtbot, notifications, monkeypatch, blobs, tiny_model_file
 ):
     # As if the device list offered CUDA (e.g. a GPU that is gone since): the core's check.
-    monkeypatch.setattr(_common, "device_choices", lambda: ["auto", "cpu", "cuda"])
+    _offer_cuda(monkeypatch)
     with pytest.raises(ValueError) as refused:  # the core's error (an InputError)
         pick_device("cuda")
     viewer = make_napari_viewer()
@@ -246,7 +253,7 @@ def test_the_fine_tuning_bar_closes_when_the_run_fails(
 def test_an_unavailable_device_for_fine_tuning_is_one_line_and_no_run(
     make_napari_viewer, qtbot, notifications, monkeypatch, bars, blobs, tiny_base_file
 ):
-    monkeypatch.setattr(_common, "device_choices", lambda: ["auto", "cpu", "cuda"])
+    _offer_cuda(monkeypatch)
     with pytest.raises(ValueError) as refused:
         pick_device("cuda")
     viewer = make_napari_viewer()

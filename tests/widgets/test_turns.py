@@ -9,7 +9,8 @@ import logging
 import numpy as np
 from qtpy.QtCore import QTimer
 
-from napari_unet._widgets._common import add_unselected, in_separate_turns, show_layer
+from napari_unet._widgets._layers import add_unselected, show_layer
+from napari_unet._widgets._lifetime import in_separate_turns
 
 
 def test_steps_run_in_order_each_in_a_turn_of_its_own(qtbot):
@@ -42,7 +43,7 @@ def test_a_failing_step_is_logged_and_the_next_still_runs(qtbot, caplog):
     def broken() -> None:
         raise RuntimeError("layer vanished")
 
-    with caplog.at_level(logging.ERROR, logger="napari_unet._widgets._common"):
+    with caplog.at_level(logging.ERROR, logger="napari_unet._widgets._lifetime"):
         in_separate_turns(broken, lambda: ran.append("start the worker"))
         qtbot.waitUntil(lambda: ran == ["start the worker"], timeout=5_000)
     assert "layer vanished" in caplog.text

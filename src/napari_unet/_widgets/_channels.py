@@ -30,6 +30,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, LineEdit, Select
 from napari.layers import Image
 
+from napari_unet._widgets._layers import is_ours
 from napari_unet.core.errors import InputError
 from napari_unet.core.io import as_planes, plane_index, plane_position, rgb_to_grey
 from napari_unet.core.largeimage import full_resolution
@@ -400,8 +401,6 @@ class ChannelControls:
         return choices
 
     def _layer_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
-        from napari_unet._widgets._common import is_ours
-
         return [
             (layer.name, layer)
             for layer in self._viewer.layers
