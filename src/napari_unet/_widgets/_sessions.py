@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Literal
 
 from psygnal import Signal
 
+from napari_unet.core.description import read_description
 from napari_unet.core.errors import UNetError
 from napari_unet.core.model import SMALL
 from napari_unet.core.modelfile import ModelBundle, list_models, load_model
+from napari_unet.core.segment import recommended_options
 
 
 # ------------------------------------------------------------------------- session models
@@ -175,9 +178,25 @@ def model_in_channels(source: Any) -> int | None:
         return int(source.bundle.config.in_channels)
     if source.path is None:
         return None
-    from napari_unet.core.description import read_description
-
     try:
         return int(read_description(source.path)["config"]["in_channels"])
     except (UNetError, OSError, KeyError, TypeError, ValueError):
         return None
+
+
+def model_recommendation(source: Any, output: str) -> dict[str, Any] | None:
+    """The post-processing the model ``source`` recommends for ``output``
+    (:func:`~napari_unet.core.segment.recommended_options`), read without loading it;
+    ``{}`` for a model without one, None for scratch and unreadable files (a broken file
+    is reported in full when a run loads it)."""
+    if not isinstance(source, ModelSource):
+        return None
+    provenance: dict = {}
+    if source.bundle is not None:
+        provenance = source.bundle.provenance
+    elif source.path is not None:
+        try:
+            provenance = read_description(source.path).get("provenance") or {}
+        except UNetError:
+            return None
+    return recommended_options(SimpleNamespace(provenance=provenance), output)
