@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import threading
 
+from dock_fields import open_dock
+
 from napari_unet._widgets import _lifetime
-from napari_unet._widgets.finetune import FinetuneWidget
-from napari_unet._widgets.segment import SegmentWidget
 from napari_unet.core import warmup
 
 
@@ -24,7 +24,7 @@ def test_opening_a_widget_warms_up_the_core_in_the_background(
 
     monkeypatch.setattr(_lifetime, "_warm_up_core", recording_warm_up_core)
     viewer = make_napari_viewer()
-    SegmentWidget(viewer)
-    FinetuneWidget(viewer)  # the second widget does not start another warm-up
+    open_dock(viewer, "Segment")
+    open_dock(viewer, "Fine-tune")  # the second widget does not start another warm-up
     qtbot.waitUntil(warmup.is_warm, timeout=60_000)
     assert runs == ["napari-unet warm-up"]  # once, off the GUI thread
