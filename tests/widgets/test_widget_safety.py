@@ -8,6 +8,7 @@ replaces a file unasked; block-wise results never replace a store or folder the 
 from __future__ import annotations
 
 import re
+import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -17,8 +18,7 @@ import pytest
 import torch
 from dock_fields import open_dock
 
-from napari_unet._widgets import _common, _dialogs, _notify
-from napari_unet._widgets import segment as segment_module
+from napari_unet._widgets import _common, _dialogs, _notify, _segment_run
 from napari_unet._widgets.finetune import FinetuneWidget
 from napari_unet._widgets.segment import SegmentWidget
 from napari_unet.core.errors import InputError, NonFiniteWarning
@@ -73,7 +73,7 @@ def test_out_of_memory_in_the_worker_is_one_line(
         raise MemoryError
         yield  # a generator, as segment_iter is
 
-    monkeypatch.setattr(segment_module, "segment_iter", exhausted)
+    monkeypatch.setattr(_segment_run, "segment_iter", exhausted)
     viewer = make_napari_viewer()
     viewer.add_image(blobs, name="blobs")
     widget = _segment_widget(viewer, tiny_model_file)
@@ -213,8 +213,8 @@ def test_save_model_never_replaces_a_file_unasked(
 @pytest.fixture
 def default_stores(monkeypatch, tmp_path) -> Path:
     """The Segment widget's default store folder, inside the test's folder."""
-    folder = tmp_path / "default-stores"
-    monkeypatch.setattr(segment_module, "default_store_path", lambda name: folder / f"{name}.zarr")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # tempdir/napari-unet/<image>.zarr
+    folder = tmp_path / "napari-unet"
     return folder
 
 
@@ -257,14 +257,16 @@ def test_the_default_store_never_replaces_what_is_there(
 def test_a_chosen_store_with_an_earlier_result_is_replaced_only_if_the_user_agrees(
     make_napari_viewer, qtbot, notifications, monkeypatch, tmp_path, blobs, tiny_model_file, agreed
 ):
-    viewer = make_napari_viewer()
-    viewer.add_image(blobs, name="blobs")
+    yesterday = make_napari_viewer()  # e.g. yesterday's session: another viewer, dock
+    yesterday.add_image(blobs, name="blobs")
     store = tmp_path / "chosen.zarr"
-    earlier = _store_widget(viewer, tiny_model_file, store)  # e.g. yesterday's session
+    earlier = _store_widget(yesterday, tiny_model_file, store)
     earlier.segment_current_slice()
     _wait(qtbot, lambda: not earlier.is_running)
     before = _files(store)
     asked: list[Path] = []
+    viewer = make_napari_viewer()
+    viewer.add_image(blobs, name="blobs")
 
     def ask(_parent, path: Path) -> bool:
         asked.append(path)
@@ -399,8 +401,6 @@ def test_a_runtime_error_in_a_worker_ends_the_run(
     make_napari_viewer, qtbot, tiny_model_file, blobs, monkeypatch
 ):
     """superqt swallows RuntimeErrors of generator workers: the dock must not stay busy."""
-    from napari_unet._widgets import segment as segment_module
-
     def broken(*args, **kwargs):
         raise RuntimeError("a bug deep in torch")
         yield  # a generator, like the real one
@@ -409,7 +409,7 @@ def test_a_runtime_error_in_a_worker_ends_the_run(
     viewer.add_image(blobs, name="blobs")
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
     widget.add_model_file(tiny_model_file)
-    monkeypatch.setattr(segment_module, "segment_iter", broken)
+    monkeypatch.setattr(_segment_run, "segment_iter", broken)
     with qtbot.capture_exceptions() as caught:
         for _attempt in range(2):  # the run ends, so the dock takes the next click
             assert widget.segment_current_slice() is not None
