@@ -212,6 +212,9 @@ def test_split_touching_is_turned_off_and_said_so(
     assert notifications["error"] == []
     assert notifications["warning"] == [NO_SPLIT_NOTE]
     assert "done" in widget.status and NO_SPLIT_NOTE in widget.status
+    # what was applied, with the model's recommendations and the user's own settings
+    threshold = widget.options().threshold
+    assert f"post-processing: threshold {threshold:g}" in widget.status.split("\n")
     expected = _expected(tiny_model_file, blobs, 0.5, split_touching=False)
     np.testing.assert_array_equal(np.asarray(viewer.layers["lazy labels"].data), expected)
 

@@ -401,6 +401,7 @@ def test_a_runtime_error_in_a_worker_ends_the_run(
     make_napari_viewer, qtbot, tiny_model_file, blobs, monkeypatch
 ):
     """superqt swallows RuntimeErrors of generator workers: the dock must not stay busy."""
+
     def broken(*args, **kwargs):
         raise RuntimeError("a bug deep in torch")
         yield  # a generator, like the real one
