@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -237,3 +238,33 @@ def test_choosing_a_model_applies_its_recommended_postprocessing(
     options = widget.options()
     chosen = (options.threshold, options.min_size, options.split_touching, options.merge_boundaries)
     assert chosen == (0.5, 0, False, 0.0)
+
+
+def test_options_cover_every_field_and_set_options_takes_them_back(
+    make_napari_viewer, tmp_path, blobs, tiny_model_file
+):
+    viewer = make_napari_viewer()
+    viewer.add_image(blobs, name="blobs")
+    widget = open_dock(viewer, "Segment")
+    widget.add_model_file(tiny_model_file)
+    chosen = dict(
+        output="mask", tile_size=92, threshold=0.3, min_size=5, split_touching=True,
+        fill_boundaries=True, merge_boundaries=0.2, device="cpu", link=True,
+        pixel_size="0.5 um", diameter=12, to_zarr=True, output_store=tmp_path / "o.zarr",
+        resume=True, block_size=512,
+    )  # fmt: skip
+    widget.set_options(**chosen)
+    options = widget.options()
+    assert (options.image, options.model) == ("blobs", "tiny.safetensors")
+    assert str(options.pixel_size) == "0.5 µm" and options.diameter == 12.0
+    same = {key: getattr(options, key) for key in chosen if key not in ("pixel_size", "diameter")}
+    assert same == {key: value for key, value in chosen.items() if key in same}
+
+    other_viewer = make_napari_viewer()
+    other_viewer.add_image(blobs, name="blobs")
+    other = open_dock(other_viewer, "Segment")
+    other.add_model_file(tiny_model_file)
+    other.set_options(**vars(options))  # every field, as it is
+    assert other.options() == replace(options, channel_layers=())
+    core = options.segment_options()
+    assert (core.output, core.tile_size, core.merge_boundaries) == ("mask", 92, 0.2)
