@@ -71,7 +71,7 @@ STEP_MS: list[float] = []
 
 def time_widget_steps() -> None:
     """Make the widgets' ``in_separate_turns`` record how long each step takes."""
-    from napari_unet._widgets import _common, finetune, segment
+    from napari_unet._widgets import _common, _segment_run, _store_output, finetune
 
     def timed_turns(*steps):
         def timed(step):
@@ -86,7 +86,8 @@ def time_widget_steps() -> None:
 
         return _common.in_separate_turns(*(timed(step) for step in steps))
 
-    segment.in_separate_turns = timed_turns
+    _segment_run.in_separate_turns = timed_turns  # the Segment dock's runs
+    _store_output.in_separate_turns = timed_turns
     finetune.in_separate_turns = timed_turns
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from napari.utils import progress
 
-from napari_unet._widgets import _common
+from napari_unet._widgets import _common, _devices, _notify, _sessions
 from napari_unet._widgets._model_choice import SETTINGS_DIR_ENV
 from napari_unet.core.model import UNetConfig
 from napari_unet.core.modelfile import MODELS_DIR_ENV, random_model, save_model
@@ -36,13 +36,15 @@ def _settings_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(autouse=True)
 def _fresh_session(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test starts a new napari session: no models trained, no choices made."""
-    monkeypatch.setattr(_common, "_SESSION", _common.SessionModels())
+    monkeypatch.setattr(_sessions, "_SESSION", _sessions.SessionModels())
 
 
 @pytest.fixture(autouse=True)
 def _cpu_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """Widgets offer only "auto" and "cpu", so tests never touch an accelerator."""
-    monkeypatch.setattr(_common, "device_choices", lambda: ["auto", "cpu"])
+    cpu_only = lambda: ["auto", "cpu"]  # noqa: E731
+    monkeypatch.setattr(_devices, "device_choices", cpu_only)
+    monkeypatch.setattr(_common, "device_choices", cpu_only)  # re-exported: Fine-tune's
 
 
 @pytest.fixture
@@ -50,7 +52,7 @@ def notifications(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
     """Messages the widgets show, by kind ("error", "warning", "info")."""
     shown: dict[str, list[str]] = {"error": [], "warning": [], "info": []}
     for kind in shown:
-        monkeypatch.setattr(_common, f"show_{kind}", shown[kind].append)
+        monkeypatch.setattr(_notify, f"show_{kind}", shown[kind].append)
     return shown
 
 
@@ -101,5 +103,5 @@ def bars(monkeypatch: pytest.MonkeyPatch) -> list[Recorded]:
         opened.append(bar)
         return bar
 
-    monkeypatch.setattr(_common, "progress", open_bar)
+    monkeypatch.setattr(_notify, "progress", open_bar)
     return opened

@@ -31,8 +31,8 @@ def _segment_panel(viewer, model: Path) -> tuple[object, SegmentWidget]:
     dock, widget = _open(viewer, "Segment")
     assert isinstance(widget, SegmentWidget)
     widget.add_model_file(model)
-    widget._device.value = "cpu"
-    widget._tile_size.value = 60  # many tiles: the run is surely in progress when closed
+    widget.set_options(device="cpu")
+    widget.set_options(tile_size=60)  # many tiles: the run is surely in progress when closed
     return dock, widget
 
 
@@ -44,12 +44,12 @@ def _finetune_panel(viewer, base: Path) -> tuple[object, FinetuneWidget]:
     annotations.data[15:25, 20:30] = 2
     annotations.data[45:55, 65:75] = 3
     widget.add_model_file(base)
-    widget._steps.value = 1000
-    widget._batch_size.value = 1
-    widget._patch_size.value = 60
-    widget._augment.value = False
-    widget._preview_every.value = 2
-    widget._device.value = "cpu"
+    widget.set_options(steps=1000)
+    widget.set_options(batch_size=1)
+    widget.set_options(patch_size=60)
+    widget.set_options(augment=False)
+    widget.set_options(preview_every=2)
+    widget.set_options(device="cpu")
     return dock, widget
 
 
@@ -121,10 +121,10 @@ def test_closing_the_viewer_during_a_block_wise_segmentation_keeps_finished_bloc
     image = np.random.default_rng(1).integers(0, 255, (600, 700), dtype=np.uint8)
     viewer.add_image(da.from_array(image, chunks=100), name="lazy", contrast_limits=(0, 255))
     _dock, widget = _segment_panel(viewer, tiny_model_file)
-    widget._tile_size.value = 92
-    widget._block_size.value = 200  # 3 x 4 blocks
+    widget.set_options(tile_size=92)
+    widget.set_options(block_size=200)  # 3 x 4 blocks
     store = tmp_path / "closed.zarr"
-    widget._output_store.value = store
+    widget.set_options(output_store=store)
     with qtbot.capture_exceptions() as exceptions:
         worker = widget.segment_stack()
         events, finished = _track(worker)

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from dock_fields import field
 from napari.utils import progress
 
-from napari_unet._widgets import _common
+from napari_unet._widgets import _common, _devices
 from napari_unet._widgets.finetune import FinetuneWidget
 from napari_unet._widgets.segment import SegmentWidget
 from napari_unet.core.device import describe_device
@@ -28,6 +29,13 @@ needs_no_cuda = pytest.mark.skipif(
 )
 
 
+def _offer_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The docks offer CUDA, as if a GPU had been there (e.g. one that is gone since)."""
+    offer = lambda: ["auto", "cpu", "cuda"]  # noqa: E731
+    monkeypatch.setattr(_devices, "device_choices", offer)
+    monkeypatch.setattr(_common, "device_choices", offer)  # Fine-tune reads it here
+
+
 def _open(viewer, name: str):
     """The dock widget ``name`` (its display name in napari.yaml), opened from the menu."""
     dock, widget = viewer.window.add_plugin_dock_widget("napari-unet", name)
@@ -38,6 +46,13 @@ def _wait(qtbot, predicate) -> None:
     qtbot.waitUntil(lambda: bool(predicate()), timeout=TIMEOUT_MS)
 
 
+def _device_line(widget) -> str:
+    """The line under a dock's buttons naming its device."""
+    if isinstance(widget, SegmentWidget):
+        return widget.device_line
+    return widget._device_line.label.value  # Fine-tune's (its public API is W2's)
+
+
 def _device_lines_seen(worker, widget) -> list[str]:
     """The dock's device line each time the worker named its device (connected after the
     widget's own handler, so it reads what the widget has just shown)."""
@@ -45,7 +60,7 @@ def _device_lines_seen(worker, widget) -> list[str]:
 
     def on_event(event) -> None:
         if isinstance(event, _common.JobDevice):
-            seen.append(widget._device_line.label.value)
+            seen.append(_device_line(widget))
 
     worker.yielded.connect(on_event)
     return seen
@@ -56,7 +71,7 @@ def _segment_panel(viewer, model: Path) -> SegmentWidget:
     _dock, widget = _open(viewer, "Segment")
     assert isinstance(widget, SegmentWidget)
     widget.add_model_file(model)
-    assert widget._device.value == "auto"  # the default the user gets
+    assert widget.options().device == "auto"  # the default the user gets
     return widget
 
 
@@ -68,9 +83,9 @@ def test_a_segmentation_names_its_device_and_why(
     viewer.add_image(blobs, name="blobs")
     widget = _segment_panel(viewer, tiny_model_file)
     if path == "block-wise":
-        widget._to_zarr.value = True
-        widget._output_store.value = tmp_path / "out.zarr"
-    assert widget.device_description == "" and widget._device_line.label.value == ""
+        widget.set_options(to_zarr=True)
+        widget.set_options(output_store=tmp_path / "out.zarr")
+    assert widget.device_description == "" and widget.device_line == ""
 
     worker = widget.segment_current_slice()
     seen = _device_lines_seen(worker, widget)
@@ -80,7 +95,7 @@ def test_a_segmentation_names_its_device_and_why(
     assert seen == [f"running on {EXPECTED}"]  # shown while it ran, once
     assert widget.device_description == EXPECTED
     assert widget._device_line.label.value == f"ran on {EXPECTED}"
-    assert widget._status.value.startswith("done")
+    assert widget.status.startswith("done")
     if path == "block-wise":
         assert (tmp_path / "out.zarr").is_dir()
 
@@ -90,13 +105,13 @@ def test_an_unavailable_device_for_segmenting_is_one_line_and_no_run(
     make_napari_viewer, qtbot, notifications, monkeypatch, blobs, tiny_model_file
 ):
     # As if the device list offered CUDA (e.g. a GPU that is gone since): the core's check.
-    monkeypatch.setattr(_common, "device_choices", lambda: ["auto", "cpu", "cuda"])
+    _offer_cuda(monkeypatch)
     with pytest.raises(ValueError) as refused:  # the core's error (an InputError)
         pick_device("cuda")
     viewer = make_napari_viewer()
     viewer.add_image(blobs, name="blobs")
     widget = _segment_panel(viewer, tiny_model_file)
-    widget._device.value = "cuda"
+    widget.set_options(device="cuda")
     layers = [layer.name for layer in viewer.layers]
 
     assert widget.segment_current_slice() is None
@@ -104,7 +119,7 @@ def test_an_unavailable_device_for_segmenting_is_one_line_and_no_run(
 
     assert notifications["error"] == [str(refused.value)] * 2
     assert "cuda" in notifications["error"][0] and "\n" not in notifications["error"][0]
-    assert not widget.is_running and widget._slice_button.enabled
+    assert not widget.is_running and field(widget, "Segment current slice").enabled
     assert [layer.name for layer in viewer.layers] == layers
     assert widget.device_description == ""
 
@@ -122,11 +137,11 @@ def _finetune_panel(viewer, base: Path, steps: int):
     assert isinstance(widget, FinetuneWidget)
     _paint(widget.new_annotations())
     widget.add_model_file(base)
-    widget._steps.value = steps
-    widget._batch_size.value = 1
-    widget._patch_size.value = 60
-    widget._augment.value = False
-    widget._preview_every.value = 0
+    widget.set_options(steps=steps)
+    widget.set_options(batch_size=1)
+    widget.set_options(patch_size=60)
+    widget.set_options(augment=False)
+    widget.set_options(preview_every=0)
     assert widget._device.value == "auto"
     return dock, widget
 
@@ -178,7 +193,7 @@ def test_fine_tuning_names_its_device_and_counts_its_steps_resumed_too(
     assert "finished at step 6" in widget._status.value
 
     # Start again with the same layers and base: the run resumes and counts its own steps.
-    widget._steps.value = 4
+    widget.set_options(steps=4)
     worker = widget.start()
     steps = _steps_seen(worker, widget)
     _wait(qtbot, lambda: not widget.is_training)
@@ -246,14 +261,14 @@ def test_the_fine_tuning_bar_closes_when_the_run_fails(
 def test_an_unavailable_device_for_fine_tuning_is_one_line_and_no_run(
     make_napari_viewer, qtbot, notifications, monkeypatch, bars, blobs, tiny_base_file
 ):
-    monkeypatch.setattr(_common, "device_choices", lambda: ["auto", "cpu", "cuda"])
+    _offer_cuda(monkeypatch)
     with pytest.raises(ValueError) as refused:
         pick_device("cuda")
     viewer = make_napari_viewer()
     viewer.add_image(blobs, name="blobs")
     _dock, widget = _finetune_panel(viewer, tiny_base_file, steps=5)
-    widget._device.value = "cuda"
-    widget._preview_every.value = 2  # a started run would add a preview layer
+    widget.set_options(device="cuda")
+    widget.set_options(preview_every=2)  # a started run would add a preview layer
     layers = [layer.name for layer in viewer.layers]
 
     assert widget.start() is None

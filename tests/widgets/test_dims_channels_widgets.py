@@ -18,9 +18,11 @@ import dask.array as da
 import numpy as np
 import pytest
 import zarr
+from dock_fields import field
 
 from napari_unet._widgets.finetune import FinetuneWidget
-from napari_unet._widgets.segment import NO_LINK_NOTE, SegmentWidget
+from napari_unet._widgets.segment import SegmentWidget
+from napari_unet.core.frontend import NO_LINK_NOTE
 from napari_unet.core.io import RGB_MESSAGE, rgb_to_grey
 from napari_unet.core.model import UNetConfig
 from napari_unet.core.modelfile import load_model, random_model, save_model
@@ -94,7 +96,7 @@ def _statuses_seen(worker, widget) -> list[str]:
     """The dock's status line after each worker event (connected after the widget's own
     handler, so it reads what the widget has just shown)."""
     seen: list[str] = []
-    worker.yielded.connect(lambda _event: seen.append(widget._status.value))
+    worker.yielded.connect(lambda _event: seen.append(widget.status))
     return seen
 
 
@@ -127,7 +129,7 @@ def test_current_slice_of_a_tzyx_stack_is_the_plane_the_sliders_show(
     np.testing.assert_allclose(layer.scale, image.scale)
     np.testing.assert_allclose(layer.translate, image.translate)
     assert widget.plane_progress == (1, 1)
-    assert "done" in widget._status.value
+    assert "done" in widget.status
 
 
 def test_segment_stack_fills_every_plane_and_counts_them_all(
@@ -159,7 +161,7 @@ def test_segment_stack_fills_every_plane_and_counts_them_all(
     tiles = bar.total // 6
     assert any(s.startswith("plane 6 of 6 (t=1, z=2), tile") for s in statuses), statuses
     assert statuses[-1] == "plane 6 of 6 (t=1, z=2), tile " + f"{tiles} of {tiles}"
-    assert widget._status.value == "done: cells labels (6 planes)"
+    assert widget.status == "done: cells labels (6 planes)"
 
 
 def test_linking_a_z_stack_gives_the_cores_linked_labels(
@@ -173,7 +175,7 @@ def test_linking_a_z_stack_gives_the_cores_linked_labels(
     viewer.add_image(stack, name="zstack")
     viewer.dims.axis_labels = ("z", "y", "x")
     widget = _segment_panel(viewer, tiny_model_file, threshold)
-    assert widget._link.value is True  # the axis before y is z
+    assert widget.options().link is True  # the axis before y is z
     assert widget.options().link is True
 
     widget.segment_stack()
@@ -184,7 +186,7 @@ def test_linking_a_z_stack_gives_the_cores_linked_labels(
     unlinked = segment(model, stack, threshold=threshold, device="cpu")
     assert not np.array_equal(linked, unlinked)  # the test can tell them apart
     np.testing.assert_array_equal(viewer.layers["zstack labels"].data, linked)
-    assert widget._status.value == "done: zstack labels (4 planes, labels linked)"
+    assert widget.status == "done: zstack labels (4 planes, labels linked)"
 
 
 @pytest.mark.parametrize(
@@ -203,10 +205,10 @@ def test_the_link_checkbox_defaults_on_only_for_a_z_axis(
     viewer.add_image(np.stack([blobs, blobs]), name="stack")
     viewer.dims.axis_labels = labels
     widget = _segment_panel(viewer, tiny_model_file, 0.5)
-    assert widget._link.value is expected
+    assert widget.options().link is expected
     # Relabelled while the dock is open: the default follows.
     viewer.dims.axis_labels = ("t", "y", "x") if expected else ("z", "y", "x")
-    assert widget._link.value is (not expected)
+    assert widget.options().link is (not expected)
 
 
 def test_link_default_skips_a_labelled_channel_axis(make_napari_viewer, tiny_model_file):
@@ -214,8 +216,8 @@ def test_link_default_skips_a_labelled_channel_axis(make_napari_viewer, tiny_mod
     viewer.add_image(np.zeros((3, 2, 32, 32), np.uint8), name="zcyx")
     viewer.dims.axis_labels = ("z", "c", "y", "x")
     widget = _segment_panel(viewer, tiny_model_file, 0.5)
-    assert widget._channels.values()["channel_axis"] == 1  # set from the "c" label
-    assert widget._link.value is True  # the axis before y, the channel axis aside, is z
+    assert widget.options().channel_axis == 1  # set from the "c" label
+    assert widget.options().link is True  # the axis before y, the channel axis aside, is z
 
 
 # ------------------------------------------------------------------------- channels
@@ -251,7 +253,7 @@ def test_the_channel_axis_is_set_from_the_viewers_c_label(
     viewer.add_image(yxc, name="yxc")
     viewer.dims.axis_labels = ("y", "x", "c")
     widget = _segment_panel(viewer, two_channel_file, threshold)
-    assert widget._channels.values()["channel_axis"] == 2
+    assert widget.options().channel_axis == 2
 
     widget.segment_stack()
     _wait(qtbot, lambda: not widget.is_running)
@@ -272,7 +274,7 @@ def test_current_slice_of_a_czyx_stack_skips_the_channel_axis(
     image = viewer.add_image(czyx, name="czyx", translate=(0.0, 10.0, 5.0, 5.0))
     viewer.dims.axis_labels = ("c", "z", "y", "x")
     widget = _segment_panel(viewer, two_channel_file, threshold)
-    assert widget._channels.values()["channel_axis"] == 0
+    assert widget.options().channel_axis == 0
     viewer.dims.set_current_step(0, 1)  # the channel slider: not a plane axis
     viewer.dims.set_current_step(1, 2)
 
@@ -367,7 +369,7 @@ def test_rgb_is_refused_until_the_user_chooses_grey_or_channels(
     viewer = make_napari_viewer()
     viewer.add_image(rgb, name="photo", rgb=True)
     widget = _segment_panel(viewer, tiny_model_file, threshold)
-    assert widget._channels.rgb_offered  # the choice is shown for an RGB layer
+    assert not field(widget, "RGB").native.isHidden()  # the choice is shown for an RGB layer
 
     assert widget.segment_current_slice() is None
     assert len(notifications["error"]) == 1
@@ -408,7 +410,7 @@ def test_current_slice_of_a_lazy_tzyx_stack_is_written_to_its_own_store(
     viewer.dims.axis_labels = ("t", "z", "y", "x")
     widget = _segment_panel(viewer, tiny_model_file, threshold)
     widget.set_options(link=True)
-    widget._output_store.value = tmp_path / "lazy.zarr"
+    widget.set_options(output_store=tmp_path / "lazy.zarr")
     viewer.dims.set_current_step(1, 1)  # t = 0, z = 1: flat plane 1
 
     widget.segment_current_slice()
@@ -434,15 +436,15 @@ def test_a_lazy_stack_segments_block_wise_without_linking_and_says_so(
     viewer.add_image(da.from_array(stack, chunks=(1, 1, 64, 64)), name="lazy")
     viewer.dims.axis_labels = ("t", "z", "y", "x")
     widget = _segment_panel(viewer, tiny_model_file, 0.5)
-    assert widget._link.value is True
-    widget._output_store.value = tmp_path / "lazy.zarr"
+    assert widget.options().link is True
+    widget.set_options(output_store=tmp_path / "lazy.zarr")
 
     widget.segment_stack()
     _wait(qtbot, lambda: not widget.is_running)
 
     assert notifications["error"] == []
     assert NO_LINK_NOTE in notifications["warning"]
-    assert NO_LINK_NOTE in widget._status.value and "done" in widget._status.value
+    assert NO_LINK_NOTE in widget.status and "done" in widget.status
     model = load_model(tiny_model_file)
     expected = segment(model, stack, threshold=0.5, device="cpu")
     np.testing.assert_array_equal(np.asarray(viewer.layers["lazy labels"].data), expected)
@@ -458,12 +460,12 @@ def _paint(annotations: np.ndarray) -> None:
 
 
 def _tiny_training(widget: FinetuneWidget, steps: int) -> None:
-    widget._steps.value = steps
-    widget._batch_size.value = 1
-    widget._patch_size.value = 60
-    widget._augment.value = False
-    widget._preview_every.value = 2
-    widget._device.value = "cpu"
+    widget.set_options(steps=steps)
+    widget.set_options(batch_size=1)
+    widget.set_options(patch_size=60)
+    widget.set_options(augment=False)
+    widget.set_options(preview_every=2)
+    widget.set_options(device="cpu")
 
 
 @pytest.mark.slow  # trains 3 steps of a tiny network

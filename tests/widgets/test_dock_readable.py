@@ -7,12 +7,13 @@ them; what is checked is what Qt lays out and what the plot draws.
 from __future__ import annotations
 
 import pytest
+from dock_fields import status_label
 from qtpy.QtCore import QPoint, QRect, QRectF, Qt
 from qtpy.QtGui import QFontMetrics, QFontMetricsF
 from qtpy.QtWidgets import QApplication
 
-from napari_unet._widgets._common import BREAK, breakable
 from napari_unet._widgets._loss_plot import compact_number
+from napari_unet._widgets._text import BREAK, breakable
 
 
 def _docked(make_napari_viewer, name: str):
@@ -109,17 +110,18 @@ def test_a_long_status_wraps_within_the_dock_and_shows_every_line(
     make_napari_viewer, tmp_path, name
 ):
     dock, widget = _docked(make_napari_viewer, name)
-    label = widget._status.native
-    widget._status.value = "done"
+    status = status_label(widget)
+    label = status.native
+    status.value = "done"
     _settle()
     width_before, one_line = dock.width(), label.height()
     path = tmp_path / ("a_very_long_folder_name" * 4) / "cells-finetuned-2.safetensors"
     long = f"saved {path}; this line goes on with more words than fit in one line"
 
-    widget._status.value = long
+    status.value = long
     _settle()
 
-    assert widget._status.value == long  # the text as set; only its display may break
+    assert status.value == long  # the text as set; only its display may break
     assert dock.width() == width_before  # the dock did not widen for it
     right = label.mapTo(dock, QPoint(label.width(), 0)).x()
     assert right <= dock.width()

@@ -134,7 +134,7 @@ def test_the_users_choice_is_kept_per_image(make_napari_viewer, blobs, em_like):
 def test_the_last_choice_for_a_kind_of_image_is_kept_across_sessions(
     make_napari_viewer, blobs, em_like, monkeypatch
 ):
-    from napari_unet._widgets import _common
+    from napari_unet._widgets import _sessions
 
     viewer = make_napari_viewer()
     viewer.add_image(em_like, name="section")
@@ -147,7 +147,7 @@ def test_the_last_choice_for_a_kind_of_image_is_kept_across_sessions(
         "fluorescence": {"name": "em-membranes"},
     }
 
-    monkeypatch.setattr(_common, "_SESSION", _common.SessionModels())  # a new session
+    monkeypatch.setattr(_sessions, "_SESSION", _sessions.SessionModels())  # a new session
     viewer = make_napari_viewer()
     viewer.add_image(em_like[::-1].copy(), name="another section")
     viewer.add_image(blobs[:, ::-1].copy(), name="more nuclei")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dock_fields import field
 
 from napari_unet.core.calibration import PixelSize, read_calibration
 from napari_unet.core.errors import InputError
@@ -24,7 +25,7 @@ MODEL_DIAMETER = 20.0
 
 def _open(viewer, name: str):
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet", name)
-    widget._device.value = "cpu"
+    widget.set_options(device="cpu")
     return widget
 
 
@@ -48,13 +49,13 @@ def test_pixel_size_field_follows_the_layer(make_napari_viewer, blobs):
     viewer = make_napari_viewer()
     viewer.add_image(_stack(blobs), name="um", scale=(2, 0.5, 0.5), units="µm")
     widget = _open(viewer, "Segment")
-    assert widget._pixel_size.value == "0.5 µm"
+    assert field(widget, "pixel size").value == "0.5 µm"
     assert widget.options().pixel_size == PixelSize(0.5, 0.5, "µm")
 
     # napari's default units are pixels: the physical size is unknown
     viewer.add_image(blobs, name="pixels", scale=(3, 3))
-    assert widget._image_combo.value.name == "pixels"
-    assert widget._pixel_size.value == "" and widget.options().pixel_size is None
+    assert widget.options().image == "pixels"
+    assert field(widget, "pixel size").value == "" and widget.options().pixel_size is None
 
     viewer.add_image(blobs, name="nm", scale=(8, 4), units=("nm", "nm"))
     assert widget.options().pixel_size == PixelSize(8, 4, "nm")
@@ -68,11 +69,11 @@ def test_typed_fields_reach_the_options_and_bad_values_are_refused(
     widget = _open(viewer, "Segment")
     # empty: the core's default, which the field says for the chosen model
     widget.add_model_file(scaled_model_file)
-    placeholder = widget._diameter.native.placeholderText()
-    assert widget._diameter.value == "" and widget.options().diameter is None
+    placeholder = field(widget, "object diameter").native.placeholderText()
+    assert field(widget, "object diameter").value == "" and widget.options().diameter is None
     assert placeholder == "default: from the pixel sizes, else auto"
     widget.add_model_file(tiny_model_file)
-    assert "not rescaled" in widget._diameter.native.placeholderText()
+    assert "not rescaled" in field(widget, "object diameter").native.placeholderText()
 
     widget.set_options(pixel_size="4 nm", diameter=31)
     options = widget.options()
@@ -86,7 +87,7 @@ def test_typed_fields_reach_the_options_and_bad_values_are_refused(
     for key, value in [("pixel_size", "0 um"), ("pixel_size", "1 furlong"), ("diameter", -2)]:
         with pytest.raises(InputError, match="field"):
             widget.set_options(**{key: value})
-    widget._diameter.value = "big"  # typed: refused when a run starts, in one line
+    field(widget, "object diameter").value = "big"  # typed: refused when a run starts, in one line
     with pytest.raises(InputError, match=r"object diameter field.*'big'"):
         widget.options()
 
@@ -98,7 +99,7 @@ def test_a_bad_typed_pixel_size_is_one_notification(
     viewer.add_image(blobs, name="blobs")
     widget = _open(viewer, "Segment")
     widget.add_model_file(scaled_model_file)
-    widget._pixel_size.value = "-0.3 um"
+    field(widget, "pixel size").value = "-0.3 um"
     assert widget.segment_current_slice() is None
     assert len(notifications["error"]) == 1
     assert notifications["error"][0].startswith("pixel size field:")
@@ -122,8 +123,8 @@ def test_results_overlay_an_anisotropic_stack(
     widget.add_model_file(scaled_model_file)
     widget.set_options(diameter=None, output=output)  # pixel sizes decide: both 0.5 µm
     if block_wise:
-        widget._to_zarr.value = True
-        widget._output_store.value = tmp_path / "cells.zarr"
+        widget.set_options(to_zarr=True)
+        widget.set_options(output_store=tmp_path / "cells.zarr")
     widget.segment_stack()
     _wait(qtbot, widget)
 
@@ -136,7 +137,7 @@ def test_results_overlay_an_anisotropic_stack(
     world = image.data_to_world((1, 40, 50))
     np.testing.assert_allclose(result.world_to_data(world), (1, 40, 50))
     assert widget.scale_choice.factor == pytest.approx(1.0)
-    assert "scale: pixel size 0.5 µm, the model's 0.5 µm -> x1" in widget._status.value
+    assert "scale: pixel size 0.5 µm, the model's 0.5 µm -> x1" in widget.status
     if block_wise:  # the store on disk records the image's calibration too
         calibration = read_calibration(tmp_path / "cells.zarr")
         expected = {"labels": ((2, 0.5, 0.5), (4, 10, -3), ("µm",) * 3),
@@ -161,7 +162,7 @@ def test_diameter_field_rescales_and_the_status_says_why(
 
     choice = widget.scale_choice
     assert choice.factor == pytest.approx(0.5, rel=0.02)
-    status = widget._status.value
+    status = widget.status
     assert status.startswith("done: blobs labels")
     assert f"scale: {choice.reason}" in status and "objects measure 40 px (given)" in status
     layer = viewer.layers["blobs labels"]
@@ -181,11 +182,11 @@ def test_finetune_records_the_layer_pixel_size(
     annotations.data[10:30, 15:35] = 2  # two cells, 20 px squares
     annotations.data[40:60, 60:80] = 3
     widget.add_model_file(tiny_base_file)
-    widget._steps.value = 2
-    widget._batch_size.value = 1
-    widget._patch_size.value = 60
-    widget._preview_every.value = 0
-    widget._device.value = "cpu"
+    widget.set_options(steps=2)
+    widget.set_options(batch_size=1)
+    widget.set_options(patch_size=60)
+    widget.set_options(preview_every=0)
+    widget.set_options(device="cpu")
     assert widget.train_config().pixel_size == PixelSize(0.25, 0.25, "µm")
     widget.start()
     qtbot.waitUntil(lambda: widget.trained_bundle is not None, timeout=90_000)

@@ -10,10 +10,12 @@ import dask.array as da
 import numpy as np
 import pytest
 import zarr
+from dock_fields import open_dock
 
-from napari_unet._widgets.segment import NO_SPLIT_NOTE, SegmentWidget
+from napari_unet._widgets.segment import SegmentWidget
 from napari_unet.core import normalise
 from napari_unet.core.events import Progress
+from napari_unet.core.frontend import NO_SPLIT_NOTE
 from napari_unet.core.largeimage import BlockStore
 from napari_unet.core.modelfile import load_model
 from napari_unet.core.segment import segment
@@ -82,13 +84,13 @@ def _expected(model: Path, image: np.ndarray, threshold: float, **options) -> np
 
 
 def _make_widget(viewer, model: Path, store: Path, threshold: float = 0.5) -> SegmentWidget:
-    widget = SegmentWidget(viewer)
+    widget = open_dock(viewer, "Segment")
     widget.add_model_file(model)
-    widget._device.value = "cpu"
-    widget._threshold.value = threshold
-    widget._tile_size.value = TILE
-    widget._block_size.value = BLOCK
-    widget._output_store.value = store
+    widget.set_options(device="cpu")
+    widget.set_options(threshold=threshold)
+    widget.set_options(tile_size=TILE)
+    widget.set_options(block_size=BLOCK)
+    widget.set_options(output_store=store)
     return widget
 
 
@@ -133,7 +135,7 @@ def test_dask_layer_is_segmented_block_wise_without_loading_it(
     np.testing.assert_array_equal(np.asarray(layer.data), expected)
     np.testing.assert_allclose(layer.scale, (2, 3))
     np.testing.assert_allclose(layer.translate, (5, 7))
-    assert "done" in widget._status.value and "out.zarr" in widget._status.value
+    assert "done" in widget.status and "out.zarr" in widget.status
     # (3) the store on disk reopens with zarr and holds the layer's labels
     reopened = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")
     assert reopened.attrs["multiscales"][0]["datasets"][0]["path"] == "0"
@@ -147,7 +149,7 @@ def test_multiscale_layer_segments_its_full_resolution(
     pyramid = [large_blobs, large_blobs[::2, ::2], large_blobs[::4, ::4]]
     viewer.add_image(pyramid, name="pyramid", multiscale=True, contrast_limits=(0, 255))
     widget = _make_widget(viewer, tiny_model_file, tmp_path / "pyramid.zarr")
-    widget._output_combo.value = "mask"
+    widget.set_options(output="mask")
 
     widget.segment_current_slice()
     _wait_done(qtbot, widget)
@@ -178,13 +180,13 @@ def test_cancel_keeps_finished_blocks_and_resume_completes(
     assert notifications["error"] == []
     finished = BlockStore(store).done()
     assert 2 <= len(finished) < 12  # stopped early, finished blocks kept
-    assert "cancelled" in widget._status.value and "resume" in widget._status.value
+    assert "cancelled" in widget.status and "resume" in widget.status
     layer = viewer.layers["lazy labels"]
     partial = zarr.open_array(str(store / "0"), mode="r")[...]
     np.testing.assert_array_equal(np.asarray(layer.data), partial)
     assert partial.any() and not partial.all()
 
-    widget._resume.value = True
+    widget.set_options(resume=True)
     worker = widget.segment_stack()
     resumed = _block_progress(worker)
     _wait_done(qtbot, widget)
@@ -202,14 +204,17 @@ def test_split_touching_is_turned_off_and_said_so(
     viewer = make_napari_viewer()
     viewer.add_image(da.from_array(blobs), name="lazy", contrast_limits=(0, 255))
     widget = _make_widget(viewer, tiny_model_file, tmp_path / "split.zarr")
-    widget._split_touching.value = True
+    widget.set_options(split_touching=True)
 
     widget.segment_current_slice()
     _wait_done(qtbot, widget)
 
     assert notifications["error"] == []
     assert notifications["warning"] == [NO_SPLIT_NOTE]
-    assert "done" in widget._status.value and NO_SPLIT_NOTE in widget._status.value
+    assert "done" in widget.status and NO_SPLIT_NOTE in widget.status
+    # what was applied, with the model's recommendations and the user's own settings
+    threshold = widget.options().threshold
+    assert f"post-processing: threshold {threshold:g}" in widget.status.split("\n")
     expected = _expected(tiny_model_file, blobs, 0.5, split_touching=False)
     np.testing.assert_array_equal(np.asarray(viewer.layers["lazy labels"].data), expected)
 
@@ -244,8 +249,8 @@ def test_in_memory_image_can_be_written_to_a_store(
     viewer = make_napari_viewer()
     viewer.add_image(blobs, name="blobs")
     widget = _make_widget(viewer, tiny_model_file, tmp_path / "forced.zarr")
-    widget._to_zarr.value = True
-    widget._output_combo.value = "probabilities"
+    widget.set_options(to_zarr=True)
+    widget.set_options(output="probabilities")
 
     widget.segment_current_slice()
     _wait_done(qtbot, widget)
@@ -265,13 +270,13 @@ def test_in_memory_run_never_writes_into_a_store_layer(
     viewer = make_napari_viewer()
     viewer.add_image(blobs, name="blobs")
     widget = _make_widget(viewer, tiny_model_file, tmp_path / "kept.zarr")
-    widget._to_zarr.value = True
+    widget.set_options(to_zarr=True)
     widget.segment_current_slice()
     _wait_done(qtbot, widget)
     stored = np.asarray(viewer.layers["blobs labels"].data).copy()
 
-    widget._to_zarr.value = False
-    widget._threshold.value = 0.0  # everything foreground: differs from the stored labels
+    widget.set_options(to_zarr=False)
+    widget.set_options(threshold=0.0)  # everything foreground: differs from the stored labels
     widget.segment_current_slice()
     _wait_done(qtbot, widget)
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
+from dock_fields import field, open_dock
 
 from napari_unet import cli
 from napari_unet._widgets.segment import SegmentWidget
@@ -35,11 +37,11 @@ def _mixed_threshold(model: Path, image: np.ndarray) -> float:
 
 
 def _make_widget(viewer, model: Path, threshold: float | None = None) -> SegmentWidget:
-    widget = SegmentWidget(viewer)
+    widget = open_dock(viewer, "Segment")
     widget.add_model_file(model)
-    widget._device.value = "cpu"
+    widget.set_options(device="cpu")
     if threshold is not None:
-        widget._threshold.value = threshold
+        widget.set_options(threshold=threshold)
     return widget
 
 
@@ -48,7 +50,7 @@ def test_one_click_labels_match_cli(make_napari_viewer, qtbot, tmp_path, blobs, 
     image = viewer.add_image(blobs, name="blobs", scale=(0.5, 0.25), translate=(3, 4))
     threshold = _mixed_threshold(tiny_model_file, blobs)
     widget = _make_widget(viewer, tiny_model_file, threshold)
-    assert widget._image_combo.value is image  # follows the active layer
+    assert widget.options().image == image.name  # follows the active layer
 
     widget.segment_current_slice()
     _wait_done(qtbot, widget)
@@ -68,8 +70,8 @@ def test_probabilities_stream_into_an_image_layer(
     viewer = make_napari_viewer()
     viewer.add_image(blobs, name="blobs")
     widget = _make_widget(viewer, tiny_model_file)
-    widget._output_combo.value = "probabilities"
-    widget._tile_size.value = 60  # several tiles
+    widget.set_options(output="probabilities")
+    widget.set_options(tile_size=60)  # several tiles
     worker = widget.segment_current_slice()
     tiles = []
     worker.yielded.connect(lambda event: tiles.append(event))
@@ -126,8 +128,8 @@ def test_cancel_keeps_finished_tiles(make_napari_viewer, qtbot, tiny_model_file)
     big = np.random.default_rng(0).integers(0, 255, (1024, 1024), dtype=np.uint8)
     viewer.add_image(big, name="big")
     widget = _make_widget(viewer, tiny_model_file)
-    widget._output_combo.value = "probabilities"  # every written pixel is > 0
-    widget._tile_size.value = 60
+    widget.set_options(output="probabilities")  # every written pixel is > 0
+    widget.set_options(tile_size=60)
     worker = widget.segment_current_slice()
     regions = []
     # Tiles only: the first event names the device.
@@ -146,7 +148,7 @@ def test_cancel_keeps_finished_tiles(make_napari_viewer, qtbot, tiny_model_file)
     assert 3 <= len(regions) and written.mean() < 0.5  # stopped early
     assert (data[written] > 0).all()
     assert (data[~written] == 0).all()
-    assert "cancelled" in widget._status.value
+    assert "cancelled" in widget.status
 
 
 def test_cancel_before_the_worker_starts_ends_cleanly(
@@ -163,8 +165,9 @@ def test_cancel_before_the_worker_starts_ends_cleanly(
     _wait_done(qtbot, widget)
 
     assert not viewer.layers["blobs labels"].data.any()
-    assert widget._status.value.startswith("cancelled: kept 0")
-    assert widget._slice_button.enabled and not widget._cancel_button.enabled
+    assert widget.status.startswith("cancelled: kept 0")
+    assert field(widget, "Segment current slice").enabled
+    assert not field(widget, "Cancel").enabled
 
 
 def test_rgb_image_is_refused_with_a_clear_message(
@@ -226,7 +229,7 @@ def test_choosing_a_model_applies_its_recommended_postprocessing(
         "per_output": {"labels": {"merge_boundaries": 0.75}},
     }
     recommended = save_model(bundle, tmp_path / "recommended.safetensors")
-    widget = SegmentWidget(make_napari_viewer())
+    widget = open_dock(make_napari_viewer(), "Segment")
     widget.add_model_file(recommended)
     options = widget.options()
     chosen = (options.threshold, options.min_size, options.split_touching, options.merge_boundaries)
@@ -235,3 +238,33 @@ def test_choosing_a_model_applies_its_recommended_postprocessing(
     options = widget.options()
     chosen = (options.threshold, options.min_size, options.split_touching, options.merge_boundaries)
     assert chosen == (0.5, 0, False, 0.0)
+
+
+def test_options_cover_every_field_and_set_options_takes_them_back(
+    make_napari_viewer, tmp_path, blobs, tiny_model_file
+):
+    viewer = make_napari_viewer()
+    viewer.add_image(blobs, name="blobs")
+    widget = open_dock(viewer, "Segment")
+    widget.add_model_file(tiny_model_file)
+    chosen = dict(
+        output="mask", tile_size=92, threshold=0.3, min_size=5, split_touching=True,
+        fill_boundaries=True, merge_boundaries=0.2, device="cpu", link=True,
+        pixel_size="0.5 um", diameter=12, to_zarr=True, output_store=tmp_path / "o.zarr",
+        resume=True, block_size=512,
+    )  # fmt: skip
+    widget.set_options(**chosen)
+    options = widget.options()
+    assert (options.image, options.model) == ("blobs", "tiny.safetensors")
+    assert str(options.pixel_size) == "0.5 µm" and options.diameter == 12.0
+    same = {key: getattr(options, key) for key in chosen if key not in ("pixel_size", "diameter")}
+    assert same == {key: value for key, value in chosen.items() if key in same}
+
+    other_viewer = make_napari_viewer()
+    other_viewer.add_image(blobs, name="blobs")
+    other = open_dock(other_viewer, "Segment")
+    other.add_model_file(tiny_model_file)
+    other.set_options(**vars(options))  # every field, as it is
+    assert other.options() == replace(options, channel_layers=())
+    core = options.segment_options()
+    assert (core.output, core.tile_size, core.merge_boundaries) == ("mask", 92, 0.2)

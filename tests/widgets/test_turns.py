@@ -7,9 +7,11 @@ import itertools
 import logging
 
 import numpy as np
+from dock_fields import open_dock
 from qtpy.QtCore import QTimer
 
-from napari_unet._widgets._common import add_unselected, in_separate_turns, show_layer
+from napari_unet._widgets._layers import add_unselected, show_layer
+from napari_unet._widgets._lifetime import in_separate_turns
 
 
 def test_steps_run_in_order_each_in_a_turn_of_its_own(qtbot):
@@ -42,7 +44,7 @@ def test_a_failing_step_is_logged_and_the_next_still_runs(qtbot, caplog):
     def broken() -> None:
         raise RuntimeError("layer vanished")
 
-    with caplog.at_level(logging.ERROR, logger="napari_unet._widgets._common"):
+    with caplog.at_level(logging.ERROR, logger="napari_unet._widgets._lifetime"):
         in_separate_turns(broken, lambda: ran.append("start the worker"))
         qtbot.waitUntil(lambda: ran == ["start the worker"], timeout=5_000)
     assert "layer vanished" in caplog.text
@@ -89,17 +91,16 @@ def test_add_unselected_keeps_the_selection_and_tells_no_listener(make_napari_vi
 def test_segment_click_adds_its_layer_in_a_later_turn_hidden_then_shown(
     make_napari_viewer, qtbot, blobs, tiny_model_file
 ):
-    from napari_unet._widgets.segment import SegmentWidget
 
     viewer = make_napari_viewer()
     image = viewer.add_image(blobs, name="blobs")
-    widget = SegmentWidget(viewer)
+    widget = open_dock(viewer, "Segment")
     widget.add_model_file(tiny_model_file)
-    widget._device.value = "cpu"
+    widget.set_options(device="cpu")
     seen: list[tuple[bool, bool]] = []  # (layer visible, worker started) when the layer came
 
     def on_inserted(event) -> None:
-        seen.append((event.value.visible, widget._run.progress is not None))
+        seen.append((event.value.visible, widget.progress_bar is not None))
 
     viewer.layers.events.inserted.connect(on_inserted)
     widget.segment_current_slice()

@@ -8,6 +8,7 @@ replaces a file unasked; block-wise results never replace a store or folder the 
 from __future__ import annotations
 
 import re
+import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -15,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from dock_fields import open_dock
 
-from napari_unet._widgets import _common
-from napari_unet._widgets import segment as segment_module
+from napari_unet._widgets import _common, _dialogs, _notify, _segment_run
 from napari_unet._widgets.finetune import FinetuneWidget
 from napari_unet._widgets.segment import SegmentWidget
 from napari_unet.core.errors import InputError, NonFiniteWarning
@@ -35,9 +36,9 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 
 def _segment_widget(viewer, model: Path) -> SegmentWidget:
-    widget = SegmentWidget(viewer)
+    widget = open_dock(viewer, "Segment")
     widget.add_model_file(model)
-    widget._device.value = "cpu"
+    widget.set_options(device="cpu")
     return widget
 
 
@@ -62,7 +63,7 @@ def test_nan_pixels_are_shown_as_one_warning(
     assert len(notifications["warning"]) == 1
     assert "3 NaN/infinite pixels replaced" in notifications["warning"][0]
     assert "\n" not in notifications["warning"][0]
-    assert "done" in widget._status.value
+    assert "done" in widget.status
 
 
 def test_out_of_memory_in_the_worker_is_one_line(
@@ -72,7 +73,7 @@ def test_out_of_memory_in_the_worker_is_one_line(
         raise MemoryError
         yield  # a generator, as segment_iter is
 
-    monkeypatch.setattr(segment_module, "segment_iter", exhausted)
+    monkeypatch.setattr(_segment_run, "segment_iter", exhausted)
     viewer = make_napari_viewer()
     viewer.add_image(blobs, name="blobs")
     widget = _segment_widget(viewer, tiny_model_file)
@@ -81,7 +82,7 @@ def test_out_of_memory_in_the_worker_is_one_line(
     _wait(qtbot, lambda: not widget.is_running)
 
     assert notifications["error"] == [_common.OUT_OF_MEMORY]
-    assert widget._status.value == "failed (see the notification)"
+    assert widget.status == "failed (see the notification)"
 
 
 def test_a_bad_base_model_for_fine_tuning_is_one_line(
@@ -89,7 +90,7 @@ def test_a_bad_base_model_for_fine_tuning_is_one_line(
 ):
     viewer = make_napari_viewer()
     viewer.add_image(blobs, name="blobs")
-    widget = FinetuneWidget(viewer)
+    widget = open_dock(viewer, "Fine-tune")
     _paint(widget.new_annotations())
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x00" * 64)
@@ -113,7 +114,7 @@ def _paint(annotations) -> None:
 
 
 def _finetune(viewer, base: Path, monkeypatch, **config) -> FinetuneWidget:
-    widget = FinetuneWidget(viewer)
+    widget = open_dock(viewer, "Fine-tune")
     _paint(widget.new_annotations())
     widget.add_model_file(base)
     values = dict(steps=20, batch_size=1, patch_size=60, validation_every=5, device="cpu")
@@ -212,15 +213,15 @@ def test_save_model_never_replaces_a_file_unasked(
 @pytest.fixture
 def default_stores(monkeypatch, tmp_path) -> Path:
     """The Segment widget's default store folder, inside the test's folder."""
-    folder = tmp_path / "default-stores"
-    monkeypatch.setattr(segment_module, "default_store_path", lambda name: folder / f"{name}.zarr")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # tempdir/napari-unet/<image>.zarr
+    folder = tmp_path / "napari-unet"
     return folder
 
 
 def _store_widget(viewer, model: Path, store: Path | None = None) -> SegmentWidget:
     widget = _segment_widget(viewer, model)
-    widget._to_zarr.value = True
-    widget._output_store.value = store
+    widget.set_options(to_zarr=True)
+    widget.set_options(output_store=store)
     return widget
 
 
@@ -241,10 +242,10 @@ def test_the_default_store_never_replaces_what_is_there(
     assert _files(foreign) == {"notes.txt": b"the user's notes"}
     free = default_stores / "blobs-2.zarr"
     assert BlockStore(free).run_record()["complete"]
-    assert str(free) in widget._status.value
+    assert str(free) in widget.status
 
     # The widget's own earlier result of the same image is replaced, not multiplied.
-    widget._threshold.value = 0.0
+    widget.set_options(threshold=0.0)
     widget.segment_current_slice()
     _wait(qtbot, lambda: not widget.is_running)
     assert notifications["error"] == []
@@ -256,22 +257,24 @@ def test_the_default_store_never_replaces_what_is_there(
 def test_a_chosen_store_with_an_earlier_result_is_replaced_only_if_the_user_agrees(
     make_napari_viewer, qtbot, notifications, monkeypatch, tmp_path, blobs, tiny_model_file, agreed
 ):
-    viewer = make_napari_viewer()
-    viewer.add_image(blobs, name="blobs")
+    yesterday = make_napari_viewer()  # e.g. yesterday's session: another viewer, dock
+    yesterday.add_image(blobs, name="blobs")
     store = tmp_path / "chosen.zarr"
-    earlier = _store_widget(viewer, tiny_model_file, store)  # e.g. yesterday's session
+    earlier = _store_widget(yesterday, tiny_model_file, store)
     earlier.segment_current_slice()
     _wait(qtbot, lambda: not earlier.is_running)
     before = _files(store)
     asked: list[Path] = []
+    viewer = make_napari_viewer()
+    viewer.add_image(blobs, name="blobs")
 
     def ask(_parent, path: Path) -> bool:
         asked.append(path)
         return agreed
 
-    monkeypatch.setattr(_common, "ask_replace", ask)
+    monkeypatch.setattr(_dialogs, "ask_replace", ask)
     widget = _store_widget(viewer, tiny_model_file, store)
-    widget._threshold.value = 0.0  # everything foreground: differs from the earlier result
+    widget.set_options(threshold=0.0)  # everything foreground: differs from the earlier result
     worker = widget.segment_current_slice()
     _wait(qtbot, lambda: not widget.is_running)
 
@@ -281,13 +284,13 @@ def test_a_chosen_store_with_an_earlier_result_is_replaced_only_if_the_user_agre
         assert (BlockStore(store).result(mode="r")[...] > 0).all()
     else:
         assert worker is None and _files(store) == before
-        assert widget._status.value == "not started: the output store was kept"
+        assert widget.status == "not started: the output store was kept"
 
 
 def test_a_chosen_folder_that_is_not_a_store_is_refused_in_one_line(
     make_napari_viewer, qtbot, notifications, monkeypatch, tmp_path, blobs, tiny_model_file
 ):
-    monkeypatch.setattr(_common, "ask_replace", pytest.fail)  # nothing to ask about
+    monkeypatch.setattr(_dialogs, "ask_replace", pytest.fail)  # nothing to ask about
     viewer = make_napari_viewer()
     viewer.add_image(blobs, name="blobs")
     folder = tmp_path / "results.zarr"
@@ -326,7 +329,7 @@ def test_worker_warnings_and_errors_become_events():
     ]
     assert str(events[-1].error) == "what is wrong; what to do"
     assert [str(w.message) for w in others] == ["not ours"]  # passed on, not swallowed
-    assert not isinstance(warnings.showwarning, _common._WarningRouter)  # put back
+    assert not isinstance(warnings.showwarning, _notify._WarningRouter)  # put back
 
 
 def test_two_workers_at_once_each_get_their_own_warnings():
@@ -398,7 +401,6 @@ def test_a_runtime_error_in_a_worker_ends_the_run(
     make_napari_viewer, qtbot, tiny_model_file, blobs, monkeypatch
 ):
     """superqt swallows RuntimeErrors of generator workers: the dock must not stay busy."""
-    from napari_unet._widgets import segment as segment_module
 
     def broken(*args, **kwargs):
         raise RuntimeError("a bug deep in torch")
@@ -408,7 +410,7 @@ def test_a_runtime_error_in_a_worker_ends_the_run(
     viewer.add_image(blobs, name="blobs")
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
     widget.add_model_file(tiny_model_file)
-    monkeypatch.setattr(segment_module, "segment_iter", broken)
+    monkeypatch.setattr(_segment_run, "segment_iter", broken)
     with qtbot.capture_exceptions() as caught:
         for _attempt in range(2):  # the run ends, so the dock takes the next click
             assert widget.segment_current_slice() is not None

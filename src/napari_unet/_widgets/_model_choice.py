@@ -27,8 +27,8 @@ from typing import Any
 
 import platformdirs
 
-from napari_unet._widgets._common import ModelSource, SessionModels
 from napari_unet._widgets._scale import layer_pixel_size, model_scale
+from napari_unet._widgets._sessions import ModelSource, SessionModels
 from napari_unet.core.errors import UNetError
 from napari_unet.core.imagekind import ImageKind, image_kind, plane_sample
 from napari_unet.core.registry import default_model_name, list_models
