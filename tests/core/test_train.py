@@ -12,6 +12,7 @@ from napari_unet.core.events import Preview, TrainingFinished, TrainStep, Valida
 from napari_unet.core.model import UNetConfig
 from napari_unet.core.modelfile import load_model, random_model, save_model
 from napari_unet.core.train import IGNORE, TrainConfig, Trainer, train
+from napari_unet.core.train_data import crop_to_output, sample_patches
 from napari_unet.core.warmup import synthetic_cells
 
 TINY = UNetConfig(depth=2, base_width=4)
@@ -121,8 +122,8 @@ def test_patches_are_cut_where_annotations_are():
     sparse[620:640, 620:640] = 2
     sparse[650:660, 600:690] = 1
     trainer = Trainer(TINY, image, sparse, convention="sparse", config=quick())
-    _, labels, _ = trainer._sample_batch(trainer.planes, 16, np.random.default_rng(1))
-    targets = trainer._crop_targets(labels)
+    _, labels, _ = sample_patches(trainer.planes, 16, np.random.default_rng(1), trainer.geometry)
+    targets = crop_to_output(labels, trainer.geometry)
     assert all((t != IGNORE).any() for t in targets)
 
 

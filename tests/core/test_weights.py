@@ -16,8 +16,8 @@ from napari_unet.core.weights import (
     class_balance_weights,
     two_nearest_cell_distances,
     weight_map,
-    weight_map_reference,
 )
+from oracles import weight_map_reference
 
 W0, SIGMA = 10.0, 5.0
 #: float32 rounding of weights up to ~20.
