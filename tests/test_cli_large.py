@@ -12,8 +12,8 @@ import tifffile
 import zarr
 from scipy import ndimage
 
-from napari_unet.cli import segment as cli_segment
 from napari_unet.cli import main
+from napari_unet.cli import segment as cli_segment
 from napari_unet.core import largeimage, modelfile, registry
 from napari_unet.core.largeimage import BlockStore, open_image
 from napari_unet.core.model import UNetConfig

@@ -14,15 +14,13 @@ from napari_unet.core.augment import (
     augment_batch,
     crop_grid,
     interpolate_displacement,
-    random_blur,
     random_coarse_displacement,
     random_dihedral,
-    random_intensity,
-    random_invert,
     sampling_grid,
     warp,
     warp_targets,
 )
+from napari_unet.core.augment_intensity import random_blur, random_intensity, random_invert
 from napari_unet.core.errors import InputError
 from napari_unet.core.train import TrainConfig
 from napari_unet.core.train_config import jsonable_config

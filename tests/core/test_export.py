@@ -111,6 +111,7 @@ def _preprocess(raw: np.ndarray, rdf: dict) -> np.ndarray:
     return ((raw - low) / (high - low + 1e-6)).astype(np.float32)
 
 
+@pytest.mark.slow  # bioimageio.core's full model test (~10-30 s)
 @pytest.mark.parametrize("which", ["nuclei_package", "tiny_package"])
 def test_package_passes_bioimageio_model_test_offline(which, offline, request):
     package = request.getfixturevalue(which)
@@ -346,6 +347,7 @@ def test_crop_size_prefers_about_256_pixels():
     assert sample_crop_size(UNetConfig(), 230, 696) == 224
 
 
+@pytest.mark.slow  # exports and validates a package (~5 s)
 def test_a_two_channel_model_is_normalised_per_channel_in_its_package(offline, tmp_path):
     """napari-unet normalises each channel on its own; the package must say so, and its
     own model test (declared preprocessing, then the network) must reproduce our output."""

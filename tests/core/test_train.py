@@ -44,6 +44,7 @@ def quick(**changes) -> TrainConfig:
     return TrainConfig(**values)
 
 
+@pytest.mark.slow  # trains a network (~5-12 s on a busy 2-core machine)
 def test_events_of_a_run_and_best_weights():
     image, labels = disks()
     trainer = Trainer(
@@ -63,6 +64,7 @@ def test_events_of_a_run_and_best_weights():
     assert trainer.best_bundle().provenance["steps"] == best_step
 
 
+@pytest.mark.slow  # trains a network (~5-12 s on a busy 2-core machine)
 def test_training_learns_a_simple_task():
     image, labels = disks()
     config = quick(
@@ -105,6 +107,7 @@ def test_stop_keeps_weights_and_resume_continues_the_same_run(tmp_path):
     assert events[-1].reason == "completed"
 
 
+@pytest.mark.slow  # trains a network (~5-12 s on a busy 2-core machine)
 def test_same_seed_same_losses():
     image, labels = disks()
     losses = []

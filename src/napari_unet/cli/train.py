@@ -136,7 +136,7 @@ def _check_augment_args(args: argparse.Namespace) -> None:
 
 def _check_holdout_argument(args: argparse.Namespace) -> None:
     """Refuse a --holdout the core cannot read, before torch loads."""
-    from napari_unet.core.holdout import parse_holdout
+    from napari_unet.core.holdout_spec import parse_holdout
 
     try:
         parse_holdout(args.holdout)
@@ -152,7 +152,7 @@ def _check_planes_argument(args: argparse.Namespace) -> None:
         return
     if args.annotation != "result":
         raise InputError("--planes chooses planes of a result: use it with --annotation result")
-    from napari_unet.core.annotations import parse_plane_text
+    from napari_unet.core.plane_text import parse_plane_text
 
     try:
         parse_plane_text(args.planes)
@@ -165,8 +165,9 @@ def _training_labels(
 ) -> list[Any]:
     """The labels files as read; results (``annotation == "result"``) converted to sparse
     annotations of the ``planes`` list (every plane when None)."""
-    from napari_unet.core.annotations import annotations_from_labels, planes_from_text
+    from napari_unet.core.annotations import annotations_from_labels
     from napari_unet.core.io import read_image
+    from napari_unet.core.plane_text import planes_from_text
 
     if annotation != "result":
         return [read_image(p) for p in paths]

@@ -14,7 +14,7 @@ import numpy as np
 from .augment import AugmentConfig
 from .calibration import PixelSize, parse_pixel_size
 from .errors import InputError
-from .holdout import parse_holdout
+from .holdout_spec import parse_holdout
 
 #: Largest float32: the optimisers cannot apply a larger learning rate.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
