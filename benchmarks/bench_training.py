@@ -27,6 +27,7 @@ from napari_unet.core.annotations import targets_from_annotation
 from napari_unet.core.augment import augment_batch
 from napari_unet.core.model import SMALL
 from napari_unet.core.train import IGNORE, TrainConfig, Trainer
+from napari_unet.core.train_data import sample_patches
 from napari_unet.core.weights import weight_map
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -55,7 +56,7 @@ def measure(trainer: Trainer, repeats: int) -> dict[str, float]:
     out = (trainer.patch_output, trainer.patch_output)
 
     def sample():
-        return trainer._sample_batch(trainer.planes, config.batch_size, rng)
+        return sample_patches(trainer.planes, config.batch_size, rng, trainer.geometry)
 
     batch = sample()
 

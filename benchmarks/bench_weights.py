@@ -14,6 +14,7 @@ shared.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,9 +23,12 @@ import numpy as np
 import tifffile
 import torch
 
-# Run as a script, benchmarks/ is on sys.path: _report is importable directly.
+# Run as a script, benchmarks/ is on sys.path: _report is importable directly. The exact
+# weight map is the tests' oracle (tests/oracles.py), not part of napari-unet.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from _report import write_section
-from napari_unet.core.weights import weight_map, weight_map_reference
+from napari_unet.core.weights import weight_map
+from oracles import weight_map_reference
 
 COMMAND = ".venv/bin/python benchmarks/bench_weights.py"
 DSB_LABELS = Path(__file__).resolve().parents[2] / "shared" / "data" / "nuclei-dsb2018" / "labels"

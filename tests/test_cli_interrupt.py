@@ -23,7 +23,11 @@ from napari_unet.core.train import Trainer
 
 TINY = UNetConfig(depth=2, base_width=4, padding="valid", norm="batch")
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGINT is POSIX")
+pytestmark = [
+    pytest.mark.skipif(sys.platform == "win32", reason="SIGINT is POSIX"),
+    # each test starts a napari-unet process that imports torch (~5-30 s)
+    pytest.mark.slow,
+]
 
 
 class _Running:

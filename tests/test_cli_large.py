@@ -12,8 +12,8 @@ import tifffile
 import zarr
 from scipy import ndimage
 
-from napari_unet import cli
 from napari_unet.cli import main
+from napari_unet.cli import segment as cli_segment
 from napari_unet.core import modelfile, registry, sources
 from napari_unet.core.largeimage import BlockStore, open_image
 from napari_unet.core.model import UNetConfig
@@ -111,7 +111,7 @@ def test_a_big_tiff_is_read_by_tiles_even_for_a_tiff_output(
     tmp_path, model_path, image, threshold, monkeypatch
 ):
     tifffile.imwrite(tmp_path / "big.tif", image, tile=(64, 64))
-    monkeypatch.setattr(cli, "LAZY_TIFF_BYTES", 0)
+    monkeypatch.setattr(cli_segment, "LAZY_TIFF_BYTES", 0)
     opened = []
     original = sources._open_tiff_lazily
     monkeypatch.setattr(sources, "_open_tiff_lazily", lambda p: opened.append(p) or original(p))

@@ -200,6 +200,7 @@ def test_targets_is_frozen():
         targets.classes = targets.instances  # type: ignore[misc]
 
 
+@pytest.mark.data
 def test_real_em_membrane_labels_read_as_binary(shared_data):
     labels = tifffile.imread(shared_data / "em-isbi2012" / "labels.tif")[0]
 
@@ -210,6 +211,7 @@ def test_real_em_membrane_labels_read_as_binary(shared_data):
     assert targets.instances.max() > 50
 
 
+@pytest.mark.data
 def test_real_dense_nuclei_masks_keep_every_nucleus(shared_data):
     path = shared_data / "nuclei-dsb2018" / "labels" / "0ea221716cf13710.tif"
     mask = tifffile.imread(path)

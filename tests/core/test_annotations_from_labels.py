@@ -12,10 +12,10 @@ from napari_unet.core.annotations import (
     SPARSE_BACKGROUND,
     SPARSE_UNANNOTATED,
     annotations_from_labels,
-    planes_from_text,
     targets_from_annotation,
 )
 from napari_unet.core.errors import AnnotationError, InputError
+from napari_unet.core.plane_text import planes_from_text
 
 
 def _result_stack() -> np.ndarray:

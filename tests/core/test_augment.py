@@ -13,10 +13,10 @@ from napari_unet.core.augment import (
     interpolate_displacement,
     random_coarse_displacement,
     random_dihedral,
-    random_intensity,
     sampling_grid,
     warp,
 )
+from napari_unet.core.augment_intensity import random_intensity
 from napari_unet.core.errors import InputError
 from napari_unet.core.model import center_crop
 

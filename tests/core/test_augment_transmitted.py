@@ -14,17 +14,16 @@ from napari_unet.core.augment import (
     augment_batch,
     crop_grid,
     interpolate_displacement,
-    random_blur,
     random_coarse_displacement,
     random_dihedral,
-    random_intensity,
-    random_invert,
     sampling_grid,
     warp,
     warp_targets,
 )
+from napari_unet.core.augment_intensity import random_blur, random_intensity, random_invert
 from napari_unet.core.errors import InputError
-from napari_unet.core.train import TrainConfig, _jsonable_config
+from napari_unet.core.train import TrainConfig
+from napari_unet.core.train_config import jsonable_config
 
 
 def blobs(batch: int = 4, size: tuple[int, int] = (64, 64)):
@@ -171,7 +170,7 @@ def test_bad_transmitted_light_options_raise_one_line_errors(kwargs, message):
 
 def test_options_are_recorded_in_the_training_config():
     config = TrainConfig(augment=AugmentConfig(blur=1.5, invert=0.5))
-    recorded = _jsonable_config(config)["augment"]
+    recorded = jsonable_config(config)["augment"]
     assert (recorded["blur"], recorded["invert"]) == (1.5, 0.5)
     # A record written before the options existed still describes a valid configuration.
     old = {k: v for k, v in recorded.items() if k not in ("blur", "invert")}

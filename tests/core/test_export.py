@@ -11,6 +11,7 @@ import socket
 import sys
 import traceback
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,8 @@ import yaml
 from bioimageio.spec import settings
 
 from napari_unet._sample_data import nuclei_image
-from napari_unet.core import export
+from napari_unet.core import export, export_rdf
+from napari_unet.core.calibration import PixelSize
 from napari_unet.core.errors import InputError, OutputError
 from napari_unet.core.export import (
     EXTRA_HINT,
@@ -109,6 +111,7 @@ def _preprocess(raw: np.ndarray, rdf: dict) -> np.ndarray:
     return ((raw - low) / (high - low + 1e-6)).astype(np.float32)
 
 
+@pytest.mark.slow  # bioimageio.core's full model test (~10-30 s)
 @pytest.mark.parametrize("which", ["nuclei_package", "tiny_package"])
 def test_package_passes_bioimageio_model_test_offline(which, offline, request):
     package = request.getfixturevalue(which)
@@ -158,6 +161,30 @@ def test_declared_axes_and_halo_come_from_our_margin(nuclei_package, tiny_packag
             assert axis["size"] == {"tensor_id": "raw", "axis_id": axis["id"]}
         assert tensor_out["axes"][1]["channel_names"] == list(bundle.class_names)
     assert (package_geometry(nuclei.config).halo, margin(nuclei.config)) == (96, 92)
+
+
+def test_the_model_pixel_size_scales_the_spatial_axes(offline, tiny, tmp_path):
+    scaled = replace(tiny, pixel_size=PixelSize(0.5, 0.25, "nm"))
+    package = export_bioimageio(scaled, tmp_path / "scaled.zip")
+
+    rdf = _rdf(package)
+    for tensor in (*rdf["inputs"], *rdf["outputs"]):
+        y, x = tensor["axes"][2:]
+        assert (y["id"], y["scale"], y["unit"]) == ("y", 0.5, "nanometer")
+        assert (x["id"], x["scale"], x["unit"]) == ("x", 0.25, "nanometer")
+    # bioimageio.core reads the package with its scale back
+    description = bioimageio_core.load_description(
+        package, perform_io_checks=True, known_files={UNET_PAPER_URL: None}
+    )
+    axis = description.inputs[0].axes[2]
+    assert (axis.scale, axis.unit) == (0.5, "nanometer")
+
+
+def test_a_model_without_pixel_size_declares_no_scale(tiny_package):
+    rdf = _rdf(tiny_package)
+    for tensor in (*rdf["inputs"], *rdf["outputs"]):
+        for axis in tensor["axes"][2:]:
+            assert "scale" not in axis and "unit" not in axis
 
 
 def test_bioimageio_tiling_reproduces_our_probabilities(tiny_package, tiny, offline):
@@ -255,7 +282,7 @@ def test_architecture_file_needs_no_napari_unet(monkeypatch):
     ],
 )
 def test_preprocessing_matches_our_normalisation(spec, expected):
-    (step,) = export._preprocessing(spec)
+    (step,) = export_rdf.preprocessing(spec)
     kwargs = step["kwargs"]
     if expected[0] == "scale_linear":
         assert (step["id"], kwargs["gain"], kwargs["offset"]) == expected
@@ -267,7 +294,7 @@ def test_preprocessing_matches_our_normalisation(spec, expected):
 
 def test_percentile_range_the_spec_cannot_describe_is_refused():
     with pytest.raises(InputError, match="upper percentile must be above 1"):
-        export._preprocessing({"method": "percentile", "low": 0.0, "high": 0.5})
+        export_rdf.preprocessing({"method": "percentile", "low": 0.0, "high": 0.5})
 
 
 def test_same_padding_networks_declare_their_tiling_context():
@@ -320,6 +347,7 @@ def test_crop_size_prefers_about_256_pixels():
     assert sample_crop_size(UNetConfig(), 230, 696) == 224
 
 
+@pytest.mark.slow  # exports and validates a package (~5 s)
 def test_a_two_channel_model_is_normalised_per_channel_in_its_package(offline, tmp_path):
     """napari-unet normalises each channel on its own; the package must say so, and its
     own model test (declared preprocessing, then the network) must reproduce our output."""

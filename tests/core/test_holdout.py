@@ -14,9 +14,9 @@ from napari_unet.core.holdout import (
     IOU,
     holdout_score,
     instance_counts,
-    parse_holdout,
     split_holdout,
 )
+from napari_unet.core.holdout_spec import parse_holdout
 from napari_unet.core.model import UNetConfig
 from napari_unet.core.modelfile import load_model, save_model
 from napari_unet.core.segment import recommended_options, segment

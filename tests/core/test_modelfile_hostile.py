@@ -410,6 +410,7 @@ _MEMORY_PROBE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # one subprocess per crafted file (~10-20 s)
 def test_small_crafted_files_claiming_huge_networks_fail_fast_in_little_memory(
     tmp_path, tiny, tiny_bytes
 ):
@@ -518,6 +519,7 @@ def test_random_bytes_give_a_clear_error(fuzz_dir, data):
     assert isinstance(_load_bounded(path), UNetError)
 
 
+@pytest.mark.slow  # hypothesis fuzzing: many generated files (~8-20 s)
 @FUZZ
 @given(
     header=st.one_of(
@@ -561,6 +563,7 @@ def _mutate(data: bytes, mutations: list[tuple]) -> bytes:
     return bytes(buffer)
 
 
+@pytest.mark.slow  # hypothesis fuzzing: many generated files (~8-20 s)
 @FUZZ
 @given(
     mutations=st.lists(_MUTATION, min_size=1, max_size=4),
@@ -575,6 +578,7 @@ def test_mutated_model_files_load_or_give_a_clear_error(fuzz_dir, tiny_bytes, mu
     _check_outcome(_load_bounded(path))
 
 
+@pytest.mark.slow  # hypothesis fuzzing: many generated files (~8-20 s)
 @FUZZ
 @given(
     changes=st.lists(

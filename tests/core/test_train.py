@@ -12,6 +12,7 @@ from napari_unet.core.events import Preview, TrainingFinished, TrainStep, Valida
 from napari_unet.core.model import UNetConfig
 from napari_unet.core.modelfile import load_model, random_model, save_model
 from napari_unet.core.train import IGNORE, TrainConfig, Trainer, train
+from napari_unet.core.train_data import crop_to_output, sample_patches
 from napari_unet.core.warmup import synthetic_cells
 
 TINY = UNetConfig(depth=2, base_width=4)
@@ -43,6 +44,7 @@ def quick(**changes) -> TrainConfig:
     return TrainConfig(**values)
 
 
+@pytest.mark.slow  # trains a network (~5-12 s on a busy 2-core machine)
 def test_events_of_a_run_and_best_weights():
     image, labels = disks()
     trainer = Trainer(
@@ -62,6 +64,7 @@ def test_events_of_a_run_and_best_weights():
     assert trainer.best_bundle().provenance["steps"] == best_step
 
 
+@pytest.mark.slow  # trains a network (~5-12 s on a busy 2-core machine)
 def test_training_learns_a_simple_task():
     image, labels = disks()
     config = quick(
@@ -104,6 +107,7 @@ def test_stop_keeps_weights_and_resume_continues_the_same_run(tmp_path):
     assert events[-1].reason == "completed"
 
 
+@pytest.mark.slow  # trains a network (~5-12 s on a busy 2-core machine)
 def test_same_seed_same_losses():
     image, labels = disks()
     losses = []
@@ -121,8 +125,8 @@ def test_patches_are_cut_where_annotations_are():
     sparse[620:640, 620:640] = 2
     sparse[650:660, 600:690] = 1
     trainer = Trainer(TINY, image, sparse, convention="sparse", config=quick())
-    _, labels, _ = trainer._sample_batch(trainer.planes, 16, np.random.default_rng(1))
-    targets = trainer._crop_targets(labels)
+    _, labels, _ = sample_patches(trainer.planes, 16, np.random.default_rng(1), trainer.geometry)
+    targets = crop_to_output(labels, trainer.geometry)
     assert all((t != IGNORE).any() for t in targets)
 
 

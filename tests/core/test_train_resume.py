@@ -173,5 +173,5 @@ def test_the_kept_best_weights_are_rescored_on_new_weight_maps():
     )
     for key, value in rescored.network.state_dict().items():
         torch.testing.assert_close(value.cpu(), best_state[key])
-    assert trainer.best_loss == pytest.approx(rescored._validation_scores()[0], rel=1e-5)
+    assert trainer.best_loss == pytest.approx(rescored.validation_scores()[0], rel=1e-5)
     assert trainer.best_loss != pytest.approx(old_best)  # measured on the new weight maps

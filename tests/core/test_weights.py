@@ -16,8 +16,8 @@ from napari_unet.core.weights import (
     class_balance_weights,
     two_nearest_cell_distances,
     weight_map,
-    weight_map_reference,
 )
+from oracles import weight_map_reference
 
 W0, SIGMA = 10.0, 5.0
 #: float32 rounding of weights up to ~20.
@@ -226,6 +226,7 @@ DSB_IMAGES = [
 ]
 
 
+@pytest.mark.data
 @pytest.mark.parametrize(("name", "crop"), DSB_IMAGES, ids=[n for n, _ in DSB_IMAGES])
 def test_fast_matches_reference_on_real_nuclei(shared_data, name, crop):
     instances = tifffile.imread(shared_data / "nuclei-dsb2018" / "labels" / f"{name}.tif")[crop]
@@ -236,6 +237,7 @@ def test_fast_matches_reference_on_real_nuclei(shared_data, name, crop):
     assert np.abs(fast - reference).max() <= 1e-5 + FLOAT32_SLACK
 
 
+@pytest.mark.data
 def test_real_touching_nuclei_get_heavy_weights_on_their_separating_lines(shared_data):
     mask = tifffile.imread(shared_data / "nuclei-dsb2018" / "labels" / "0ea221716cf13710.tif")
     targets = targets_from_annotation(mask[:256, :256], "dense")

@@ -261,22 +261,27 @@ def save_model(
         "format_version": str(FORMAT_VERSION),
     }
     tensors = _tensors_to_store(bundle.state_dict, path, STORAGE_DTYPES[weights_dtype])
-    mismatch = _architecture_mismatch(
-        bundle.config,
-        {
-            key: (tuple(value.shape), _CODE_OF_DTYPE.get(value.dtype, str(value.dtype)))
-            for key, value in tensors.items()
-        },
-    )
+    _check_matches_architecture(bundle.config, tensors, path)
+    check_output(path, overwrite=overwrite, what="model")
+    with atomic_write(path) as temporary:
+        save_file(tensors, str(temporary), metadata=metadata)
+    return path
+
+
+def _check_matches_architecture(
+    config: UNetConfig, tensors: dict[str, torch.Tensor], path: Path
+) -> None:
+    """Refuse (before anything is written) weights that ``config``'s network cannot load."""
+    stored = {
+        key: (tuple(value.shape), _CODE_OF_DTYPE.get(value.dtype, str(value.dtype)))
+        for key, value in tensors.items()
+    }
+    mismatch = _architecture_mismatch(config, stored)
     if mismatch:
         raise InputError(
             f"cannot save {path}: the weights do not match the architecture ({mismatch}); "
             "nothing was saved"
         )
-    check_output(path, overwrite=overwrite, what="model")
-    with atomic_write(path) as temporary:
-        save_file(tensors, str(temporary), metadata=metadata)
-    return path
 
 
 def _description_json(bundle: ModelBundle, path: Path) -> str:

@@ -27,8 +27,9 @@ Unannotated pixels
 
 Speed, and the exact error bound of :func:`weight_map`
 ------------------------------------------------------
-:func:`weight_map_reference` computes one distance transform per cell over the whole
-image and sorts per pixel: ``O(cells x pixels)``. :func:`weight_map` uses that the term
+The obvious way (the test oracle ``weight_map_reference`` in ``tests/oracles.py``)
+computes one distance transform per cell over the whole image and sorts per pixel:
+``O(cells x pixels)``. :func:`weight_map` uses that the term
 is at most ``tolerance`` once ``d1 + d2 >= R``, with the *reach*
 ``R = sigma * sqrt(2 ln(w0 / tolerance))`` (26.3 px for the defaults). On a background
 pixel ``d1 >= 1``, so a term above ``tolerance`` needs ``d2 <= R - 1``, i.e. both nearest
@@ -42,7 +43,7 @@ never below the true ``(d1, d2)`` and the computed term never above the true ter
 the true term exceeds ``tolerance`` both distances are exact. So at every pixel, before
 rounding to float32::
 
-    0 <= weight_map_reference(...) - weight_map(...) <= tolerance
+    0 <= exact weight map - weight_map(...) <= tolerance
 
 Usage with :mod:`napari_unet.core.annotations`::
 
@@ -74,8 +75,6 @@ _MAX_CLASS = 255
 DEFAULT_TOLERANCE = 1e-5
 
 #: Number of per-cell distance transforms stacked before each per-pixel sort of the
-#: reference (bounds its memory to about this many images of float64).
-_REFERENCE_BATCH = 32
 
 
 def border_reach(w0: float, sigma: float, tolerance: float = DEFAULT_TOLERANCE) -> float:
@@ -140,28 +139,6 @@ def weight_map(
         nearest_sq, second_sq = _two_nearest_squared(plane_instances, reach)
         _add_border_term(plane_weights, nearest_sq, second_sq, plane_classes, w0, sigma)
     return weights
-
-
-def weight_map_reference(
-    instances: np.ndarray,
-    *,
-    classes: np.ndarray | None = None,
-    w0: float = 10.0,
-    sigma: float = 5.0,
-    class_weights: ClassWeights = "balanced",
-) -> np.ndarray:
-    """Plain, obviously correct version of :func:`weight_map` (same parameters), for tests.
-
-    One Euclidean distance transform per cell over the whole image, then a per-pixel
-    sort to find the two smallest distances. Slow: ``O(cells x pixels)``.
-    """
-    instances, classes = _checked(instances, classes, sigma)
-    weights = class_balance_weights(classes, class_weights)
-    for plane_weights, plane_instances, plane_classes in _planes(weights, instances, classes):
-        d1, d2 = _two_nearest_reference(plane_instances)
-        on_background = plane_classes == BACKGROUND
-        plane_weights += np.where(on_background, border_term(d1, d2, w0, sigma), 0.0)
-    return weights.astype(np.float32)
 
 
 def class_balance_weights(
@@ -354,20 +331,6 @@ def _without_isolated(
     np.fill_diagonal(overlap, False)
     keep = overlap.any(axis=1)
     return [item for item, kept in zip(ids_and_boxes, keep, strict=True) if kept]
-
-
-def _two_nearest_reference(instances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Exact ``d1``, ``d2``: one whole-image EDT per cell, sorted per pixel."""
-    smallest_two = np.full((2, *instances.shape), np.inf)
-    ids = [k for k in np.unique(instances).tolist() if k != 0]
-    for start in range(0, len(ids), _REFERENCE_BATCH):
-        batch = [
-            ndi.distance_transform_edt(instances != k)
-            for k in ids[start : start + _REFERENCE_BATCH]
-        ]
-        candidates = np.concatenate([smallest_two, np.stack(batch)])
-        smallest_two = np.sort(candidates, axis=0)[:2]
-    return smallest_two[0], smallest_two[1]
 
 
 def _checked(

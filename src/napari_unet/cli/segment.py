@@ -1,0 +1,311 @@
+"""``napari-unet segment``: the command, and every call it makes into the core's
+segmentation pipeline (:mod:`~napari_unet.core.segment` in memory,
+:mod:`~napari_unet.core.largeimage` block-wise, :mod:`~napari_unet.core.distributed` on a
+dask cluster), kept together here so that a change of pipeline entry point touches one
+module.
+
+The pipeline modules load torch: they are imported inside the functions that call them,
+so that ``napari-unet --help`` stays fast (start-up time only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+from napari_unet.cli.common import (
+    PROG,
+    channel_list,
+    diameter_arg,
+    drain_with_progress,
+    error_message,
+    model_path,
+    pixel_size_arg,
+    report_device,
+)
+from napari_unet.cli.segment_inputs import (
+    check_input,
+    dims_for,
+    input_scale,
+    is_zarr_output,
+    keeps_colour,
+    output_paths,
+    result_calibration,
+    summary,
+    tile_size,
+)
+from napari_unet.core.errors import InputError, UNetError
+from napari_unet.core.safety import check_output
+
+#: TIFF inputs above this many bytes are read tile by tile even for a TIFF output.
+LAZY_TIFF_BYTES = 256 * 2**20
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    """``napari-unet segment``: every input into its result; exit status."""
+    # The arguments' own errors first, then the outputs', then the model's and inputs'.
+    scale = {"pixel_size": pixel_size_arg(args.pixel_size), "diameter": diameter_arg(args.diameter)}
+    channels = channel_list(args.channels)
+    inputs = [Path(p) for p in args.inputs]
+    large = args.workers is not None or args.scheduler is not None
+    outputs = _checked_outputs(args, inputs, large=large)
+    # torch and the model code load only now: argument errors above answer at once.
+    from napari_unet.core.modelfile import load_model
+
+    bundle = load_model(model_path(args.model))
+    options = _segment_options(args, bundle, zarr=any(map(is_zarr_output, outputs)), **scale)
+    if large and args.rgb == "grey":
+        raise InputError(
+            "--rgb grey is not available with --workers/--scheduler (the workers read the "
+            "files themselves); convert the images to grey first, or use --rgb channels"
+        )
+    with contextlib.ExitStack() as resources:
+        client = _dask_client(args, resources) if large else None
+        # A missing --device fails here, before any input is read. The predictor is built
+        # (and cached per model and device) by the first run: in memory, segment_iter
+        # picks whole maps or strips by the tile plan, so building one now could be waste.
+        report_device(None if large else options.device)
+        failed = _segment_each(bundle, inputs, outputs, options, args, client, channels)
+    return summary(failed, len(inputs))
+
+
+def _checked_outputs(args: argparse.Namespace, inputs: list[Path], *, large: bool) -> list[Path]:
+    """One result path per input, each checked before any model or image is read:
+    nothing the user has may be lost, and a folder that cannot be written fails now
+    rather than after the computation."""
+    outputs = output_paths(inputs, args.output_path, args.output, large=large)
+    if (large or args.resume) and not all(is_zarr_output(target) for target in outputs):
+        flag = "--resume" if args.resume and not large else "--workers/--scheduler"
+        raise InputError(f"{flag} needs a zarr store: use an OUTPUT ending in .zarr")
+    for target in outputs:
+        _check_target(target, inputs, args)
+    if len(inputs) == 1:
+        check_input(inputs[0])
+    return outputs
+
+
+def _segment_options(
+    args: argparse.Namespace, bundle: Any, *, zarr: bool, pixel_size: Any, diameter: Any
+) -> Any:
+    """The core's :class:`~napari_unet.core.segment.SegmentOptions` of this run (the
+    input's own channel axis, link and pixel size are filled in per input)."""
+    from napari_unet.core.segment import SegmentOptions
+
+    return SegmentOptions(
+        **_postprocess_options(args, bundle, zarr=zarr),
+        output=args.output,
+        tile_size=tile_size(args.tile_size, bundle),
+        device=args.device,
+        batch_size=args.batch_size,
+        link_iou=args.link_iou,
+        pixel_size=pixel_size,
+        diameter=diameter,
+    )
+
+
+def _segment_each(
+    bundle, inputs, outputs, options, args, client, channels
+) -> list[tuple[Path, str]]:
+    """Segment every input into its output; the inputs that failed, with why.
+
+    With one input its error is raised; with several, one bad input must not cost the
+    user the results of the others.
+    """
+    failed: list[tuple[Path, str]] = []
+    for source, target in zip(inputs, outputs, strict=True):
+        try:
+            check_input(source)
+            if is_zarr_output(target):
+                _segment_to_zarr(bundle, source, target, options, args, client, channels)
+            else:
+                _segment_to_tiff(bundle, source, target, options, args, channels)
+        except (UNetError, OSError, MemoryError) as error:
+            if len(inputs) == 1:
+                raise
+            failed.append((source, error_message(error)))
+            print(f"{PROG}: error: {source}: {failed[-1][1]}", file=sys.stderr)
+            continue
+        print(f"{source} -> {target}", file=sys.stderr)
+    return failed
+
+
+def _check_target(target: Path, inputs: list[Path], args: argparse.Namespace) -> None:
+    """Refuse an output that would lose data; stores are checked by the block-wise core."""
+    if not is_zarr_output(target):
+        check_output(target, inputs=inputs, overwrite=args.overwrite)
+        return
+    from napari_unet.core.largeimage import check_store_output
+
+    check_store_output(target, inputs=inputs, overwrite=args.overwrite, resume=args.resume)
+
+
+def _postprocess_options(args: argparse.Namespace, bundle: Any, *, zarr: bool) -> dict:
+    """The user's post-processing choices over the model's recommendations."""
+    from napari_unet.core.segment import recommended_options
+
+    chosen = {
+        "threshold": args.threshold,
+        "min_size": args.min_size,
+        "split_touching": args.split_touching,
+        "fill_boundaries": args.fill_boundaries,
+        "merge_boundaries": args.merge_boundaries,
+    }
+    recommended = recommended_options(bundle, args.output)
+    if zarr:
+        for key, what in _WHOLE_PLANE_ONLY.items():
+            if chosen[key] is None and recommended.pop(key, False):
+                print(
+                    f"{PROG}: note: the model recommends {what}, which block-wise .zarr "
+                    "outputs cannot do; skipped",
+                    file=sys.stderr,
+                )
+    return {**recommended, **{key: value for key, value in chosen.items() if value is not None}}
+
+
+def _segment_to_tiff(bundle, source: Path, target: Path, options, args, channels) -> None:
+    from napari_unet.core.io import RESULT_INFO_KEY, as_planes, read_image, write_image
+    from napari_unet.core.segment import segment_iter
+
+    # Big TIFFs and zarr stores are read tile by tile; the result is in memory anyway.
+    lazy = not source.is_file() or (
+        source.suffix.lower() in (".tif", ".tiff") and source.stat().st_size > LAZY_TIFF_BYTES
+    )
+    image = read_image(source, lazy=lazy, rgb=keeps_colour(args))
+    calibration, options = input_scale(source, options)
+    read_ndim = len(image.shape)
+    image, options = dims_for(source, image, options, args, channels, in_memory=True)
+    stack, _ = as_planes(
+        image,
+        in_channels=bundle.config.in_channels,
+        channel_axis=options.channel_axis,
+        channels=options.channels,
+    )
+    generator = segment_iter(bundle, image, options=options)
+    planes = int(stack.shape[0])
+    chosen: list[Any] = []
+    result = drain_with_progress(
+        _announcing_scale(generator, source, chosen),
+        description=source.name,
+        total_of=lambda event, planes=planes: getattr(event, "total", 0) * planes or None,
+    )
+    # A colour axis turned grey is gone from the image: drop it from the calibration too.
+    dropped = options.channel_axis if len(image.shape) == read_ndim else read_ndim - 1
+    written_calibration = result_calibration(
+        calibration, read_ndim, dropped, args, bundle.config.num_classes
+    )
+    record = {RESULT_INFO_KEY: {"scale": chosen[0].record()}} if chosen else None
+    write_image(
+        target,
+        result,
+        overwrite=args.overwrite,
+        calibration=written_calibration,
+        description_extra=record,
+    )
+
+
+def _announcing_scale(
+    generator: Generator[Any, None, Any], source: Path, chosen: list[Any]
+) -> Generator[Any, None, Any]:
+    """Pass events on; print the scale the core chose for ``source`` (and why) in one
+    line and remember it in ``chosen``."""
+    from napari_unet.core.events import ScaleChosen
+
+    try:
+        while True:
+            try:
+                event = next(generator)
+            except StopIteration as finished:
+                return finished.value
+            if isinstance(event, ScaleChosen):
+                chosen.append(event.choice)
+                print(f"{PROG}: {source.name}: {scale_line(event.choice)}", file=sys.stderr)
+                continue
+            yield event
+    finally:
+        generator.close()
+
+
+def scale_line(choice: Any) -> str:
+    """ "scale: auto: objects measure 41 px (23 on a 360 x 360 px crop), the model's 20 px
+    -> x0.488" (the core's reason says the factor and why)."""
+    return f"scale: {choice.reason}"
+
+
+def _segment_to_zarr(bundle, source: Path, target: Path, options, args, client, channels):
+    from napari_unet.core.largeimage import open_image, segment_blocks_iter
+
+    image = open_image(source)
+    calibration, options = input_scale(source, options)
+    read_ndim = len(image.shape)
+    image, options = dims_for(source, image, options, args, channels, in_memory=False)
+    # A colour axis turned grey is gone from the image: drop it from the calibration too.
+    dropped = options.channel_axis if len(image.shape) == read_ndim else read_ndim - 1
+    calibration = result_calibration(
+        calibration, read_ndim, dropped, args, bundle.config.num_classes
+    )
+    if client is not None:
+        from napari_unet.core.distributed import segment_distributed_iter
+
+        generator = segment_distributed_iter(
+            bundle,
+            source,
+            target,
+            client=client,
+            options=options,
+            block_size=args.block_size,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            inputs=[source],
+            calibration=calibration,
+        )
+    else:
+        generator = segment_blocks_iter(
+            bundle,
+            image,
+            target,
+            options=options,
+            block_size=args.block_size,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            inputs=[source],
+            calibration=calibration,
+        )
+    drain_with_progress(
+        _blocks_only(_announcing_scale(generator, source, [])),
+        description=source.name,
+        unit="block",
+    )
+
+
+def _blocks_only(generator: Generator[Any, None, Any]) -> Generator[Any, None, Any]:
+    """Pass on the per-block progress only (tiles and the label merge are too fine)."""
+    try:
+        while True:
+            try:
+                event = next(generator)
+            except StopIteration as finished:
+                return finished.value
+            if getattr(event, "message", None) == "blocks":
+                yield event
+    finally:
+        generator.close()  # Ctrl+C: stop the run (and cancel queued dask tasks)
+
+
+def _dask_client(args: argparse.Namespace, resources: contextlib.ExitStack) -> Any:
+    from napari_unet.core.distributed import connect, local_client
+
+    if args.scheduler is not None:
+        return resources.enter_context(connect(args.scheduler))
+    return resources.enter_context(local_client(args.workers))
+
+
+#: Post-processing that needs whole planes, so block-wise outputs skip its recommendation.
+_WHOLE_PLANE_ONLY = {
+    "split_touching": "splitting touching objects",
+    "fill_boundaries": "filling the boundaries between objects",
+    "merge_boundaries": "merging cells across weak boundaries",
+}
