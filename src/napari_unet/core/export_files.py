@@ -13,6 +13,7 @@ import numpy as np
 import tifffile
 import torch
 
+from napari_unet._sample_data import nuclei_image
 from napari_unet.core import normalise
 from napari_unet.core.errors import InputError
 from napari_unet.core.export_architecture import PackageGeometry, package_geometry
@@ -58,8 +59,6 @@ def test_input_crop(
 ) -> np.ndarray:
     """The raw test input ``(1, C, s, s)`` float32: a centre crop of ``image``."""
     if image is None:
-        from napari_unet._sample_data import nuclei_image
-
         image = nuclei_image()
     image = np.asarray(image)
     channels = config.in_channels
