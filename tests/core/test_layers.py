@@ -58,3 +58,20 @@ def test_the_core_imports_its_own_modules_at_module_level():
         for hit in _function_level_project_imports(path)
     ]
     assert found == []
+
+
+def _layered_modules() -> set[str]:
+    """The module names the ``layers`` contract of pyproject.toml places."""
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = CORE.parents[2] / "pyproject.toml"
+    if not pyproject.exists():  # an installed wheel carries no pyproject.toml
+        pytest.skip("needs the source tree's pyproject.toml")
+    contracts = tomllib.loads(pyproject.read_text())["tool"]["importlinter"]["contracts"]
+    (layers,) = [c["layers"] for c in contracts if c["type"] == "layers"]
+    return {name.strip() for layer in layers for name in layer.replace("|", ":").split(":")}
+
+
+def test_every_core_module_has_a_place_in_the_layers():
+    # A module the contract does not name is not checked by it: a new one must be placed.
+    modules = {path.stem for path in CORE.glob("*.py")} - {"__init__"}
+    assert sorted(modules - _layered_modules()) == []
