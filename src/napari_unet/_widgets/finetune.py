@@ -477,16 +477,13 @@ class FinetuneWidget(Container):
         """Write the trained model to ``path`` (asks with a file dialog when omitted),
         atomically; an existing ``path`` is replaced only with ``overwrite`` or after the
         dialog asked. None when nothing was written (the reason notified in one line)."""
-        return self._output.save(path, overwrite, self._ask_save_path)
+        return self._output.save(path, overwrite, lambda: self._output.ask_save_path(self.native))
 
     def save_to_user_models(
         self, name: str | None = None, *, overwrite: bool = False
     ) -> Path | None:
         """Save the trained model by name in the user's model folder (listed everywhere)."""
         return self._output.save_by_name(name, overwrite)
-
-    def _ask_save_path(self) -> tuple[Path, bool] | None:
-        return self._output.ask_save_path(self.native)
 
     def export_bioimageio(self, path: str | Path | None = None, *, overwrite: bool = False) -> Any:
         """Export the trained model as a bioimage.io package (``.zip``) in a background
