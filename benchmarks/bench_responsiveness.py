@@ -218,9 +218,7 @@ def measure_segmentation(
 
 
 def measure_training(viewer, finetune_widget, steps: int) -> tuple[list[float], float]:
-    finetune_widget._steps.value = steps
-    finetune_widget._preview_every.value = 5
-    finetune_widget._device.value = "cpu"
+    finetune_widget.set_options(steps=steps, preview_every=5, device="cpu")
     meter = StallMeter()
     meter.start()
     STEP_MS.append(0.0)
@@ -307,11 +305,7 @@ def main() -> None:
             bright = image > np.percentile(image, 90)
             annotations.data[image < np.percentile(image, 30)] = 1  # background
             annotations.data[bright] = 2
-            finetune_widget._base_combo.value = next(
-                value
-                for _, value in finetune_widget._base_choices()
-                if getattr(value, "kind", "") == "scratch"
-            )
+            finetune_widget.set_options(base="scratch")
             training = [
                 measure_training(viewer, finetune_widget, args.steps) for _ in range(args.repeats)
             ]

@@ -110,7 +110,7 @@ def main() -> None:
         app.processEvents()
         viewer.screenshot(str(IMAGES / "segment.png"), canvas_only=False, flash=False)
         print(finetune.status)
-        print(segment._status.value)
+        print(segment.status)
         viewer.close()
     finally:
         if xvfb is not None:

@@ -48,9 +48,7 @@ def _wait(qtbot, predicate) -> None:
 
 def _device_line(widget) -> str:
     """The line under a dock's buttons naming its device."""
-    if isinstance(widget, SegmentWidget):
-        return widget.device_line
-    return widget._device_line.label.value  # Fine-tune's (its public API is W2's)
+    return widget.device_line
 
 
 def _device_lines_seen(worker, widget) -> list[str]:
@@ -94,7 +92,7 @@ def test_a_segmentation_names_its_device_and_why(
     assert notifications["error"] == []
     assert seen == [f"running on {EXPECTED}"]  # shown while it ran, once
     assert widget.device_description == EXPECTED
-    assert widget._device_line.label.value == f"ran on {EXPECTED}"
+    assert widget.device_line == f"ran on {EXPECTED}"
     assert widget.status.startswith("done")
     if path == "block-wise":
         assert (tmp_path / "out.zarr").is_dir()
@@ -142,7 +140,7 @@ def _finetune_panel(viewer, base: Path, steps: int):
     widget.set_options(patch_size=60)
     widget.set_options(augment=False)
     widget.set_options(preview_every=0)
-    assert widget._device.value == "auto"
+    assert widget.options().device == "auto"
     return dock, widget
 
 
@@ -181,7 +179,7 @@ def test_fine_tuning_names_its_device_and_counts_its_steps_resumed_too(
     assert notifications["error"] == []
     assert devices == [f"running on {EXPECTED}"]
     assert widget.device_description == EXPECTED
-    assert widget._device_line.label.value == f"ran on {EXPECTED}"
+    assert widget.device_line == f"ran on {EXPECTED}"
     assert len(bars) == 1
     bar = bars[0]
     assert [step for step, _bar in steps] == [1, 2, 3, 4, 5, 6]
@@ -190,7 +188,7 @@ def test_fine_tuning_names_its_device_and_counts_its_steps_resumed_too(
     assert bar.counts == [(s, 6) for s in range(1, 7)]  # one count per step, to the total
     assert bar.n == bar.total == 6
     assert _is_closed(bar) and widget.progress_bar is None
-    assert "finished at step 6" in widget._status.value
+    assert "finished at step 6" in widget.status
 
     # Start again with the same layers and base: the run resumes and counts its own steps.
     widget.set_options(steps=4)
@@ -205,7 +203,7 @@ def test_fine_tuning_names_its_device_and_counts_its_steps_resumed_too(
     assert [step for step, _bar in steps] == [1, 2, 3, 4]
     assert resumed.counts == [(s, 4) for s in range(1, 5)]
     assert resumed.n == resumed.total == 4 and _is_closed(resumed)
-    assert "finished at step 10" in widget._status.value
+    assert "finished at step 10" in widget.status
     assert widget.device_description == EXPECTED
 
 
@@ -253,8 +251,8 @@ def test_the_fine_tuning_bar_closes_when_the_run_fails(
     assert len(notifications["error"]) == 1 and "bad.safetensors" in notifications["error"][0]
     assert len(bars) == 1 and _is_closed(bars[0]) and bars[0].n == 0
     # The device was named before the model file failed to load.
-    assert widget._device_line.label.value == f"ran on {EXPECTED}"
-    assert widget._status.value == "failed (see the notification)"
+    assert widget.device_line == f"ran on {EXPECTED}"
+    assert widget.status == "failed (see the notification)"
 
 
 @needs_no_cuda
@@ -274,7 +272,7 @@ def test_an_unavailable_device_for_fine_tuning_is_one_line_and_no_run(
     assert widget.start() is None
 
     assert notifications["error"] == [str(refused.value)]
-    assert not widget.is_training and widget._start_button.enabled
+    assert not widget.is_training and widget.can_start
     assert bars == [] and widget.progress_bar is None
     assert [layer.name for layer in viewer.layers] == layers
     assert widget.device_description == ""

@@ -490,9 +490,9 @@ def test_fine_tuning_on_one_plane_of_a_tzyx_stack(
     _wait(qtbot, lambda: not widget.is_training)
 
     assert notifications["error"] == []
-    assert len(widget._previous.trainer.planes) == 1  # plane (1, 2) alone is annotated
+    assert widget.trained_planes == 1  # plane (1, 2) alone is annotated
     assert widget.trained_bundle is not None
-    assert "finished at step 3" in widget._status.value
+    assert "finished at step 3" in widget.status
     preview = viewer.layers["cells preview"]
     assert preview.data.shape == (1, 1, 64, 64) and preview.data.max() > 0
     np.testing.assert_allclose(preview.translate, (1.0, 4.0, 0.0, 0.0))  # at (t 1, z 2)
@@ -506,13 +506,12 @@ def test_fine_tuning_a_two_channel_network_from_scratch(
     viewer.add_image(two_channels, name="two")
     viewer.dims.axis_labels = ("c", "y", "x")
     widget = _open(viewer, "Fine-tune")
-    assert widget._channels.values()["channel_axis"] == 0
+    assert widget.options().channel_axis == 0
     annotations = widget.new_annotations()
     assert annotations.data.shape == two_channels.shape[1:]  # no channel axis
     _paint(annotations.data)
-    widget._base_combo.value = next(
-        value for _, value in widget._base_choices() if getattr(value, "kind", "") == "scratch"
-    )
+    widget.set_options(base="scratch")
+    assert widget.options().base.kind == "scratch"
     _tiny_training(widget, steps=3)
 
     widget.start()
@@ -521,4 +520,4 @@ def test_fine_tuning_a_two_channel_network_from_scratch(
     assert notifications["error"] == []
     bundle = widget.trained_bundle
     assert bundle is not None and bundle.config.in_channels == 2
-    assert "finished at step 3" in widget._status.value
+    assert "finished at step 3" in widget.status

@@ -195,6 +195,6 @@ def test_finetune_records_the_layer_pixel_size(
     assert bundle.pixel_size == PixelSize(0.25, 0.25, "µm")
     # equivalent diameter of a 20 x 20 square: 2 * sqrt(400 / pi)
     assert bundle.object_diameter == pytest.approx(2 * np.sqrt(400 / np.pi), rel=0.01)
-    assert "objects ~23 px at 0.25 µm/px" in widget._status.value
+    assert "objects ~23 px at 0.25 µm/px" in widget.status
     saved = load_model(widget.save_model(tmp_path / "tuned.safetensors"))
     assert saved.pixel_size == PixelSize(0.25, 0.25, "µm")

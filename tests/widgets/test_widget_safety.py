@@ -143,15 +143,15 @@ def test_a_diverging_run_says_so_and_keeps_finite_weights(
     assert found, notifications["warning"]
     reason, failed, kept = found[1], int(found[2]), int(found[3])
     assert failed == kept + 1 and kept >= 1
-    assert reason in widget._status.value and "lower the learning rate" in widget._status.value
+    assert reason in widget.status and "lower the learning rate" in widget.status
     bundle = widget.trained_bundle
     assert bundle is not None and bundle.provenance["steps"] <= kept
     assert all(torch.isfinite(v).all() for v in bundle.state_dict.values() if v.is_floating_point())
-    assert widget._save_button.enabled
+    assert widget.can_save
     saved = widget.save_model(tmp_path / "diverged.safetensors")
     assert saved is not None
     assert load_model(saved).provenance["steps"] == bundle.provenance["steps"]
-    assert widget._previous is None  # Start begins a new run, with the new settings
+    assert not widget.can_resume  # Start begins a new run, with the new settings
 
 
 def test_no_model_and_no_save_before_the_first_completed_step(
@@ -160,19 +160,30 @@ def test_no_model_and_no_save_before_the_first_completed_step(
     viewer = make_napari_viewer()
     viewer.add_image(blobs, name="blobs")
     widget = _finetune(viewer, tiny_base_file, monkeypatch, learning_rate=1e38)
-    assert not widget._save_button.enabled
+    assert not widget.can_save
 
     widget.start()
     _wait(qtbot, lambda: not widget.is_training)
 
-    assert widget._status.value == (
+    assert widget.status == (
         "stopped: the update became infinite at step 1 (learning rate too high?); weights of "
         "step 0 (the starting weights) restored; no model"
     )
-    assert widget.trained_bundle is None and not widget._save_button.enabled
+    assert widget.trained_bundle is None and not widget.can_save
     assert widget.save_model(tmp_path / "nothing.safetensors") is None
     assert notifications["error"] == ["no trained model yet: start a training run first"]
     assert not (tmp_path / "nothing.safetensors").exists()
+
+
+def _save_dialog_answers(monkeypatch: pytest.MonkeyPatch, answer: Path) -> None:
+    """Make the save dialog return ``answer``, as Qt's does once the user chose it (and,
+    for an existing file with the dialog's suffix, confirmed replacing it)."""
+    from qtpy.QtWidgets import QFileDialog
+
+    def get_save_file_name(_parent, _caption, _proposed, filter_):
+        return str(answer), filter_
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(get_save_file_name))
 
 
 def test_save_model_never_replaces_a_file_unasked(
@@ -196,7 +207,7 @@ def test_save_model_never_replaces_a_file_unasked(
     ]
 
     # Save model...: the file dialog asked the user before returning an existing file.
-    monkeypatch.setattr(FinetuneWidget, "_ask_save_path", lambda _self: (existing, True))
+    _save_dialog_answers(monkeypatch, existing)
     assert widget.save_model() == existing
     assert load_model(existing).name == widget.trained_bundle.name
     assert sorted(p.name for p in folder.iterdir()) == ["mine.safetensors"]  # no temp file
@@ -204,7 +215,7 @@ def test_save_model_never_replaces_a_file_unasked(
 
     # A name the dialog did not confirm (".safetensors" added afterwards) is not replaced.
     before = existing.read_bytes()
-    monkeypatch.setattr(FinetuneWidget, "_ask_save_path", lambda _self: (existing, False))
+    _save_dialog_answers(monkeypatch, existing.with_suffix(""))
     assert widget.save_model() is None
     assert existing.read_bytes() == before
 

@@ -12,7 +12,8 @@
   (:func:`~napari_unet._widgets._model_choice.default_model`: the user's earlier choice for
   it, else the last choice for its kind of image, else one fitting its pixel size or
   kind), and a model the user chooses is remembered for that image (this session) and
-  for its kind (across sessions).
+  for its kind (across sessions); an ``extra`` source ("scratch") is not a model to
+  remember.
 
 A dock lays out :attr:`ImageModelChoosers.image` and :attr:`ImageModelChoosers.model`,
 connects to :attr:`ImageModelChoosers.model_changed` (emitted with each model chosen,
@@ -63,7 +64,8 @@ class ImageModelChoosers:
     model_label : str
         The model chooser's label ("model", "base model").
     extra : sequence of ModelSource
-        Offered after the models, before "Browse..." (e.g. ``SCRATCH``).
+        Offered after the models, before "Browse..." (e.g. ``SCRATCH``); choosing one
+        is never remembered.
     per_image : bool
         Select a model for each chosen image, and remember the user's choices.
     select_trained : bool
@@ -90,6 +92,7 @@ class ImageModelChoosers:
         self._session = session
         self._parent = parent
         self._connect = connect
+        self._label = model_label
         self._extra = tuple(extra)
         self._per_image = per_image
         self._select_trained = select_trained
@@ -195,6 +198,8 @@ class ImageModelChoosers:
     def _remember_choice(self, source: ModelSource) -> None:
         """The user chose ``source`` for the chosen image: keep it for the session, and
         as the last choice for images of its kind."""
+        if source in self._extra:
+            return
         layer = self.image.value
         if layer is not None:
             self._session.remember(layer, source)
@@ -262,7 +267,7 @@ class ImageModelChoosers:
         matches += [value for label, value in offered if label.split(" (")[0] == name]
         if not matches:
             labels = ", ".join(label for label, _ in offered)
-            raise InputError(f"unknown model {name!r}: choose one of {labels}")
+            raise InputError(f"unknown {self._label} {name!r}: choose one of {labels}")
         return matches[0]
 
 

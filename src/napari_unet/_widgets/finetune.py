@@ -4,8 +4,10 @@ The dock reads its fields and layers; its parts do the rest:
 
 - :mod:`._finetune_fields`: the training fields and :class:`FinetuneOptions` (every value
   :meth:`FinetuneWidget.options` returns and :meth:`FinetuneWidget.set_options` takes);
-- :mod:`._base_choice`: the base model, defaulting per image as the Segment dock does
-  (the model chosen for that image, else for its kind, else by pixel size or kind);
+- :class:`~napari_unet._widgets._choosers.ImageModelChoosers`: the image and base model
+  choosers, shared with the Segment dock (the active layer followed; a base per image:
+  the one chosen for that image, else for its kind, else by pixel size or kind; the
+  session's models; "scratch"; Browse...);
 - :mod:`._finetune_run`: the runs (a worker draining
   :meth:`~napari_unet.core.train.Trainer.run`; the loss plot, status, device line and
   progress bar; **Stop** keeps the best weights and re-tunes the post-processing; Start
@@ -32,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import ComboBox, Container, Label, PushButton
-from napari.layers import Image, Labels
+from napari.layers import Labels
 from psygnal import SignalInstance
 
 from napari_unet._widgets import _common
@@ -41,15 +43,15 @@ from napari_unet._widgets._annotation_layers import (
     ResultCorrection,
     new_annotation_layer,
 )
-from napari_unet._widgets._base_choice import BaseModelChooser
 from napari_unet._widgets._channels import ChannelControls, ImageInput
+from napari_unet._widgets._choosers import ImageModelChoosers
 from napari_unet._widgets._common import (
+    SCRATCH,
     DockLifetime,
     SessionModels,
     StatusLabel,
     choose_layer,
     in_separate_turns,
-    is_ours,
     model_in_channels,
     notify_error,
     notify_info,
@@ -126,45 +128,30 @@ class FinetuneWidget(Container):
         self.extend([
             self._image_combo, *self._channels.widgets, self._new_button,
             *self._correction.widgets, self._annotation_combo, wrap_words(Label(value=LEGEND)),
-            self._fields.convention, self._base.combo, *self._fields.widgets,
+            self._fields.convention, self._base_combo, *self._fields.widgets,
             self._start_button, self._stop_button, self._runs.device_line.label, plot_box,
             self._status, self._output.save_button, self._output.export_button,
         ])  # fmt: skip
-        self._keep_private_names()
         self._channels.sync()
         self._connect()
-        self._follow_active_layer()
+        self._choosers.start()
         self._correction.offer()
         self._suggest_name()
-        self._base.offer_default()
 
     def _build_inputs(self) -> None:
-        """The image (with its channel controls), annotations and result choosers, and
-        the base model chooser."""
-        self._image_combo = ComboBox(label="image", choices=self._image_choices, nullable=True)
+        """The image and base model choosers, the image's channel controls, the
+        annotations and result choosers."""
+        self._choosers = ImageModelChoosers(
+            self._viewer, self._session, parent=self.native, connect=self._lifetime.connect,
+            model_label="base model", extra=(SCRATCH,), select_trained=False,
+        )  # fmt: skip
+        self._image_combo, self._base_combo = self._choosers.image, self._choosers.model
         self._channels = ChannelControls(self._viewer, self._image_combo)
         self._new_button = PushButton(text="New annotations")
         self._correction = ResultCorrection(self._viewer, self._chosen_image)
         self._annotation_combo = ComboBox(
             label="annotations", choices=self._labels_choices, nullable=True
         )
-        self._base = BaseModelChooser(self._session, self._image_combo, lambda: self.native)
-
-    def _keep_private_names(self) -> None:
-        """Names of sub-widgets that scripts and older tests still set directly
-        (benchmarks/bench_responsiveness.py...); new code uses :meth:`set_options`."""
-        fields = self._fields
-        self._steps, self._batch_size, self._patch_size = (
-            fields.steps, fields.batch_size, fields.patch_size,
-        )  # fmt: skip
-        self._augment, self._preview_every, self._device = (
-            fields.augment, fields.preview_every, fields.device,
-        )  # fmt: skip
-        self._device_line = self._runs.device_line
-        self._save_button = self._output.save_button
-        self._export_button = self._output.export_button
-        self._base_combo = self._base.combo
-        self._base_choices = self._base.choices
 
     def _connect(self) -> None:
         self._new_button.clicked.connect(self.new_annotations)
@@ -175,35 +162,22 @@ class FinetuneWidget(Container):
         self._output.export_button.clicked.connect(lambda: self.export_bioimageio())
         self._image_combo.changed.connect(self._suggest_name)
         viewer, connect = self._viewer, self._lifetime.connect  # disconnected when closed
-        connect(self._session.changed, self._base.session_changed)
         connect(viewer.layers.events.inserted, self._refresh_layers)
         connect(viewer.layers.events.removed, self._refresh_layers)
         connect(viewer.layers.events.inserted, self._correction.offer)
         connect(viewer.layers.events.removed, self._correction.offer)
-        connect(viewer.layers.selection.events.active, self._follow_active_layer)
         connect(
             viewer.dims.events.axis_labels, lambda _e=None: self._channels.axis_labels_changed()
         )
 
     # ------------------------------------------------------------------ choices
-    def _image_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
-        return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Image)]
-
     def _labels_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
         return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Labels)]
 
     def _refresh_layers(self, _event: Any = None) -> None:
-        self._image_combo.reset_choices()
+        """Layers were added or removed (the image chooser follows them itself)."""
         self._annotation_combo.reset_choices()
         self._channels.refresh_layers()
-        self._follow_active_layer()
-
-    def _follow_active_layer(self, _event: Any = None) -> None:
-        active = self._viewer.layers.selection.active
-        # Our own results (previews, probabilities) are not what the user wants to process.
-        if isinstance(active, Image) and active in self._viewer.layers and not is_ours(active):
-            self._image_combo.reset_choices()
-            self._image_combo.value = active
 
     def _suggest_name(self, _value: Any = None) -> None:
         image = self._image_combo.value
@@ -223,17 +197,17 @@ class FinetuneWidget(Container):
 
     def add_model_file(self, path: str | Path) -> None:
         """Offer the model file ``path`` as a base model and select it."""
-        self._base.add_file(path)
+        self._choosers.add_model_file(path)
 
     @property
     def base_label(self) -> str | None:
         """The chosen base model as the chooser shows it ("nuclei", "scratch ...")."""
-        return self._base.label
+        return self._choosers.model_label
 
     @property
     def base_labels(self) -> list[str]:
         """Every base model offered, as the chooser shows them (without "Browse...")."""
-        return self._base.labels
+        return self._choosers.model_labels
 
     # ------------------------------------------------------------------ options
     def options(self) -> FinetuneOptions:
@@ -247,7 +221,7 @@ class FinetuneWidget(Container):
             rgb=channels["rgb"],
             **self._correction.values(),
             annotations=self._annotation_combo.value,
-            base=self._base.value,
+            base=self._choosers.source,
             **self._fields.values(),
         )
 
@@ -273,10 +247,10 @@ class FinetuneWidget(Container):
         if unknown:
             raise TypeError(f"unknown options: {sorted(unknown)}")
         if "image" in values:
-            choose_layer(self._image_combo, self._viewer, values.pop("image"))
+            self._choosers.choose_image(values.pop("image"))
         self._channels.set(**{k: values.pop(k) for k in list(values) if k in _CHANNEL_KEYS})
         if "base" in values:
-            self._base.choose(values.pop("base"))
+            self._choosers.choose_model(values.pop("base"))
         if "annotations" in values:
             choose_layer(self._annotation_combo, self._viewer, values.pop("annotations"))
         keys = ResultCorrection.KEYS
@@ -303,7 +277,7 @@ class FinetuneWidget(Container):
     def _input(self, *, for_base: bool = True) -> ImageInput:
         """The chosen input, checked by the core against the base model's channel count
         when known (``for_base``), else against the channels chosen."""
-        in_channels = model_in_channels(self._base.combo.value) if for_base else None
+        in_channels = model_in_channels(self._base_combo.value) if for_base else None
         image_input = self._channels.input(in_channels)
         image_input.check(in_channels)
         return image_input
@@ -408,15 +382,6 @@ class FinetuneWidget(Container):
         """The Labels layer "Correct a result" converts (the newest result by default)."""
         return self._correction.result.value
 
-    # Older names of the runs' state, read by tests not yet on the properties above.
-    @property
-    def _previous(self) -> Any:
-        return self._runs.previous
-
-    @property
-    def _run(self) -> Any:
-        return self._runs.run
-
     # ------------------------------------------------------------- annotations
     def new_annotations(self) -> Labels | None:
         """Add "<image> annotations": an empty uint16 Labels layer ready to paint.
@@ -483,7 +448,7 @@ class FinetuneWidget(Container):
         return TrainRequest.checked(
             image_input,
             self._annotation_combo.value,
-            self._base.combo.value,
+            self._base_combo.value,
             name=model_name(self._fields.name.value),
             convention=self._fields.convention.value,
             config=self.train_config(),
@@ -512,16 +477,13 @@ class FinetuneWidget(Container):
         """Write the trained model to ``path`` (asks with a file dialog when omitted),
         atomically; an existing ``path`` is replaced only with ``overwrite`` or after the
         dialog asked. None when nothing was written (the reason notified in one line)."""
-        return self._output.save(path, overwrite, self._ask_save_path)
+        return self._output.save(path, overwrite, lambda: self._output.ask_save_path(self.native))
 
     def save_to_user_models(
         self, name: str | None = None, *, overwrite: bool = False
     ) -> Path | None:
         """Save the trained model by name in the user's model folder (listed everywhere)."""
         return self._output.save_by_name(name, overwrite)
-
-    def _ask_save_path(self) -> tuple[Path, bool] | None:
-        return self._output.ask_save_path(self.native)
 
     def export_bioimageio(self, path: str | Path | None = None, *, overwrite: bool = False) -> Any:
         """Export the trained model as a bioimage.io package (``.zip``) in a background

@@ -115,8 +115,6 @@ class SegmentWidget(Container):
         self._choosers = ImageModelChoosers(
             viewer, self._session, parent=self.native, connect=self._lifetime.connect
         )
-        #: Kept for tests/widgets/test_finetune_widget.py until it reads ``model``.
-        self._model_combo = self._choosers.model
         self._channels = ChannelControls(viewer, self._choosers.image, self._set_link_default)
         self._fields = SegmentFields()
         #: What the pixel size field was filled in with from the layer (so a value the
