@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +16,11 @@ from scipy import ndimage
 from napari_unet.cli import main
 from napari_unet.cli import segment as cli_segment
 from napari_unet.core import modelfile, registry, sources
-from napari_unet.core.largeimage import BlockStore, open_image
+from napari_unet.core.frontend import applied_postprocessing, left_out_note
+from napari_unet.core.largeimage import BlockStore, open_image, segment_to_zarr
 from napari_unet.core.model import UNetConfig
 from napari_unet.core.modelfile import random_model, save_model
+from napari_unet.core.options import WHOLE_PLANE_OPTIONS, SegmentOptions, whole_plane_options
 from napari_unet.core.segment import segment
 
 TINY = UNetConfig(depth=2, base_width=2, padding="valid", norm="batch")
@@ -165,7 +168,6 @@ def test_two_local_workers(tmp_path, model_path, image, threshold):
     [
         (["--workers", "2"], "o.tif", "--workers/--scheduler needs a zarr store: use an OUTPUT"),
         (["--resume"], "o.tif", "--resume needs a zarr store"),
-        (["--split-touching"], "o.zarr", "not available for block-wise"),
         ([], "o.png", r"use a \.tif OUTPUT \(or \.zarr for OME-Zarr\)"),
     ],
 )
@@ -190,3 +192,81 @@ def test_resume_with_other_settings_is_refused(tmp_path, model_path, image, thre
     other = _args(tmp_path / "in.tif", out, model_path, 0.25)
     assert main([*other, "--resume"]) == 2
     assert "cannot resume" in _error_line(capsys)
+
+
+#: The command-line flags of the options a block-wise run may not be able to apply.
+FLAGS = {
+    "split_touching": ["--split-touching"],
+    "fill_boundaries": ["--fill-boundaries"],
+    "merge_boundaries": ["--merge-boundaries", "0.3"],
+    "link": ["--link"],
+}
+#: Every one of them in use.
+EVERYTHING = SegmentOptions(
+    split_touching=True, fill_boundaries=True, merge_boundaries=0.3, link=True
+)
+
+
+def _core_store(model_path, image, path: Path, options: SegmentOptions) -> np.ndarray:
+    """The core's block-wise result with the CLI's tiles and blocks."""
+    options = replace(options, tile_size=124, device="cpu")
+    bundle = modelfile.load_model(model_path)
+    return segment_to_zarr(bundle, image, path, options=options, block_size=160)[...]
+
+
+def test_the_flags_cover_the_whole_plane_policy():
+    assert {option.name for option in WHOLE_PLANE_OPTIONS} <= set(FLAGS)
+    assert whole_plane_options(EVERYTHING) == WHOLE_PLANE_OPTIONS
+
+
+@pytest.mark.parametrize("name", list(FLAGS))
+def test_an_option_the_user_gave_is_refused_block_wise_or_applied(
+    tmp_path, model_path, image, threshold, capsys, name
+):
+    tifffile.imwrite(tmp_path / "in.tif", image)
+    out = tmp_path / "o.zarr"
+    argv = [*_args(tmp_path / "in.tif", out, model_path, threshold), "--device", "cpu"]
+    refused = [option for option in WHOLE_PLANE_OPTIONS if option.name == name]
+    if refused:  # the policy, whatever it holds today
+        assert main([*argv, *FLAGS[name]]) == 2
+        assert _error_line(capsys) == f"napari-unet: error: {refused[0].blockwise_message()}"
+        assert not out.exists()  # refused before any work
+        return
+    assert main([*argv, *FLAGS[name]]) == 0
+    asked = replace(SegmentOptions(threshold=threshold), **{name: getattr(EVERYTHING, name)})
+    expected = _core_store(model_path, image, tmp_path / "ref.zarr", asked)
+    np.testing.assert_array_equal(open_image(out)[:], expected)
+
+
+def test_recommendations_a_block_wise_run_cannot_apply_are_left_out_with_a_note(
+    tmp_path, model_path, image, threshold, capsys
+):
+    bundle = modelfile.load_model(model_path)
+    bundle.provenance["postprocess"] = {
+        "threshold": threshold,
+        "min_size": 5,
+        "merge_boundaries": 0.3,
+    }
+    recommending = save_model(bundle, tmp_path / "recommending.safetensors")
+    source = tmp_path / "in.tif"
+    tifffile.imwrite(source, image)
+    out = tmp_path / "o.zarr"
+    argv = ["segment", str(source), "-o", str(out), "-m", str(recommending), "--device", "cpu"]
+    assert main([*argv, *BLOCKS]) == 0
+
+    err = capsys.readouterr().err
+    recommended = SegmentOptions(threshold=threshold, min_size=5, merge_boundaries=0.3)
+    left_out = whole_plane_options(recommended)
+    for option in left_out:
+        assert f"napari-unet: note: in.tif: {left_out_note(option)}" in err.splitlines()
+    assert err.count("napari-unet: note:") == len(left_out)  # nothing else left out
+    applied = replace(recommended, **{option.name: 0.0 for option in left_out})
+    assert f"{source} -> {out} ({applied_postprocessing(applied)})" in err.splitlines()
+    expected = _core_store(recommending, image, tmp_path / "ref.zarr", applied)
+    np.testing.assert_array_equal(open_image(out)[:], expected)
+    # the same model into a TIFF (in memory) applies everything it recommends
+    tiff = [*argv[:3], str(tmp_path / "o.tif"), *argv[4:], "--tile-size", "124"]
+    assert main(tiff) == 0
+    err = capsys.readouterr().err
+    assert "note:" not in err
+    assert f"({applied_postprocessing(recommended)})" in err

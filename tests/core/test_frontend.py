@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import re
 import tempfile
+from dataclasses import fields, replace
 from pathlib import Path
 
 import dask.array as da
 import numpy as np
 import pytest
 
+from napari_unet.core.errors import InputError
 from napari_unet.core.frontend import (
-    NO_LINK_NOTE,
-    NO_SPLIT_NOTE,
     applied_postprocessing,
     default_store_path,
     foreground,
+    left_out_note,
     links_planes,
     plane_in_stack,
     round_tile,
@@ -22,6 +24,7 @@ from napari_unet.core.frontend import (
     store_path,
 )
 from napari_unet.core.model import UNetConfig
+from napari_unet.core.options import WHOLE_PLANE_OPTIONS, whole_plane_options
 from napari_unet.core.postprocess import foreground_probability
 from napari_unet.core.segment import SegmentOptions
 
@@ -72,21 +75,89 @@ def test_only_instance_labels_of_a_whole_stack_link():
     assert not links_planes(False, "labels", 3, one_plane=False)
 
 
-def test_block_wise_runs_leave_whole_plane_options_out_and_say_so():
-    asked = SegmentOptions(
-        min_size=9, split_touching=True, fill_boundaries=True, merge_boundaries=0.3, link=True
-    )
-    assert run_options(asked, block_wise=False) == (asked, [])
-    applied, notes = run_options(asked, block_wise=True)
-    assert notes == [NO_SPLIT_NOTE, NO_LINK_NOTE]
-    assert (applied.split_touching, applied.fill_boundaries, applied.merge_boundaries) == (
-        False,
-        False,
-        0.0,
-    )
-    assert applied.min_size == 9 and not applied.link  # min size applies at every size
-    mask, notes = run_options(SegmentOptions(output="mask", split_touching=True), block_wise=True)
-    assert notes == [] and mask.split_touching  # nothing whole-plane to drop for a mask
+#: Every option a labels run can be asked for, each in use.
+EVERYTHING = SegmentOptions(
+    threshold=0.4,
+    min_size=9,
+    split_touching=True,
+    fill_boundaries=True,
+    merge_boundaries=0.3,
+    link=True,
+    pixel_size="0.5 um",
+    diameter=12.0,
+)
+#: Each whole-plane option alone (the policy's entries, whatever they are).
+EACH_WHOLE_PLANE = [
+    pytest.param(option, id=option.name) for option in whole_plane_options(EVERYTHING)
+]
+
+
+def _off(options: SegmentOptions, names) -> SegmentOptions:
+    """``options`` with the switches ``names`` off (merge_boundaries at 0)."""
+    return replace(options, **{name: type(getattr(options, name))() for name in names})
+
+
+def test_every_whole_plane_option_is_in_use_in_everything():
+    # the parametrisations below cover the whole policy
+    assert {o.name for o in whole_plane_options(EVERYTHING)} == {
+        o.name for o in WHOLE_PLANE_OPTIONS
+    }
+    assert whole_plane_options(EVERYTHING)  # link needs the whole result whatever else does
+
+
+def test_in_memory_runs_apply_every_option():
+    assert run_options(EVERYTHING, block_wise=False) == (EVERYTHING, [])
+    names = {f.name for f in fields(SegmentOptions)}
+    assert run_options(EVERYTHING, block_wise=False, recommended=names) == (EVERYTHING, [])
+
+
+@pytest.mark.parametrize("option", EACH_WHOLE_PLANE)
+def test_a_whole_plane_option_the_user_set_is_refused_block_wise(option):
+    asked = _off(EVERYTHING, {o.name for o in WHOLE_PLANE_OPTIONS} - {option.name})
+    with pytest.raises(InputError) as refused:
+        run_options(asked, block_wise=True)
+    assert str(refused.value) == option.blockwise_message()
+    # the others recommended, this one the user's: still refused
+    others = {o.name for o in WHOLE_PLANE_OPTIONS} - {option.name}
+    with pytest.raises(InputError, match=re.escape(option.blockwise_message())):
+        run_options(asked, block_wise=True, recommended=others)
+
+
+@pytest.mark.parametrize("option", EACH_WHOLE_PLANE)
+def test_a_recommended_whole_plane_option_is_left_out_block_wise_with_its_note(option):
+    asked = _off(EVERYTHING, {o.name for o in WHOLE_PLANE_OPTIONS} - {option.name})
+    applied, notes = run_options(asked, block_wise=True, recommended={option.name})
+    assert notes == [left_out_note(option)]
+    assert option.what in notes[0] and option.needs in notes[0]
+    assert applied == _off(asked, {option.name}) and not option.in_use(applied)
+
+
+def test_every_recommended_whole_plane_option_gets_its_note_and_nothing_else_changes():
+    recommended = {o.name for o in WHOLE_PLANE_OPTIONS}
+    applied, notes = run_options(EVERYTHING, block_wise=True, recommended=recommended)
+    used = whole_plane_options(EVERYTHING)
+    assert notes == [left_out_note(o) for o in used]
+    assert len(set(notes)) == len(used)  # one note each, none merged or lost
+    assert applied == _off(EVERYTHING, {o.name for o in used})
+    assert whole_plane_options(applied) == ()
+    assert (applied.threshold, applied.min_size) == (0.4, 9)  # apply at every size
+
+
+def test_options_outside_the_policy_pass_through_block_wise_unchanged():
+    asked = _off(EVERYTHING, {o.name for o in WHOLE_PLANE_OPTIONS})
+    applied_to_labels = [
+        name
+        for name in ("split_touching", "fill_boundaries", "merge_boundaries", "link")
+        if name not in {o.name for o in WHOLE_PLANE_OPTIONS}
+    ]
+    # the labels options the block-wise core applies, set by the user: kept as they are
+    user_set = replace(asked, **{name: getattr(EVERYTHING, name) for name in applied_to_labels})
+    assert run_options(user_set, block_wise=True) == (user_set, [])
+    # a mask or probabilities run has no instance labels: nothing of the policy applies
+    for output in ("mask", "probabilities"):
+        other = replace(EVERYTHING, output=output)
+        assert whole_plane_options(other) == ()
+        assert run_options(other, block_wise=True) == (other, [])
 
 
 def test_the_applied_post_processing_in_words():
@@ -94,8 +165,14 @@ def test_the_applied_post_processing_in_words():
     assert applied_postprocessing(options) == (
         "post-processing: threshold 0.4, min size 20 px, grow-and-merge below 0.3, linked through z"
     )
-    applied, _ = run_options(options, block_wise=True)
-    assert applied_postprocessing(applied) == "post-processing: threshold 0.4, min size 20 px"
+    recommended = {"merge_boundaries", "link"}
+    applied, notes = run_options(options, block_wise=True, recommended=recommended)
+    words = applied_postprocessing(applied)
+    assert words.startswith("post-processing: threshold 0.4, min size 20 px")
+    # what a block-wise run leaves out is in its notes, never in what it says it applied
+    merge_applied = "grow-and-merge below 0.3" in words
+    assert merge_applied == ("merge_boundaries" not in {o.name for o in WHOLE_PLANE_OPTIONS})
+    assert "linked through z" not in words and len(notes) == 2 - merge_applied
     mask = SegmentOptions(output="mask", threshold=0.6, min_size=20)
     assert applied_postprocessing(mask) == "post-processing: threshold 0.6"
     probabilities = SegmentOptions(output="probabilities")

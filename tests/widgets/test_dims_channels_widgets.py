@@ -22,10 +22,11 @@ from dock_fields import field
 
 from napari_unet._widgets.finetune import FinetuneWidget
 from napari_unet._widgets.segment import SegmentWidget
-from napari_unet.core.frontend import NO_LINK_NOTE
+from napari_unet.core.frontend import left_out_note
 from napari_unet.core.io import RGB_MESSAGE, rgb_to_grey
 from napari_unet.core.model import UNetConfig
 from napari_unet.core.modelfile import load_model, random_model, save_model
+from napari_unet.core.options import WHOLE_PLANE_OPTIONS
 from napari_unet.core.segment import segment
 
 #: The tiny valid U-Net of conftest.py (margin 20 px).
@@ -443,8 +444,9 @@ def test_a_lazy_stack_segments_block_wise_without_linking_and_says_so(
     _wait(qtbot, lambda: not widget.is_running)
 
     assert notifications["error"] == []
-    assert NO_LINK_NOTE in notifications["warning"]
-    assert NO_LINK_NOTE in widget.status and "done" in widget.status
+    link_note = left_out_note(next(o for o in WHOLE_PLANE_OPTIONS if o.name == "link"))
+    assert link_note in notifications["warning"]
+    assert link_note in widget.status and "done" in widget.status
     model = load_model(tiny_model_file)
     expected = segment(model, stack, threshold=0.5, device="cpu")
     np.testing.assert_array_equal(np.asarray(viewer.layers["lazy labels"].data), expected)

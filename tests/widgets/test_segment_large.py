@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import dask.array as da
@@ -15,9 +16,10 @@ from dock_fields import open_dock
 from napari_unet._widgets.segment import SegmentWidget
 from napari_unet.core import normalise
 from napari_unet.core.events import Progress
-from napari_unet.core.frontend import NO_SPLIT_NOTE
-from napari_unet.core.largeimage import BlockStore
-from napari_unet.core.modelfile import load_model
+from napari_unet.core.frontend import applied_postprocessing, left_out_note
+from napari_unet.core.largeimage import BlockStore, segment_to_zarr
+from napari_unet.core.modelfile import load_model, save_model
+from napari_unet.core.options import SegmentOptions, whole_plane_options
 from napari_unet.core.segment import segment
 
 TIMEOUT_MS = 60_000
@@ -198,24 +200,71 @@ def test_cancel_keeps_finished_blocks_and_resume_completes(
     np.testing.assert_array_equal(np.asarray(viewer.layers["lazy labels"].data), expected)
 
 
-def test_split_touching_is_turned_off_and_said_so(
-    make_napari_viewer, qtbot, notifications, tmp_path, blobs, tiny_model_file
+def _stored_reference(model: Path, image, path: Path, options: SegmentOptions) -> np.ndarray:
+    """The core's own block-wise result of ``image`` with ``options`` (the dock's blocks)."""
+    options = replace(options, tile_size=TILE, device="cpu")
+    stored = segment_to_zarr(load_model(model), image, path, options=options, block_size=BLOCK)
+    return stored[...]
+
+
+@pytest.mark.parametrize(
+    ("option", "stack"),
+    [("split_touching", False), ("link", True)],  # link: on a stack without a z label
+)
+def test_a_whole_plane_option_the_user_set_is_refused_block_wise_or_applied(
+    make_napari_viewer, qtbot, notifications, tmp_path, blobs, tiny_model_file, option, stack
 ):
     viewer = make_napari_viewer()
+    image = np.stack([blobs, np.roll(blobs, 9, axis=1)]) if stack else blobs
+    viewer.add_image(da.from_array(image), name="lazy", contrast_limits=(0, 255))
+    widget = _make_widget(viewer, tiny_model_file, tmp_path / "asked.zarr")
+    assert widget.options().link is False  # no z label: linking is the user's choice
+    widget.set_options(**{option: True})
+    asked = SegmentOptions(**{option: True})
+
+    worker = widget.segment_stack()
+
+    refused = whole_plane_options(asked)  # the policy, whatever it holds today
+    if refused:
+        assert worker is None and not widget.is_running
+        assert len(notifications["error"]) == 1
+        message = notifications["error"][0]
+        assert refused[0].what in message and "block-wise" in message
+        assert "--" not in message  # named as the dock's fields, not the CLI's flags
+        assert widget.status == f"not started: {message}"
+        assert "lazy labels" not in viewer.layers and not (tmp_path / "asked.zarr").exists()
+        return
+    _wait_done(qtbot, widget)
+    assert notifications["error"] == [] and notifications["warning"] == []
+    assert applied_postprocessing(asked) in widget.status.split("\n")
+    expected = _stored_reference(tiny_model_file, image, tmp_path / "ref.zarr", asked)
+    np.testing.assert_array_equal(np.asarray(viewer.layers["lazy labels"].data), expected)
+
+
+def test_a_recommendation_a_block_wise_run_cannot_apply_is_left_out_and_said_so(
+    make_napari_viewer, qtbot, notifications, tmp_path, blobs, tiny_model_file
+):
+    bundle = load_model(tiny_model_file)
+    bundle.provenance["postprocess"] = {"threshold": 0.5, "min_size": 3, "split_touching": True}
+    recommending = save_model(bundle, tmp_path / "recommending.safetensors")
+    viewer = make_napari_viewer()
     viewer.add_image(da.from_array(blobs), name="lazy", contrast_limits=(0, 255))
-    widget = _make_widget(viewer, tiny_model_file, tmp_path / "split.zarr")
-    widget.set_options(split_touching=True)
+    widget = _make_widget(viewer, recommending, tmp_path / "split.zarr")
+    assert widget.options().split_touching is True  # the model's, not the user's
 
     widget.segment_current_slice()
     _wait_done(qtbot, widget)
 
+    recommended = SegmentOptions(threshold=0.5, min_size=3, split_touching=True)
+    left_out = whole_plane_options(recommended)
+    notes = [left_out_note(option) for option in left_out]
     assert notifications["error"] == []
-    assert notifications["warning"] == [NO_SPLIT_NOTE]
-    assert "done" in widget.status and NO_SPLIT_NOTE in widget.status
-    # what was applied, with the model's recommendations and the user's own settings
-    threshold = widget.options().threshold
-    assert f"post-processing: threshold {threshold:g}" in widget.status.split("\n")
-    expected = _expected(tiny_model_file, blobs, 0.5, split_touching=False)
+    assert notifications["warning"] == notes
+    assert "done" in widget.status and all(note in widget.status for note in notes)
+    # what was applied: the recommendation without what the policy left out
+    applied = replace(recommended, **{option.name: False for option in left_out})
+    assert applied_postprocessing(applied) in widget.status.split("\n")
+    expected = _stored_reference(recommending, blobs, tmp_path / "ref.zarr", applied)
     np.testing.assert_array_equal(np.asarray(viewer.layers["lazy labels"].data), expected)
 
 

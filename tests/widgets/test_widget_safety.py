@@ -71,9 +71,9 @@ def test_out_of_memory_in_the_worker_is_one_line(
 ):
     def exhausted(*_args, **_kwargs):
         raise MemoryError
-        yield  # a generator, as segment_iter is
+        yield  # a generator, as the pipeline's run is
 
-    monkeypatch.setattr(_segment_run, "segment_iter", exhausted)
+    monkeypatch.setattr(_segment_run, "run", exhausted)
     viewer = make_napari_viewer()
     viewer.add_image(blobs, name="blobs")
     widget = _segment_widget(viewer, tiny_model_file)
@@ -421,7 +421,7 @@ def test_a_runtime_error_in_a_worker_ends_the_run(
     viewer.add_image(blobs, name="blobs")
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
     widget.add_model_file(tiny_model_file)
-    monkeypatch.setattr(_segment_run, "segment_iter", broken)
+    monkeypatch.setattr(_segment_run, "run", broken)
     with qtbot.capture_exceptions() as caught:
         for _attempt in range(2):  # the run ends, so the dock takes the next click
             assert widget.segment_current_slice() is not None

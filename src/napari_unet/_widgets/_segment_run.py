@@ -9,8 +9,8 @@ chose, notes and errors, redraws at most every :data:`REFRESH_INTERVAL_MS`, Canc
 (``worker.quit()``: finished tiles or blocks are kept), and the end of a run whose
 panel was closed (nothing touches the closed dock).
 
-The call into the core is :func:`_pipeline`, the one place to change when the core
-gains a single entry point.
+The call into the core is :func:`_pipeline`: the core's one pipeline,
+:func:`napari_unet.core.pipeline.run`, as the CLI calls it.
 """
 
 from __future__ import annotations
@@ -39,8 +39,7 @@ from napari_unet._widgets._sessions import ModelSource
 from napari_unet.core.events import ScaleChosen
 from napari_unet.core.frontend import round_tile
 from napari_unet.core.io import plane_position
-from napari_unet.core.largeimage import segment_blocks_iter
-from napari_unet.core.segment import segment_iter
+from napari_unet.core.pipeline import run
 
 #: Minimum milliseconds between two redraws of the output layer while tiles stream in.
 REFRESH_INTERVAL_MS = 100
@@ -86,11 +85,13 @@ class RunHost:
 
 
 def _pipeline(bundle: Any, image: Any, options: Any, planes: list[int], store: Any):
-    """The core's pipeline: in memory, or block-wise into ``store``'s zarr store."""
+    """The core's one pipeline (:func:`~napari_unet.core.pipeline.run`): in memory (the
+    chosen planes), or block-wise into ``store``'s zarr store (every plane)."""
     if store is None:
-        return segment_iter(bundle, image, options=options, planes=planes)
-    arguments = store.arguments(bundle.config.num_classes, options.output)
-    return segment_blocks_iter(bundle, image, store.path, options=options, **arguments)
+        return run(bundle, image, options=options, planes=planes)
+    return run(
+        bundle, image, options=options, out=store.target(bundle.config.num_classes, options.output)
+    )
 
 
 @reporting_errors

@@ -32,6 +32,7 @@ from napari_unet.core.events import Progress, TileDone
 from napari_unet.core.frontend import applied_postprocessing, foreground, plane_in_stack, store_path
 from napari_unet.core.io import plane_position
 from napari_unet.core.largeimage import BlockStore
+from napari_unet.core.pipeline import StoreTarget
 from napari_unet.core.safety import free_path, is_our_store
 
 if TYPE_CHECKING:
@@ -52,19 +53,21 @@ class StoreRequest:
     #: The calibration of labels and masks (the image's axes without channels).
     calibration: Calibration | None
 
-    def arguments(self, num_classes: int, output: str) -> dict[str, Any]:
-        """Keyword arguments of :func:`~napari_unet.core.largeimage.segment_blocks_iter`
-        (probabilities get their class axis in the calibration)."""
+    def target(self, num_classes: int, output: str) -> StoreTarget:
+        """The pipeline's sink (:class:`~napari_unet.core.pipeline.StoreTarget`) of a
+        model with ``num_classes`` classes (probabilities get their class axis in the
+        calibration)."""
         calibration = self.calibration
         if calibration is not None and output == "probabilities":
             calibration = calibration.for_result(None, num_classes)
-        return {
-            "block_size": self.block_size,
-            "resume": self.resume,
-            "overwrite": self.overwrite,
-            "inputs": self.inputs,
-            "calibration": calibration,
-        }
+        return StoreTarget(
+            self.path,
+            block_size=self.block_size,
+            resume=self.resume,
+            overwrite=self.overwrite,
+            calibration=calibration,
+            inputs=self.inputs,
+        )
 
 
 def source_paths(layer: Any) -> tuple[Path, ...]:

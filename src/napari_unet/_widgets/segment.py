@@ -21,10 +21,15 @@ The dock lays out its fields and starts runs; the work is elsewhere:
 **Stacks.** "Segment current slice" segments the plane at the viewer's sliders (through
 the layer's world-to-data mapping), "Segment stack" every plane; the status line names
 the plane ("plane 4 of 6 (t=1, z=0), tile 1 of 2"). Results take the image layer's
-scale, translate and units without its channel axis. A block-wise run cannot split,
-fill, grow-and-merge or link (whole planes): it runs without them, and its status lists
-the post-processing it applied and what it left out
-(:func:`~napari_unet.core.frontend.run_options`).
+scale, translate and units without its channel axis.
+
+**Options a block-wise run cannot apply** (those of
+:data:`~napari_unet.core.options.WHOLE_PLANE_OPTIONS`, e.g. linking through z) follow
+the one policy of :func:`~napari_unet.core.frontend.run_options`, as the CLI does: one
+the user set is refused (the status and a notification say why, nothing starts); one
+the dock put there itself (the model's recommendation, the z-stack link default) is left
+out with a warning. A block-wise run's status lists the post-processing it applied and
+what it left out.
 
 **Device.** Resolved as the core does when a run is prepared (an unavailable one is
 refused in one line, nothing starts); the line under the buttons names it ("running on
@@ -69,7 +74,8 @@ from napari_unet._widgets._sessions import (
 from napari_unet._widgets._store_output import StoreOutput, StoreTargets
 from napari_unet._widgets._text import StatusLabel
 from napari_unet.core.errors import InputError, UNetError
-from napari_unet.core.frontend import NO_LINK_NOTE, NO_SPLIT_NOTE, links_planes, run_options
+from napari_unet.core.frontend import links_planes, run_options
+from napari_unet.core.options import RECOMMENDABLE
 
 if TYPE_CHECKING:
     import napari
@@ -120,6 +126,9 @@ class SegmentWidget(Container):
         #: What the pixel size field was filled in with from the layer (so a value the
         #: user did not change follows the layer's scale).
         self._prefilled_pixel_size = ""
+        #: The values the dock set itself (the model's recommendation, the link default):
+        #: an option still at its value here is not the user's choice.
+        self._dock_set: dict[str, Any] = {}
         self._slice_button = PushButton(text="Segment current slice")
         self._stack_button = PushButton(text="Segment stack")
         self._cancel_button = PushButton(text="Cancel", enabled=False)
@@ -161,6 +170,7 @@ class SegmentWidget(Container):
         """ "link labels through z": on when the image's axis before y is labelled "z"."""
         layer = self._choosers.image_layer
         self._fields.link.value = default_link(self._viewer, layer, self._channels.layer_axis())
+        self._dock_set["link"] = self._fields.link.value
 
     def _apply_recommendation(self, source: Any) -> None:
         """Set the post-processing the model recommends, and say in the diameter field
@@ -169,6 +179,7 @@ class SegmentWidget(Container):
         if recommended is None:
             return  # a broken file is reported when it is used, with the full message
         self._fields.recommend(recommended)
+        self._dock_set.update({name: getattr(self._fields, name).value for name in RECOMMENDABLE})
         pixel_size, diameter = model_scale(source)
         self._fields.diameter.native.setPlaceholderText(_default_scale_words(pixel_size, diameter))
         known = [f"{pixel_size}/px" if pixel_size is not None else "",
@@ -347,7 +358,9 @@ class SegmentWidget(Container):
         try:
             run = self._new_run(current)
         except UNetError as error:
-            notify_error(in_dock_words(str(error)))
+            message = in_dock_words(str(error))
+            self._status.value = f"not started: {message}"
+            notify_error(message)
             return None
         if run is None:
             return None
@@ -392,7 +405,9 @@ class SegmentWidget(Container):
         image_input, source, options, planes = self._prepare(current)
         self._device_line.clear()
         block_wise = image_input.lazy or bool(self._fields.to_zarr.value)
-        options, notes = run_options(options, block_wise=block_wise)
+        options, notes = run_options(
+            options, block_wise=block_wise, recommended=self._not_users(options)
+        )
         for note in notes:
             notify_warning(note)
         if block_wise:
@@ -415,6 +430,13 @@ class SegmentWidget(Container):
             description=f"Segmenting {image_input.name}",
         )  # fmt: skip
 
+    def _not_users(self, options: Any) -> frozenset[str]:
+        """The options of ``options`` still at the value the dock set itself: the model's
+        recommendation or the link default, not the user's choice."""
+        return frozenset(
+            name for name, value in self._dock_set.items() if getattr(options, name) == value
+        )
+
     def _set_status(self, text: str) -> None:
         self._status.value = text
 
@@ -433,4 +455,4 @@ class SegmentWidget(Container):
         self._cancel_button.enabled = running
 
 
-__all__ = ["NO_LINK_NOTE", "NO_SPLIT_NOTE", "SegmentDockOptions", "SegmentWidget"]
+__all__ = ["SegmentDockOptions", "SegmentWidget"]

@@ -1,8 +1,12 @@
-"""``napari-unet segment``: the command, and every call it makes into the core's
-segmentation pipeline (:mod:`~napari_unet.core.segment` in memory,
-:mod:`~napari_unet.core.largeimage` block-wise, :mod:`~napari_unet.core.distributed` on a
-dask cluster), kept together here so that a change of pipeline entry point touches one
-module.
+"""``napari-unet segment``: the command, and every call it makes into the core's one
+segmentation pipeline (:func:`napari_unet.core.pipeline.run`: in memory for a TIFF
+output, block-wise into a :class:`~napari_unet.core.pipeline.StoreTarget` for a .zarr
+one; :mod:`~napari_unet.core.distributed` runs the same blocks on a dask cluster).
+
+Options a block-wise run cannot apply follow the one policy of every front end,
+:func:`~napari_unet.core.frontend.run_options`: one the user gave is refused in one line
+before any input is read; one the model recommends (or the z-stack link default) is
+left out with a note. Each result's line says the post-processing it applied.
 
 The pipeline modules load torch: they are imported inside the functions that call them,
 so that ``napari-unet --help`` stays fast (start-up time only).
@@ -14,6 +18,7 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Generator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +62,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from napari_unet.core.modelfile import load_model
 
     bundle = load_model(model_path(args.model))
-    options = _segment_options(args, bundle, zarr=any(map(is_zarr_output, outputs)), **scale)
+    options, recommended = _segment_options(args, bundle, **scale)
+    if any(map(is_zarr_output, outputs)):
+        _refuse_users_whole_plane_options(options, recommended, args)
     if large and args.rgb == "grey":
         raise InputError(
             "--rgb grey is not available with --workers/--scheduler (the workers read the "
@@ -69,7 +76,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
         # (and cached per model and device) by the first run: in memory, segment_iter
         # picks whole maps or strips by the tile plan, so building one now could be waste.
         report_device(None if large else options.device)
-        failed = _segment_each(bundle, inputs, outputs, options, args, client, channels)
+        failed = _segment_each(
+            bundle, inputs, outputs, options, recommended, args, client, channels
+        )
     return summary(failed, len(inputs))
 
 
@@ -89,14 +98,16 @@ def _checked_outputs(args: argparse.Namespace, inputs: list[Path], *, large: boo
 
 
 def _segment_options(
-    args: argparse.Namespace, bundle: Any, *, zarr: bool, pixel_size: Any, diameter: Any
-) -> Any:
-    """The core's :class:`~napari_unet.core.segment.SegmentOptions` of this run (the
-    input's own channel axis, link and pixel size are filled in per input)."""
-    from napari_unet.core.segment import SegmentOptions
+    args: argparse.Namespace, bundle: Any, *, pixel_size: Any, diameter: Any
+) -> tuple[Any, frozenset[str]]:
+    """The core's :class:`~napari_unet.core.options.SegmentOptions` of this run (the
+    input's own channel axis, link and pixel size are filled in per input), and the
+    names of the options the model recommended (the user gave no flag for them)."""
+    from napari_unet.core.options import SegmentOptions
 
-    return SegmentOptions(
-        **_postprocess_options(args, bundle, zarr=zarr),
+    postprocess, recommended = _postprocess_options(args, bundle)
+    options = SegmentOptions(
+        **postprocess,
         output=args.output,
         tile_size=tile_size(args.tile_size, bundle),
         device=args.device,
@@ -105,31 +116,67 @@ def _segment_options(
         pixel_size=pixel_size,
         diameter=diameter,
     )
+    return options, recommended
+
+
+def _refuse_users_whole_plane_options(
+    options: Any, recommended: frozenset[str], args: argparse.Namespace
+) -> None:
+    """Refuse, in one line and before any input is read, an option the user gave that a
+    block-wise (.zarr) run cannot apply (``--link`` included: the inputs' own link
+    default is decided per input)."""
+    from napari_unet.core.frontend import run_options
+
+    run_options(replace(options, link=bool(args.link)), block_wise=True, recommended=recommended)
+
+
+def _applied_options(
+    options: Any,
+    recommended: frozenset[str],
+    args: argparse.Namespace,
+    source: Path,
+    *,
+    block_wise: bool,
+) -> Any:
+    """The options the run of ``source`` applies
+    (:func:`~napari_unet.core.frontend.run_options`), each one left out said in a note:
+    the model's recommendations and, without ``--link``/``--no-link``, the input's own
+    link default are not the user's."""
+    from napari_unet.core.frontend import run_options
+
+    not_users = recommended | ({"link"} if args.link is None else set())
+    options, notes = run_options(options, block_wise=block_wise, recommended=not_users)
+    for note in notes:
+        print(f"{PROG}: note: {source.name}: {note}", file=sys.stderr)
+    return options
 
 
 def _segment_each(
-    bundle, inputs, outputs, options, args, client, channels
+    bundle, inputs, outputs, options, recommended, args, client, channels
 ) -> list[tuple[Path, str]]:
     """Segment every input into its output; the inputs that failed, with why.
 
     With one input its error is raised; with several, one bad input must not cost the
     user the results of the others.
     """
+    from napari_unet.core.frontend import applied_postprocessing
+
     failed: list[tuple[Path, str]] = []
     for source, target in zip(inputs, outputs, strict=True):
         try:
             check_input(source)
+            run = (bundle, source, target, options, recommended, args, channels)
             if is_zarr_output(target):
-                _segment_to_zarr(bundle, source, target, options, args, client, channels)
+                applied = _segment_to_zarr(*run, client)
             else:
-                _segment_to_tiff(bundle, source, target, options, args, channels)
+                applied = _segment_to_tiff(*run)
         except (UNetError, OSError, MemoryError) as error:
             if len(inputs) == 1:
                 raise
             failed.append((source, error_message(error)))
             print(f"{PROG}: error: {source}: {failed[-1][1]}", file=sys.stderr)
             continue
-        print(f"{source} -> {target}", file=sys.stderr)
+        print(f"{source} -> {target} ({applied_postprocessing(applied)})", file=sys.stderr)
     return failed
 
 
@@ -143,9 +190,10 @@ def _check_target(target: Path, inputs: list[Path], args: argparse.Namespace) ->
     check_store_output(target, inputs=inputs, overwrite=args.overwrite, resume=args.resume)
 
 
-def _postprocess_options(args: argparse.Namespace, bundle: Any, *, zarr: bool) -> dict:
-    """The user's post-processing choices over the model's recommendations."""
-    from napari_unet.core.segment import recommended_options
+def _postprocess_options(args: argparse.Namespace, bundle: Any) -> tuple[dict, frozenset[str]]:
+    """The user's post-processing choices over the model's recommendations, and the
+    names of the recommendations the user left as they are."""
+    from napari_unet.core.options import recommended_options
 
     chosen = {
         "threshold": args.threshold,
@@ -155,20 +203,14 @@ def _postprocess_options(args: argparse.Namespace, bundle: Any, *, zarr: bool) -
         "merge_boundaries": args.merge_boundaries,
     }
     recommended = recommended_options(bundle, args.output)
-    if zarr:
-        for key, what in _WHOLE_PLANE_ONLY.items():
-            if chosen[key] is None and recommended.pop(key, False):
-                print(
-                    f"{PROG}: note: the model recommends {what}, which block-wise .zarr "
-                    "outputs cannot do; skipped",
-                    file=sys.stderr,
-                )
-    return {**recommended, **{key: value for key, value in chosen.items() if value is not None}}
+    given = {key: value for key, value in chosen.items() if value is not None}
+    return {**recommended, **given}, frozenset(recommended) - frozenset(given)
 
 
-def _segment_to_tiff(bundle, source: Path, target: Path, options, args, channels) -> None:
+def _segment_to_tiff(bundle, source: Path, target: Path, options, recommended, args, channels):
+    """Segment ``source`` in memory into the TIFF ``target``; return the options applied."""
     from napari_unet.core.io import RESULT_INFO_KEY, as_planes, read_image, write_image
-    from napari_unet.core.segment import segment_iter
+    from napari_unet.core.pipeline import run
 
     # Big TIFFs and zarr stores are read tile by tile; the result is in memory anyway.
     lazy = not source.is_file() or (
@@ -177,14 +219,15 @@ def _segment_to_tiff(bundle, source: Path, target: Path, options, args, channels
     image = read_image(source, lazy=lazy, rgb=keeps_colour(args))
     calibration, options = input_scale(source, options)
     read_ndim = len(image.shape)
-    image, options = dims_for(source, image, options, args, channels, in_memory=True)
+    image, options = dims_for(source, image, options, args, channels)
+    options = _applied_options(options, recommended, args, source, block_wise=False)
     stack, _ = as_planes(
         image,
         in_channels=bundle.config.in_channels,
         channel_axis=options.channel_axis,
         channels=options.channels,
     )
-    generator = segment_iter(bundle, image, options=options)
+    generator = run(bundle, image, options=options)
     planes = int(stack.shape[0])
     chosen: list[Any] = []
     result = drain_with_progress(
@@ -205,6 +248,7 @@ def _segment_to_tiff(bundle, source: Path, target: Path, options, args, channels
         calibration=written_calibration,
         description_extra=record,
     )
+    return options
 
 
 def _announcing_scale(
@@ -235,13 +279,19 @@ def scale_line(choice: Any) -> str:
     return f"scale: {choice.reason}"
 
 
-def _segment_to_zarr(bundle, source: Path, target: Path, options, args, client, channels):
-    from napari_unet.core.largeimage import open_image, segment_blocks_iter
+def _segment_to_zarr(
+    bundle, source: Path, target: Path, options, recommended, args, channels, client
+):
+    """Segment ``source`` block-wise into the store ``target`` (on the dask cluster of
+    ``client`` when given); return the options applied."""
+    from napari_unet.core.pipeline import StoreTarget, run
+    from napari_unet.core.sources import open_image
 
     image = open_image(source)
     calibration, options = input_scale(source, options)
     read_ndim = len(image.shape)
-    image, options = dims_for(source, image, options, args, channels, in_memory=False)
+    image, options = dims_for(source, image, options, args, channels)
+    options = _applied_options(options, recommended, args, source, block_wise=True)
     # A colour axis turned grey is gone from the image: drop it from the calibration too.
     dropped = options.channel_axis if len(image.shape) == read_ndim else read_ndim - 1
     calibration = result_calibration(
@@ -263,22 +313,21 @@ def _segment_to_zarr(bundle, source: Path, target: Path, options, args, client, 
             calibration=calibration,
         )
     else:
-        generator = segment_blocks_iter(
-            bundle,
-            image,
+        store = StoreTarget(
             target,
-            options=options,
             block_size=args.block_size,
             resume=args.resume,
             overwrite=args.overwrite,
-            inputs=[source],
             calibration=calibration,
+            inputs=(source,),
         )
+        generator = run(bundle, image, options=options, out=store)
     drain_with_progress(
         _blocks_only(_announcing_scale(generator, source, [])),
         description=source.name,
         unit="block",
     )
+    return options
 
 
 def _blocks_only(generator: Generator[Any, None, Any]) -> Generator[Any, None, Any]:
@@ -301,11 +350,3 @@ def _dask_client(args: argparse.Namespace, resources: contextlib.ExitStack) -> A
     if args.scheduler is not None:
         return resources.enter_context(connect(args.scheduler))
     return resources.enter_context(local_client(args.workers))
-
-
-#: Post-processing that needs whole planes, so block-wise outputs skip its recommendation.
-_WHOLE_PLANE_ONLY = {
-    "split_touching": "splitting touching objects",
-    "fill_boundaries": "filling the boundaries between objects",
-    "merge_boundaries": "merging cells across weak boundaries",
-}

@@ -92,13 +92,14 @@ def keeps_colour(args: argparse.Namespace) -> bool:
     return args.rgb is not None or args.channel_axis is not None
 
 
-def dims_for(source: Path, image: Any, options: Any, args, channels, *, in_memory: bool):
+def dims_for(source: Path, image: Any, options: Any, args, channels):
     """The image (grey if asked) and options with this input's channel axis and link.
 
     The channel axis and the default of ``link`` come from the file's axes
     (:func:`~napari_unet.core.io.read_axes`) unless given: its C axis; RGB samples (S)
-    only with ``--rgb``; link on when the last axis before Y other than C is Z and the
-    result is in memory (labels linking needs the whole result).
+    only with ``--rgb``; link on for labels when the last axis before Y other than C is Z
+    (a block-wise run leaves that default out with a note:
+    :func:`~napari_unet.core.frontend.run_options`).
     """
     from napari_unet.core.io import looks_rgb, read_axes, rgb_to_grey
 
@@ -122,14 +123,7 @@ def dims_for(source: Path, image: Any, options: Any, args, channels, *, in_memor
     link = args.link
     if link is None:
         spatial = axes.replace("C", "").replace("S", "") if axes is not None else ""
-        along_z = spatial.endswith("ZYX")
-        link = along_z and in_memory and args.output == "labels"
-        if along_z and not in_memory and args.output == "labels":
-            print(
-                f"{PROG}: note: labels of {source.name} are not linked through z in a .zarr "
-                "output (block-wise); write a .tif OUTPUT to link them",
-                file=sys.stderr,
-            )
+        link = spatial.endswith("ZYX") and args.output == "labels"
     options = replace(options, channel_axis=channel_axis, channels=channels, link=bool(link))
     return image, options
 

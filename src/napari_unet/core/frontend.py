@@ -5,33 +5,25 @@ front end needs around the pipeline (no Qt, no napari).
   for one tile or, lazily, a whole stored result;
 - :func:`default_store_path`, :func:`store_path`: the output store of a block-wise run;
 - :func:`plane_in_stack`: one plane's lazy result placed in its stack;
-- :func:`run_options`: the options a run applies (tile size rounded for the model,
-  linking only where it means something, whole-plane post-processing block-wise),
-  with a note for each change, and :func:`applied_postprocessing`: what is applied,
-  in words, for the status line.
+- :func:`round_tile`: the tile size rounded for the model, with a note;
+- :func:`run_options`: the one option policy: which options a run applies, block-wise
+  ones it cannot apply refused (the user's) or left out with a note (recommendations),
+  from the data of :data:`~napari_unet.core.options.WHOLE_PLANE_OPTIONS`; and
+  :func:`applied_postprocessing`: what is applied, in words, for a status or summary line.
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Collection
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from napari_unet.core.errors import InputError
 from napari_unet.core.model import UNetConfig
-from napari_unet.core.options import SegmentOptions
+from napari_unet.core.options import SegmentOptions, WholePlaneOption, whole_plane_options
 from napari_unet.core.tiling import round_tile_size
-
-#: Note when a block-wise run has to leave the whole-plane post-processing out.
-NO_SPLIT_NOTE = (
-    "splitting touching objects, filling boundaries and merging across weak boundaries "
-    "need whole planes, which large (block-wise) images do not allow: segmented without them"
-)
-#: Note when a block-wise run has to leave linking through z out.
-NO_LINK_NOTE = (
-    "linking labels through z needs the whole result in memory, which large (block-wise) "
-    "images do not allow: segmented without linking"
-)
 
 
 def foreground(probabilities: Any) -> Any:
@@ -123,26 +115,66 @@ def round_tile(options: SegmentOptions, config: UNetConfig) -> tuple[SegmentOpti
     return replace(options, tile_size=size), note
 
 
-def run_options(options: SegmentOptions, *, block_wise: bool) -> tuple[SegmentOptions, list[str]]:
-    """The options a run applies, and a note for each option left out.
+def left_out_note(option: WholePlaneOption) -> str:
+    """The note of a block-wise run that leaves ``option`` out (it was not the user's
+    own choice): ``"linking labels through z needs the whole result in memory, which a
+    block-wise (large image) run does not hold: segmented without it"``."""
+    return (
+        f"{option.what} needs {option.needs}, which a block-wise (large image) run does "
+        "not hold: segmented without it"
+    )
 
-    Block-wise runs cannot split, fill or grow-and-merge instance labels (whole planes)
-    nor link them through z (the whole result); they run without them and say so.
-    Minimum size and threshold apply at every size.
+
+def run_options(
+    options: SegmentOptions, *, block_wise: bool, recommended: Collection[str] = frozenset()
+) -> tuple[SegmentOptions, list[str]]:
+    """The options a run applies, and a note for each option it leaves out: the one
+    option policy of every front end (CLI, widgets).
+
+    In memory every option applies. Block-wise, the options of
+    :data:`~napari_unet.core.options.WHOLE_PLANE_OPTIONS` that ``options`` use
+    (:func:`~napari_unet.core.options.whole_plane_options`) cannot be applied:
+
+    - one the user set is refused, in one line, before any work (the user asked for
+      it: nothing they asked for is dropped);
+    - one in ``recommended`` (the model's recommendation, or a front end's default such
+      as linking a stack whose axis before y is z) is left out, with a note
+      (:func:`left_out_note`) the front end shows.
+
+    Every other option (threshold, min size, and any post-processing the block-wise
+    core can apply) passes through unchanged.
+
+    Parameters
+    ----------
+    options : SegmentOptions
+        What the run was asked to do.
+    block_wise : bool
+        Whether the run is block-wise (into a store).
+    recommended : collection of str
+        Names of the :class:`SegmentOptions` fields the user did not set themselves.
+
+    Returns
+    -------
+    SegmentOptions
+        The options to run with.
+    list of str
+        One note per option left out, in the order of ``WHOLE_PLANE_OPTIONS``.
+
+    Raises
+    ------
+    InputError
+        For the first whole-plane option the user set that a block-wise run cannot
+        apply (:meth:`~napari_unet.core.options.WholePlaneOption.blockwise_message`).
     """
     if not block_wise:
         return options, []
-    notes = []
-    whole_plane = options.split_touching or options.fill_boundaries or options.merge_boundaries > 0
-    if options.output == "labels" and whole_plane:
-        options = replace(
-            options, split_touching=False, fill_boundaries=False, merge_boundaries=0.0
-        )
-        notes.append(NO_SPLIT_NOTE)
-    if options.link:
-        options = replace(options, link=False)
-        notes.append(NO_LINK_NOTE)
-    return options, notes
+    unapplicable = whole_plane_options(options)
+    for option in unapplicable:
+        if option.name not in recommended:
+            raise InputError(option.blockwise_message())
+    # The field's own type's zero: False for a switch, 0.0 for merge_boundaries.
+    off = {option.name: type(getattr(options, option.name))() for option in unapplicable}
+    return replace(options, **off), [left_out_note(option) for option in unapplicable]
 
 
 def applied_postprocessing(options: SegmentOptions) -> str:
@@ -166,11 +198,10 @@ def applied_postprocessing(options: SegmentOptions) -> str:
 
 
 __all__ = [
-    "NO_LINK_NOTE",
-    "NO_SPLIT_NOTE",
     "applied_postprocessing",
     "default_store_path",
     "foreground",
+    "left_out_note",
     "links_planes",
     "plane_in_stack",
     "round_tile",
