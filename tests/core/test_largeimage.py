@@ -282,11 +282,14 @@ def test_resume_refuses_a_store_written_with_other_settings(tmp_path, model, ima
         segment_to_zarr(model, image, path, options=other, block_size=256, resume=True)
 
 
-def test_split_touching_is_refused_block_wise(tmp_path, model, image):
-    with pytest.raises(InputError, match="not available for block-wise"):
-        segment_to_zarr(
-            model, image, tmp_path / "w.zarr", options=SegmentOptions(split_touching=True)
-        )
+def test_linking_is_refused_block_wise_and_whole_plane_labelling_is_not(tmp_path, model, image):
+    stack = np.stack([image[:200, :200]] * 2)
+    with pytest.raises(InputError, match="linking labels through z .* not available for block-wise"):
+        segment_to_zarr(model, stack, tmp_path / "w.zarr", options=SegmentOptions(link=True))
+    assert not (tmp_path / "w.zarr").exists()  # refused before any work
+    whole_plane = SegmentOptions(split_touching=True, fill_boundaries=True, tile_size=TILE)
+    result = segment_to_zarr(model, stack, tmp_path / "s.zarr", options=whole_plane)
+    np.testing.assert_array_equal(result[:], segment(model, stack, options=whole_plane))
 
 
 # ------------------------------------------------------- at the model's scale
