@@ -252,9 +252,15 @@ class BlockStore:
         import zarr
 
         record = self.check_record()
+        output = run["output"]
+        if output == "labels" and record.get("output") == "labels" and "postprocess" not in record:
+            raise _damaged(
+                self.path,
+                "it was written by an older napari-unet, which labelled blocks one by one "
+                "(no whole-plane post-processing)",
+            )
         _refuse_other_settings(self.path, record, run, ignore=("stats",))
         scratch_shape = result_shape if scratch_shape is None else scratch_shape
-        output = run["output"]
         try:
             result = zarr.open_array(str(self.path / "0"), mode="r", zarr_format=2)
         except Exception:  # missing or damaged .zarray: zarr raises many types
@@ -264,12 +270,6 @@ class BlockStore:
                 self.path,
                 f"its result array (0) is {result.shape} {result.dtype}, not "
                 f"{result_shape} {OUT_DTYPES[output]}",
-            )
-        if output == "labels" and "postprocess" not in record:
-            raise _damaged(
-                self.path,
-                "it was written by an older napari-unet, which labelled blocks one by one "
-                "(no whole-plane post-processing)",
             )
         scratches = list(_label_scratches(record))
         scratches += ["model"] if self.model_grid else []
