@@ -285,7 +285,9 @@ def test_resume_refuses_a_store_written_with_other_settings(tmp_path, model, ima
 
 def test_linking_is_refused_block_wise_and_whole_plane_labelling_is_not(tmp_path, model, image):
     stack = np.stack([image[:200, :200]] * 2)
-    with pytest.raises(InputError, match="linking labels through z .* not available for block-wise"):
+    with pytest.raises(
+        InputError, match=r"linking labels through z .* not available for block-wise"
+    ):
         segment_to_zarr(model, stack, tmp_path / "w.zarr", options=SegmentOptions(link=True))
     assert not (tmp_path / "w.zarr").exists()  # refused before any work
     whole_plane = SegmentOptions(split_touching=True, fill_boundaries=True, tile_size=TILE)
@@ -449,9 +451,7 @@ def test_an_interrupted_plane_labelling_is_finished_on_resume(tmp_path, model, i
     run.close()
     store = BlockStore(path)
     assert len(store.done()) == 9 and store.run_record()["complete"] is False
-    resumed = segment_blocks_iter(
-        model, image, path, options=options, block_size=256, resume=True
-    )
+    resumed = segment_blocks_iter(model, image, path, options=options, block_size=256, resume=True)
     events = list(resumed)
     assert not any(isinstance(e, TileDone) for e in events)  # no block computed again
     result = open_image(path)
@@ -477,8 +477,12 @@ def test_resume_refuses_a_store_of_the_old_per_block_labels(tmp_path, model, ima
 
 def test_a_resampled_run_labels_whole_planes_on_the_model_grid(tmp_path, scaled, image, threshold):
     options = SegmentOptions(
-        tile_size=TILE, threshold=threshold, diameter=16, split_touching=True,
-        fill_boundaries=True, min_size=4,
+        tile_size=TILE,
+        threshold=threshold,
+        diameter=16,
+        split_touching=True,
+        fill_boundaries=True,
+        min_size=4,
     )
     expected = segment(scaled, image, options=options)
     result = segment_to_zarr(scaled, image, tmp_path / "s.zarr", options=options, block_size=128)

@@ -11,6 +11,7 @@ import pytest
 import tifffile
 import zarr
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from napari_unet.core import memory
 from napari_unet.core.errors import InputError
@@ -242,14 +243,11 @@ def cells() -> np.ndarray:
     seeds = rng.uniform((0, 0), (600, 700), size=(120, 2))
     rows, cols = np.indices((600, 700))
     pixels = np.stack([rows.ravel(), cols.ravel()], axis=1)
-    from scipy.spatial import cKDTree
-
     cell = cKDTree(seeds).query(pixels)[1].reshape(600, 700)
     weak = rng.random(120) < 0.2  # a border is weak when its lower cell id is "weak"
     image = np.full((600, 700), 0.95, np.float32)
     for axis in (0, 1):
-        a = cell if axis == 0 else cell
-        here, there = (a[:-1], a[1:]) if axis == 0 else (a[:, :-1], a[:, 1:])
+        here, there = (cell[:-1], cell[1:]) if axis == 0 else (cell[:, :-1], cell[:, 1:])
         border = here != there
         value = np.where(weak[np.minimum(here, there)], 0.6, 0.05)
         target = image[:-1] if axis == 0 else image[:, :-1]
@@ -273,8 +271,10 @@ def test_grow_and_merge_is_the_same_block_wise(tmp_path, model, cells):
     assert 20 < in_memory.max() < 110 and (in_memory > 0).all()  # merged, filling the plane
     assert _same_up_to_renumbering(block_wise, in_memory)
     messages = {e.message for e in events if isinstance(e, Progress)}
-    assert "grow-and-merge (seeds above 0.9, merge below 0.5, min size 10) of plane 0: " \
+    assert (
+        "grow-and-merge (seeds above 0.9, merge below 0.5, min size 10) of plane 0: "
         "labelling blocks" in messages
+    )
 
 
 def _run_with(model, image, options, out=None, events=None):
@@ -290,9 +290,7 @@ def _run_with(model, image, options, out=None, events=None):
 
 @pytest.mark.data
 @pytest.mark.slow
-def test_em_slice_block_wise_with_the_model_recommendations_equals_in_memory(
-    tmp_path, shared_data
-):
+def test_em_slice_block_wise_with_the_model_recommendations_equals_in_memory(tmp_path, shared_data):
     """em-membranes' grow-and-merge through pipeline.run, into a store of 3 x 3 blocks
     (tiles of 252 px: 64 px strides, the smallest blocks of 192 px), against in memory."""
     from skimage.metrics import adapted_rand_error

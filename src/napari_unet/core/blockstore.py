@@ -521,9 +521,10 @@ def _label_scratches(run: dict[str, Any]) -> dict[str, str]:
 
 
 def postprocess_record(model: ModelBundle | UNet, options: SegmentOptions) -> dict[str, Any]:
-    """What a labels run records about its plane labelling (read back by
-    :func:`~napari_unet.core.blocks.finish_labels`): the labeller's settings and the margin of its windows (from the model's ``object_diameter``, pixels
-    of the grid labelled; connected components are exact with a margin of 1)."""
+    """What a labels run records about its plane labelling, read back by
+    :func:`~napari_unet.core.blocks.finish_labels`: the labeller's settings and the margin
+    of its windows (from the model's ``object_diameter``, in pixels of the grid labelled;
+    connected components are exact with a margin of 1)."""
     labeller = plane_labeller(options)
     if labeller.connectivity_only:
         margin = 1
