@@ -75,8 +75,9 @@ def segment_blocks_iter(
     path : path-like
         The output ``.zarr`` (OME-Zarr, see :mod:`~napari_unet.core.blockwise`).
     options : SegmentOptions, optional
-        ``split_touching``, ``fill_boundaries``, ``merge_boundaries`` and ``link`` need
-        whole planes or the whole result and are refused block-wise. ``pixel_size`` and
+        Labels are post-processed as in memory (split, fill, grow-and-merge, min size:
+        each plane after its blocks, see docs/blockwise-postprocessing.md); ``link``
+        needs the whole result and is refused block-wise. ``pixel_size`` and
         ``diameter`` are honoured as in memory (``auto`` measures a central crop, or a
         wider one of :data:`AUTO_FALLBACK_CROP` px when it holds too few objects).
     block_size : int
