@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import zarr
 from scipy import ndimage
+from skimage.metrics import adapted_rand_error
 
 from napari_unet.core.errors import InputError
 from napari_unet.core.events import Progress, ScaleChosen
@@ -168,3 +169,48 @@ def test_workers_read_the_image_at_the_model_scale(tmp_path, model, image, optio
     assert isinstance(events[0], ScaleChosen) and events[0].choice.factor == 10 / 7
     np.testing.assert_array_equal(result[:], expected)
     assert BlockStore(tmp_path / "d.zarr").run_record()["scale"]["factor"] == [10 / 7] * 2
+
+
+def _same_up_to_renumbering(a: np.ndarray, b: np.ndarray) -> bool:
+    if a.shape != b.shape or not np.array_equal(a == 0, b == 0):
+        return False
+    pairs = np.unique(np.stack([a.ravel(), b.ravel()]), axis=1)
+    return len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
+
+
+@pytest.mark.parametrize(
+    ("post", "exact"),
+    [
+        ({"fill_boundaries": True, "min_size": 20}, True),
+        ({"split_touching": True, "fill_boundaries": True, "min_size": 20}, False),
+        ({"merge_boundaries": 0.3, "min_size": 5}, False),
+    ],
+    ids=["fill-min-size", "split-fill-min-size", "grow-and-merge"],
+)
+@pytest.mark.slow  # ~10 s each: in memory, on two workers and in one process
+def test_workers_give_the_whole_plane_labels_of_a_single_process(
+    tmp_path, model, image, options, client, post, exact
+):
+    """The workers store each block's mask (and foreground); this process labels the
+    planes as a single-process run does: the same labels. Against in memory: exact for
+    fill and min size; split and grow-and-merge on an untrained network's nearly flat
+    output meet ties the watershed breaks by position (adapted Rand error ~1e-4)."""
+    options = replace(options, **post)
+    if "merge_boundaries" in post:  # seeds: the upper tenth of the untrained output
+        probabilities = segment(model, image, tile_size=TILE, output="probabilities")
+        options = replace(options, threshold=float(np.quantile(probabilities[1], 0.9)))
+    expected = segment(model, image, options=options)
+    assert expected.max() > 100
+    result, events = _drain(
+        segment_distributed_iter(
+            model, image, tmp_path / "w.zarr", client=client, options=options, block_size=256
+        )
+    )
+    local = segment_blocks_iter(model, image, tmp_path / "l.zarr", options=options, block_size=256)
+    np.testing.assert_array_equal(result[:], _drain(local)[0][:])
+    if exact:
+        assert _same_up_to_renumbering(result[:], expected)
+    else:
+        assert adapted_rand_error(expected, result[:])[0] <= 0.005
+    labelled = [e.message for e in events if isinstance(e, Progress) and "of plane 0" in e.message]
+    assert labelled  # the plane labelling is reported, naming what it does

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import zarr
 from scipy import ndimage
+from skimage.metrics import adapted_rand_error
 
-from napari_unet.core.errors import InputError
+from napari_unet.core.errors import InputError, OutputError
 from napari_unet.core.events import Progress, ScaleChosen, TileDone
 from napari_unet.core.largeimage import (
     BlockStore,
@@ -282,11 +283,16 @@ def test_resume_refuses_a_store_written_with_other_settings(tmp_path, model, ima
         segment_to_zarr(model, image, path, options=other, block_size=256, resume=True)
 
 
-def test_split_touching_is_refused_block_wise(tmp_path, model, image):
-    with pytest.raises(InputError, match="not available for block-wise"):
-        segment_to_zarr(
-            model, image, tmp_path / "w.zarr", options=SegmentOptions(split_touching=True)
-        )
+def test_linking_is_refused_block_wise_and_whole_plane_labelling_is_not(tmp_path, model, image):
+    stack = np.stack([image[:200, :200]] * 2)
+    with pytest.raises(
+        InputError, match=r"linking labels through z .* not available for block-wise"
+    ):
+        segment_to_zarr(model, stack, tmp_path / "w.zarr", options=SegmentOptions(link=True))
+    assert not (tmp_path / "w.zarr").exists()  # refused before any work
+    whole_plane = SegmentOptions(split_touching=True, fill_boundaries=True, tile_size=TILE)
+    result = segment_to_zarr(model, stack, tmp_path / "s.zarr", options=whole_plane)
+    np.testing.assert_array_equal(result[:], segment(model, stack, options=whole_plane))
 
 
 # ------------------------------------------------------- at the model's scale
@@ -425,3 +431,61 @@ def test_a_stack_is_resampled_plane_by_plane_block_wise(tmp_path, scaled, image,
     expected = segment(scaled, stack, options=options)
     result = segment_to_zarr(scaled, stack, tmp_path / "s.zarr", options=options, block_size=100)
     np.testing.assert_array_equal(result[:], expected)
+
+
+# ------------------------------------------------ whole-plane labelling, resume
+
+
+def test_an_interrupted_plane_labelling_is_finished_on_resume(tmp_path, model, image, threshold):
+    options = SegmentOptions(
+        tile_size=TILE, threshold=threshold, split_touching=True, fill_boundaries=True, min_size=5
+    )
+    path = tmp_path / "f.zarr"
+    run = segment_blocks_iter(model, image, path, options=options, block_size=256)
+    labelling = 0
+    for event in run:
+        if isinstance(event, Progress) and "of plane 0" in event.message:
+            labelling += 1
+            if labelling == 12:  # all blocks labelled, halfway through numbering them
+                break
+    run.close()
+    store = BlockStore(path)
+    assert len(store.done()) == 9 and store.run_record()["complete"] is False
+    resumed = segment_blocks_iter(model, image, path, options=options, block_size=256, resume=True)
+    events = list(resumed)
+    assert not any(isinstance(e, TileDone) for e in events)  # no block computed again
+    result = open_image(path)
+    expected = segment_to_zarr(model, image, tmp_path / "u.zarr", options=options, block_size=256)
+    np.testing.assert_array_equal(result[:], expected[:])
+    assert store.run_record()["complete"] is True
+    assert any("numbering labels" in getattr(e, "message", "") for e in events)
+
+
+def test_resume_refuses_a_store_of_the_old_per_block_labels(tmp_path, model, image, threshold):
+    options = SegmentOptions(tile_size=TILE, threshold=threshold)
+    path = tmp_path / "old.zarr"
+    run = segment_blocks_iter(model, image, path, options=options, block_size=256)
+    next(run)
+    run.close()
+    root = zarr.open_group(str(path), mode="r+", zarr_format=2)
+    record = dict(root.attrs)["napari_unet"]
+    del record["postprocess"]  # as written before plane labelling existed
+    root.attrs["napari_unet"] = record
+    with pytest.raises(OutputError, match=r"cannot resume .* older napari-unet.* --overwrite"):
+        segment_to_zarr(model, image, path, options=options, block_size=256, resume=True)
+
+
+def test_a_resampled_run_labels_whole_planes_on_the_model_grid(tmp_path, scaled, image, threshold):
+    options = SegmentOptions(
+        tile_size=TILE,
+        threshold=threshold,
+        diameter=16,
+        split_touching=True,
+        fill_boundaries=True,
+        min_size=4,
+    )
+    expected = segment(scaled, image, options=options)
+    result = segment_to_zarr(scaled, image, tmp_path / "s.zarr", options=options, block_size=128)
+    assert BlockStore(tmp_path / "s.zarr", model_grid=True).mask().shape != image.shape
+    error = adapted_rand_error(expected, result[:])[0]
+    assert error <= 0.005, error

@@ -1,10 +1,15 @@
 """One block of a block-wise run, and the steps after all blocks.
 
 :func:`iter_block` segments one block (its tiles of the global grid), writes it into the
-:class:`~napari_unet.core.blockstore.BlockStore` and marks it done; :func:`finish_labels`
-makes instance ids consistent across blocks (a union-find over the ids touching across
-block borders, :func:`label_table`); :func:`map_back` maps a model-grid result of a
-resampled run onto the image's grid. Every step after the blocks can be run again.
+:class:`~napari_unet.core.blockstore.BlockStore` and marks it done. For labels it keeps
+what the plane's labelling needs (the class mask, and for grow-and-merge the foreground
+probability) in scratch arrays, and writes block-local connected components as a
+preview. After all blocks, :func:`finish_labels` labels each plane from the scratch
+arrays with the labelling the in-memory run applies
+(:class:`~napari_unet.core.postprocess.PlaneLabeller`), window by window
+(:func:`~napari_unet.core.seams.label_plane_in_blocks`); :func:`map_back` maps a
+model-grid result of a resampled run onto the image's grid. Every step after the blocks
+reads only scratch arrays, so it can be run again (resume).
 """
 
 from __future__ import annotations
@@ -14,9 +19,6 @@ from collections.abc import Generator, Iterator
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from napari_unet.core.blockplan import Block, BlockPlan
 from napari_unet.core.blockstore import BlockStore
@@ -24,9 +26,10 @@ from napari_unet.core.events import Progress, TileDone
 from napari_unet.core.options import SegmentOptions
 from napari_unet.core.planerun import iter_tile_results
 from napari_unet.core.planes import plane_position
-from napari_unet.core.postprocess import instance_labels
+from napari_unet.core.postprocess import PlaneLabeller, foreground_probability, instance_labels
 from napari_unet.core.predictor import Predictor
 from napari_unet.core.resample import to_input_grid
+from napari_unet.core.seams import PlaneView, label_plane_in_blocks
 
 
 def iter_block(
@@ -70,27 +73,32 @@ def iter_block(
     dict
         The block record (also written into the store).
     """
-    grid = plan.grid
     height = block.rows.stop - block.rows.start
     width = block.cols.stop - block.cols.start
     if options.output == "probabilities":
         result = np.zeros((num_classes, height, width), np.float32)
     else:
         result = np.zeros((height, width), np.uint8)
-    for _, done in iter_tile_results(
-        image, predictor, grid, stats, options, plane=block.plane, tiles=block.tiles
+    merging = options.output == "labels" and options.merge_boundaries > 0
+    foreground = np.zeros((height, width), np.float32) if merging else None
+    for probabilities, done in iter_tile_results(
+        image, predictor, plan.grid, stats, options, plane=block.plane, tiles=block.tiles
     ):
-        result[(..., *_in_block(done.region, block))] = done.data
+        inside = _in_block(done.region, block)
+        result[(..., *inside)] = done.data
+        if foreground is not None:
+            foreground[inside] = foreground_probability(probabilities)
         yield done
-    record: dict[str, Any] = {"rows": [block.rows.start, block.rows.stop]}
     target = plane_position(leading, block.plane)
     target += (slice(None),) * (result.ndim - 2) + (block.rows, block.cols)
     if options.output == "labels":
-        labels = instance_labels(result)
-        record.update(_label_record(labels, result, block, grid.shape[1]))
-        store.raw()[target] = labels
-        result = labels
+        store.mask()[target] = result
+        if foreground is not None:
+            store.foreground()[target] = foreground
+        # a preview until finish_labels: the block's own connected components
+        result = instance_labels(result)
     store.target()[target] = result
+    record: dict[str, Any] = {"rows": [block.rows.start, block.rows.stop]}
     store.mark_done(block, record)
     return record
 
@@ -104,135 +112,71 @@ def _in_block(region: tuple[slice, slice], block: Block) -> tuple[slice, slice]:
     )
 
 
-def _label_record(
-    labels: np.ndarray, mask: np.ndarray, block: Block, plane_width: int
-) -> dict[str, Any]:
-    """Per local id: class, pixel count, first pixel (global raster index); and the edges.
+def finish_labels(store: BlockStore, plan: BlockPlan) -> Iterator[Progress]:
+    """Label every plane from the stored mask (and foreground), as in memory; idempotent.
 
-    The first pixel in raster order decides the id order of
-    :func:`~napari_unet.core.postprocess.instance_labels` (per class), so the merged
-    labels can be numbered exactly as a whole-plane labelling would.
+    The labelling and its margin are the run record's (``postprocess``, see
+    :func:`~napari_unet.core.blockstore.run_record`). Each plane is labelled window by
+    window (:func:`~napari_unet.core.seams.label_plane_in_blocks`, the blocks as cores)
+    into the result; it reads only the scratch arrays (never the result, which it
+    overwrites), so an interrupted step can simply be run again.
+
+    Yields
+    ------
+    Progress
+        Per block and step, with a message naming the labelling and the plane, e.g.
+        ``"grow-and-merge (seeds above 0.9, merge below 0.55) of plane 0: labelling
+        blocks"``.
     """
-    # instance_labels numbers 1..n without gaps; the first pixel of an object lies in
-    # the top row of its bounding box (cheaper than np.unique's argsort of the block).
-    boxes = ndimage.find_objects(labels)
-    ids = np.arange(1, len(boxes) + 1)
-    first_rows = np.array([box[0].start for box in boxes], dtype=np.int64)
-    first_cols = np.array(
-        [
-            box[1].start + int(np.argmax(labels[box[0].start, box[1]] == label))
-            for label, box in zip(ids, boxes, strict=True)
-        ],
-        dtype=np.int64,
-    )
-    global_first = (first_rows + block.rows.start) * plane_width + first_cols + block.cols.start
-    sizes = np.bincount(labels.ravel(), minlength=len(ids) + 1)[1:]
-    return {
-        "count": len(ids),
-        "classes": mask[first_rows, first_cols].tolist(),
-        "first": global_first.tolist(),
-        "sizes": sizes.tolist(),
-        "edges": {
-            "top": labels[0].tolist(),
-            "bottom": labels[-1].tolist(),
-            "left": labels[:, 0].tolist(),
-            "right": labels[:, -1].tolist(),
-        },
-    }
-
-
-def label_table(
-    plan: BlockPlan, records: dict[str, dict[str, Any]], plane: int, *, min_size: int = 0
-) -> tuple[dict[str, int], np.ndarray]:
-    """Map block-local ids of one plane to final ids, as a whole-plane labelling numbers them.
-
-    Ids of neighbouring blocks that touch across a border (4-connectivity, same class)
-    are joined (union-find via connected components), objects below ``min_size`` pixels
-    dropped, and the rest numbered 1..N by (class, first pixel in raster order).
-
-    Returns
-    -------
-    offsets : dict of str to int
-        Per block key, the offset turning its local ids into rows of ``table``.
-    table : (M + 1,) int32
-        ``final = table[offset + local]`` for local ids > 0; ``table[0] = 0``.
-    """
-    blocks = {(b.row, b.col): b for b in plan.blocks if b.plane == plane}
-    offsets, total = {}, 0
-    for key in sorted(blocks):
-        offsets[blocks[key].key] = total
-        total += records[blocks[key].key]["count"]
-    classes = np.zeros(total + 1, np.int64)
-    first = np.zeros(total + 1, np.int64)
-    sizes = np.zeros(total + 1, np.int64)
-    for block in blocks.values():
-        record, start = records[block.key], offsets[block.key] + 1
-        stop = start + record["count"]
-        classes[start:stop] = record["classes"]
-        first[start:stop] = record["first"]
-        sizes[start:stop] = record["sizes"]
-    pairs = [np.empty((0, 2), np.int64)]
-    for (i, j), block in blocks.items():
-        for neighbour, mine, theirs in (
-            ((i + 1, j), "bottom", "top"),
-            ((i, j + 1), "right", "left"),
-        ):
-            if neighbour not in blocks:
-                continue
-            other = blocks[neighbour]
-            a = np.asarray(records[block.key]["edges"][mine], np.int64)
-            b = np.asarray(records[other.key]["edges"][theirs], np.int64)
-            touching = (a > 0) & (b > 0)
-            pair = np.stack(
-                [a[touching] + offsets[block.key], b[touching] + offsets[other.key]], axis=1
-            )
-            pairs.append(pair[classes[pair[:, 0]] == classes[pair[:, 1]]])
-    pairs = np.concatenate(pairs)
-    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(total + 1,) * 2)
-    _, root = connected_components(graph, directed=False)
-    objects = np.unique(root[1:]) if total else np.empty(0, np.int64)
-    object_first = np.full(root.max() + 1, np.iinfo(np.int64).max)
-    np.minimum.at(object_first, root[1:], first[1:])
-    object_size = np.bincount(root[1:], weights=sizes[1:], minlength=root.max() + 1)
-    object_class = np.zeros(root.max() + 1, np.int64)
-    object_class[root[1:]] = classes[1:]
-    kept = objects[object_size[objects] >= max(min_size, 1)]
-    order = kept[np.lexsort((object_first[kept], object_class[kept]))]
-    final = np.zeros(root.max() + 1, np.int32)
-    final[order] = np.arange(1, len(order) + 1, dtype=np.int32)
-    table = final[root]
-    table[0] = 0
-    return offsets, table
-
-
-def finish_labels(store: BlockStore, plan: BlockPlan, *, min_size: int = 0) -> Iterator[Progress]:
-    """Rewrite the result with ids consistent across blocks; idempotent.
-
-    Reads the block-local labels from the scratch array (never the result, which it
-    overwrites), so an interrupted merge can simply be run again. Yields one
-    :class:`~napari_unet.core.events.Progress` per relabelled block.
-    """
-    records = store.done()
-    raw, result = store.raw(mode="r"), store.target()
-    leading = tuple(result.shape[:-2])  # labels: (*leading, H, W)
+    record = store.run_record() or {}
+    labeller = labeller_of(record)
+    margin = int(record["postprocess"]["margin"])
+    window_labeller, min_size = labeller, labeller.min_size
+    if labeller.connectivity_only:
+        # exact with any margin: sizes are counted after joining across the seams
+        window_labeller = PlaneLabeller(threshold=labeller.threshold)
+    target, mask = store.target(), store.mask(mode="r")
+    foreground = store.foreground(mode="r") if labeller.needs_foreground else None
+    unfilled = store.raw() if labeller.fills else None
+    leading = tuple(target.shape[:-2])  # labels: (*leading, H, W)
     for plane in range(plan.planes):
-        offsets, table = label_table(plan, records, plane, min_size=min_size)
-        blocks = [b for b in plan.blocks if b.plane == plane]
-        for count, block in enumerate(blocks, start=1):
-            target = (*plane_position(leading, plane), block.rows, block.cols)
-            local = np.asarray(raw[target])
-            shifted = np.where(local > 0, local.astype(np.int64) + offsets[block.key], 0)
-            result[target] = table[shifted]
-            yield Progress(count, len(blocks), f"merging labels of plane {plane}")
+        at = plane_position(leading, plane)
+        cores = [(b.rows, b.cols) for b in plan.blocks if b.plane == plane]
+        what = f"{labeller.describe()} of plane {plane}"
+        for event in label_plane_in_blocks(
+            PlaneView(mask, at),
+            cores,
+            PlaneView(target, at),
+            labeller=window_labeller,
+            margin=margin,
+            foreground=None if foreground is None else PlaneView(foreground, at),
+            min_size=min_size,
+            unfilled=None if unfilled is None else PlaneView(unfilled, at),
+        ):
+            yield Progress(event.done, event.total, f"{what}: {event.message}")
+
+
+def labeller_of(record: dict[str, Any]) -> PlaneLabeller:
+    """The :class:`PlaneLabeller` a labels run record describes (its ``threshold``,
+    ``min_size`` and ``postprocess``, see
+    :func:`~napari_unet.core.blockstore.postprocess_record`)."""
+    post = record["postprocess"]
+    return PlaneLabeller(
+        threshold=float(record["threshold"]),
+        min_size=int(record["min_size"]),
+        split_touching=bool(post["split_touching"]),
+        fill_boundaries=bool(post["fill_boundaries"]),
+        merge_boundaries=float(post["merge_boundaries"]),
+    )
 
 
 def finish(store: BlockStore, plan: BlockPlan, options: SegmentOptions) -> Iterator[Progress]:
-    """The steps after all blocks: merge labels, map a model-grid result back onto the
-    image's grid, mark the store complete. Every step can be run again."""
+    """The steps after all blocks: label the planes, map a model-grid result back onto
+    the image's grid, mark the store complete. Every step can be run again."""
     record = store.run_record() or {}
     if not record.get("complete"):
         if options.output == "labels":
-            yield from finish_labels(store, plan, min_size=options.min_size)
+            yield from finish_labels(store, plan)
         if store.model_grid:
             yield from map_back(store, options.output)
         store.set_complete(True)

@@ -22,10 +22,11 @@ from napari_unet.core.calibration_write import ngff_transformations
 from napari_unet.core.errors import InputError, OutputError
 from napari_unet.core.model import UNet
 from napari_unet.core.modelfile import ModelBundle
-from napari_unet.core.options import SegmentOptions
+from napari_unet.core.options import SegmentOptions, plane_labeller
 from napari_unet.core.outputs import OUT_DTYPES
 from napari_unet.core.safety import STORE_MARK, check_writable, overlaps
 from napari_unet.core.scaling import ScaleChoice
+from napari_unet.core.seams import default_margin
 from napari_unet.core.stores import (
     STORE_FORMAT,
     WORK_GROUP,
@@ -152,9 +153,9 @@ class BlockStore:
             work.create_array(
                 "model", shape=scratch_shape, dtype=dtype, chunks=scratch_chunks, fill_value=0
             )
-        if run["output"] == "labels":
+        for name, dtype in _label_scratches(run).items():
             work.create_array(
-                "raw", shape=scratch_shape, dtype="int32", chunks=scratch_chunks, fill_value=0
+                name, shape=scratch_shape, dtype=dtype, chunks=scratch_chunks, fill_value=0
             )
         root.attrs[STORE_MARK] = {**run, "complete": False}
         return array
@@ -251,9 +252,15 @@ class BlockStore:
         import zarr
 
         record = self.check_record()
+        output = run["output"]
+        if output == "labels" and record.get("output") == "labels" and "postprocess" not in record:
+            raise _damaged(
+                self.path,
+                "it was written by an older napari-unet, which labelled blocks one by one "
+                "(no whole-plane post-processing)",
+            )
         _refuse_other_settings(self.path, record, run, ignore=("stats",))
         scratch_shape = result_shape if scratch_shape is None else scratch_shape
-        output = run["output"]
         try:
             result = zarr.open_array(str(self.path / "0"), mode="r", zarr_format=2)
         except Exception:  # missing or damaged .zarray: zarr raises many types
@@ -264,7 +271,7 @@ class BlockStore:
                 f"its result array (0) is {result.shape} {result.dtype}, not "
                 f"{result_shape} {OUT_DTYPES[output]}",
             )
-        scratches = ["raw"] if output == "labels" else []
+        scratches = list(_label_scratches(record))
         scratches += ["model"] if self.model_grid else []
         for name in scratches if not record["complete"] else ():
             try:
@@ -272,7 +279,7 @@ class BlockStore:
             except Exception:
                 scratch = None
             if scratch is None or scratch.shape != scratch_shape:
-                what = "labels scratch" if name == "raw" else "model-scale scratch"
+                what = _SCRATCH_NAMES[name]
                 raise _damaged(
                     self.path,
                     f"its {what} ({WORK_GROUP}/{name}) is gone while the run is unfinished",
@@ -310,10 +317,21 @@ class BlockStore:
         return zarr.open_array(str(self.path / "0"), mode=mode, zarr_format=2)
 
     def raw(self, mode: str = "r+") -> Any:
-        """Scratch array of block-local labels (labels runs only)."""
+        """Scratch array of the labels before filling (labels runs that fill only)."""
+        return self._scratch("raw", mode)
+
+    def mask(self, mode: str = "r+") -> Any:
+        """Scratch array of the class mask the labels are made from (labels runs)."""
+        return self._scratch("mask", mode)
+
+    def foreground(self, mode: str = "r+") -> Any:
+        """Scratch array of the foreground probability (labels runs with grow-and-merge)."""
+        return self._scratch("foreground", mode)
+
+    def _scratch(self, name: str, mode: str) -> Any:
         import zarr
 
-        return zarr.open_array(str(self.records / "raw"), mode=mode, zarr_format=2)
+        return zarr.open_array(str(self.records / name), mode=mode, zarr_format=2)
 
     def target(self, mode: str = "r+") -> Any:
         """The array blocks are written into: the result, or with ``model_grid`` the
@@ -420,6 +438,7 @@ _SETTING_NAMES = {
     "tile_stride": "tile size",
     "tiles_per_block": "block size",
     "format": "store format",
+    "postprocess": "post-processing (split, fill, merge or margin)",
 }
 
 
@@ -466,29 +485,57 @@ def _damaged(path: Path, what: str) -> OutputError:
 
 
 def _block_record_problem(block: Block | None, record: Any, output: str) -> str | None:
-    """What is wrong with a finished block's record, or ``None`` (cheap shape checks)."""
+    """What is wrong with a finished block's record, or ``None`` (cheap shape checks).
+
+    A block's data (and for labels its scratch mask) is written before its record, so
+    the record only needs to name the block."""
     if block is None:
         return "no such block in this run"
     if not isinstance(record, dict) or record.get("rows") != [block.rows.start, block.rows.stop]:
         return "wrong rows"
-    if output != "labels":
-        return None
-    count = record.get("count")
-    if not isinstance(count, int) or count < 0:
-        return "no object count"
-    for key in ("classes", "first", "sizes"):
-        values = record.get(key)
-        if not isinstance(values, list) or len(values) != count:
-            return f"{key} does not list {count} objects"
-    edges = record.get("edges")
-    height, width = block.rows.stop - block.rows.start, block.cols.stop - block.cols.start
-    lengths = {"top": width, "bottom": width, "left": height, "right": height}
-    if not isinstance(edges, dict) or any(
-        not isinstance(edges.get(side), list) or len(edges[side]) != length
-        for side, length in lengths.items()
-    ):
-        return "wrong edges"
     return None
+
+
+#: How messages name the scratch arrays.
+_SCRATCH_NAMES = {
+    "mask": "mask scratch",
+    "foreground": "foreground scratch",
+    "raw": "unfilled labels scratch",
+    "model": "model-scale scratch",
+}
+
+
+def _label_scratches(run: dict[str, Any]) -> dict[str, str]:
+    """Name -> dtype of the scratch arrays a labels run keeps for the plane labelling:
+    the class mask; the foreground probability for grow-and-merge; the labels before
+    filling for fill."""
+    post = run.get("postprocess")
+    if run["output"] != "labels" or not isinstance(post, dict):
+        return {}
+    scratches = {"mask": "uint8"}
+    if post.get("merge_boundaries", 0) > 0:
+        scratches["foreground"] = "float32"
+    elif post.get("fill_boundaries"):
+        scratches["raw"] = "int32"
+    return scratches
+
+
+def postprocess_record(model: ModelBundle | UNet, options: SegmentOptions) -> dict[str, Any]:
+    """What a labels run records about its plane labelling, read back by
+    :func:`~napari_unet.core.blocks.finish_labels`: the labeller's settings and the margin
+    of its windows (from the model's ``object_diameter``, in pixels of the grid labelled;
+    connected components are exact with a margin of 1)."""
+    labeller = plane_labeller(options)
+    if labeller.connectivity_only:
+        margin = 1
+    else:
+        margin = default_margin(labeller, object_diameter=getattr(model, "object_diameter", None))
+    return {  # threshold and min_size are the run record's own
+        "split_touching": labeller.split_touching,
+        "fill_boundaries": labeller.fill_boundaries,
+        "merge_boundaries": labeller.merge_boundaries,
+        "margin": margin,
+    }
 
 
 def run_record(
@@ -501,10 +548,11 @@ def run_record(
     """What a store records about its run, to refuse resuming with other settings.
 
     ``scale`` records the scale ``choice`` (its factors, and why); a store is resumed only
-    at the same factors.
+    at the same factors. A labels run's ``postprocess`` (:func:`postprocess_record`) says
+    how its planes are labelled after the blocks.
     """
     choice = choice or ScaleChoice(1.0, "none", "not resampled")
-    return {
+    record = {
         "scale": choice.record(),
         "format": STORE_FORMAT,
         "model": getattr(model, "name", type(model).__name__),
@@ -518,3 +566,6 @@ def run_record(
         "channels": None if options.channels is None else list(options.channels),
         **plan.describe(),
     }
+    if options.output == "labels":
+        record["postprocess"] = postprocess_record(model, options)
+    return record

@@ -11,24 +11,26 @@ the whole plane's statistics: the results are identical, whoever computes the bl
 
 Data path: image (:mod:`~napari_unet.core.sources`) -> planes (:func:`planes_of`) ->
 scale (:mod:`~napari_unet.core.scalechoice`) -> blocks of tiles -> per block: tiles ->
-predictor -> stitch -> block labels + record (:mod:`~napari_unet.core.blocks`) -> after
-all blocks: label merge, map back (:func:`~napari_unet.core.blocks.finish`) -> store
+predictor -> stitch -> block mask (+ foreground) + record (:mod:`~napari_unet.core.blocks`)
+-> after all blocks: plane labelling, map back (:func:`~napari_unet.core.blocks.finish`) -> store
 (:mod:`~napari_unet.core.blockstore`).
 
 Each finished block is written chunk-aligned (one zarr chunk per block) and then marked
 done by a small JSON file, so an interrupted run leaves a readable store and a rerun
-with ``resume=True`` skips the finished blocks. Instance labels are computed per block
-and made consistent afterwards by :func:`~napari_unet.core.blocks.finish_labels`: a
-union-find over the ids that
-touch across block borders, then a relabel table applied block by block. That step
-reads only the block records and a scratch copy of the block labels, so it is
-idempotent and can be rerun after an interruption.
+with ``resume=True`` skips the finished blocks. For instance labels a block keeps its
+class mask (and for grow-and-merge its foreground probability) in scratch arrays and
+writes its own connected components as a preview; after all blocks,
+:func:`~napari_unet.core.blocks.finish_labels` labels each plane exactly as the in-memory
+run does (split, fill, grow-and-merge, min size), window by window with the blocks as
+cores (:func:`~napari_unet.core.seams.label_plane_in_blocks`,
+docs/blockwise-postprocessing.md), and says so in its progress messages. That step reads
+only the scratch arrays, so it can be rerun after an interruption.
 
 At another scale (a pixel size or object diameter that differs from the model's, see
 :mod:`napari_unet.core.scaling`) the blocks tile a lazy
 :class:`~napari_unet.core.resample.Resampled` view of the image at the model's scale and
-are written into a model-grid scratch array (``_napari_unet/model``); once the labels
-are merged there, :func:`~napari_unet.core.blocks.map_back` fills the result at the
+are written into a model-grid scratch array (``_napari_unet/model``); once the planes
+are labelled there, :func:`~napari_unet.core.blocks.map_back` fills the result at the
 image's grid chunk by chunk.
 The run record's ``scale`` says which factor was used and why; a store is resumed only
 at the same factor.
@@ -38,8 +40,10 @@ Store layout (OME-NGFF 0.4, zarr format 2)::
     labels.zarr/            group; attrs: multiscales (one level), napari_unet (run record,
                             written with the group: it marks the store as ours)
       0/                    the result, chunks = blocks
-      _napari_unet/         group: block records p<P>_r<I>_c<J>.json, raw/ (labels scratch),
-                            model/ (the blocks' result at the model's scale, when resampled)
+      _napari_unet/         group: block records p<P>_r<I>_c<J>.json; for labels mask/
+                            (class mask), foreground/ (grow-and-merge), raw/ (labels before
+                            fill); model/ (the blocks' result at the model's scale, when
+                            resampled)
 
 Public API
 ----------

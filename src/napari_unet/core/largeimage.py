@@ -16,7 +16,7 @@ for the store layout and how a run goes); their public names are importable from
 - :mod:`~napari_unet.core.blockplan`: block geometry (:func:`plan_blocks`, :class:`Block`,
   :class:`BlockPlan`);
 - :mod:`~napari_unet.core.blocks`: one block and the steps after all blocks
-  (:func:`iter_block`, :func:`finish_labels`, :func:`label_table`, :func:`map_back`);
+  (:func:`iter_block`, :func:`finish_labels`, :func:`map_back`);
 - :mod:`~napari_unet.core.blockwise`: the run (:func:`prepare`,
   :func:`segment_blocks_iter`, :func:`segment_to_zarr`).
 """
@@ -28,7 +28,7 @@ from collections.abc import Generator, Iterable
 from typing import Any
 
 from napari_unet.core.blockplan import DEFAULT_BLOCK_SIZE, Block, BlockPlan, plan_blocks
-from napari_unet.core.blocks import finish, finish_labels, iter_block, label_table, map_back
+from napari_unet.core.blocks import finish, finish_labels, iter_block, map_back
 from napari_unet.core.blockstore import BlockStore, check_store_output, prepare_store, run_record
 from napari_unet.core.blockwise import AUTO_FALLBACK_CROP, Prepared, planes_of, prepare
 from napari_unet.core.calibration_axes import Calibration
@@ -75,8 +75,9 @@ def segment_blocks_iter(
     path : path-like
         The output ``.zarr`` (OME-Zarr, see :mod:`~napari_unet.core.blockwise`).
     options : SegmentOptions, optional
-        ``split_touching``, ``fill_boundaries``, ``merge_boundaries`` and ``link`` need
-        whole planes or the whole result and are refused block-wise. ``pixel_size`` and
+        Labels are post-processed as in memory (split, fill, grow-and-merge, min size:
+        each plane after its blocks, see docs/blockwise-postprocessing.md); ``link``
+        needs the whole result and is refused block-wise. ``pixel_size`` and
         ``diameter`` are honoured as in memory (``auto`` measures a central crop, or a
         wider one of :data:`AUTO_FALLBACK_CROP` px when it holds too few objects).
     block_size : int
@@ -163,7 +164,6 @@ __all__ = [
     "full_resolution",
     "is_zarr_path",
     "iter_block",
-    "label_table",
     "map_back",
     "open_image",
     "open_output_store",

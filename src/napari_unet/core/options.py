@@ -2,8 +2,11 @@
 whole-plane option policy.
 
 Some post-processing needs a whole plane (or the whole result) at once:
-:data:`WHOLE_PLANE_OPTIONS` says which options, and :func:`whole_plane_options` which of
-them a given :class:`SegmentOptions` uses. This is the one place that policy lives.
+:data:`WHOLE_PLANE_OPTIONS` says which options, :func:`whole_plane_options` which of
+them a given :class:`SegmentOptions` uses, and :func:`check_blockwise` refuses the one a
+block-wise run cannot honour (``link``); :func:`plane_labeller` is the labelling both
+runs apply and :func:`describe_postprocessing` says it in words. This is the one place
+that policy lives.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from napari_unet.core.errors import InputError
 from napari_unet.core.model import UNet
 from napari_unet.core.modelfile import ModelBundle
 from napari_unet.core.outputs import OUTPUTS, Output
+from napari_unet.core.postprocess import PlaneLabeller
 from napari_unet.core.scaling import check_diameter
 from napari_unet.core.units import PixelSize, parse_pixel_size
 
@@ -181,9 +185,21 @@ def with_fields(options: SegmentOptions | None, **changes: Any) -> SegmentOption
     return replace(options or SegmentOptions(), **changes)
 
 
+def plane_labeller(options: SegmentOptions) -> PlaneLabeller:
+    """The instance labelling of one plane ``options`` ask for (labels output), the same
+    in memory and block-wise."""
+    return PlaneLabeller(
+        threshold=options.threshold,
+        min_size=options.min_size,
+        split_touching=options.split_touching,
+        fill_boundaries=options.fill_boundaries,
+        merge_boundaries=options.merge_boundaries,
+    )
+
+
 @dataclass(frozen=True)
 class WholePlaneOption:
-    """A labels option that needs a whole plane (or the whole result) in memory.
+    """A labels option that looks at a whole plane (or the whole result) at once.
 
     Attributes
     ----------
@@ -194,13 +210,18 @@ class WholePlaneOption:
     needs : str
         What it needs at once: ``"whole planes"`` or ``"the whole result in memory"``.
     instead : str
-        What to do instead, for a block-wise (store) run.
+        What to do instead, for a block-wise (store) run that cannot honour it.
+    blockwise : bool
+        Whether block-wise runs honour it: whole-plane labelling is done after the
+        blocks, window by window (:func:`~napari_unet.core.seams.label_plane_in_blocks`,
+        docs/blockwise-postprocessing.md); linking needs the whole result and is refused.
     """
 
     name: str
     what: str
     needs: str
     instead: str
+    blockwise: bool = True
 
     def in_use(self, options: SegmentOptions) -> bool:
         """Whether ``options`` use it (labels output only; a number above 0 or ``True``)."""
@@ -215,8 +236,9 @@ class WholePlaneOption:
         )
 
 
-#: Options a block-wise run cannot honour exactly: the whole-plane option policy as data.
-#: ``min_size`` is not among them: block-wise labels count sizes across blocks.
+#: Options that look at whole planes or the whole result: the option policy as data.
+#: Block-wise runs honour all but ``link`` (the planes are labelled after the blocks, as
+#: in memory). ``min_size`` is not among them: sizes are counted across blocks.
 WHOLE_PLANE_OPTIONS: tuple[WholePlaneOption, ...] = (
     WholePlaneOption(
         "split_touching",
@@ -241,6 +263,7 @@ WHOLE_PLANE_OPTIONS: tuple[WholePlaneOption, ...] = (
         "linking labels through z",
         "the whole result in memory",
         "write a .tif OUTPUT, or turn it off (--no-link)",
+        blockwise=False,
     ),
 )
 
@@ -251,16 +274,28 @@ def whole_plane_options(options: SegmentOptions) -> tuple[WholePlaneOption, ...]
 
 
 def check_blockwise(options: SegmentOptions) -> None:
-    """Refuse, in one line, options block-wise segmentation cannot honour exactly.
+    """Refuse, in one line, options block-wise segmentation cannot honour (``link``).
 
     Raises
     ------
     InputError
-        Naming the first whole-plane option in use and how to turn it off.
+        Naming the first such option in use and what to do instead.
     """
-    used = whole_plane_options(options)
-    if used:
-        raise InputError(used[0].blockwise_message())
+    refused = [option for option in whole_plane_options(options) if not option.blockwise]
+    if refused:
+        raise InputError(refused[0].blockwise_message())
+
+
+def describe_postprocessing(options: SegmentOptions) -> str:
+    """What is done to the network's output, in a few words for the user, e.g.
+    ``"instance labels: grow-and-merge (seeds above 0.9, merge below 0.55)"``; the same
+    in memory and block-wise."""
+    if options.output != "labels":
+        return f"{options.output}" + (
+            f" (threshold {options.threshold:g})" if options.output == "mask" else ""
+        )
+    linked = ", linked through z" if options.link else ""
+    return f"instance labels: {plane_labeller(options).describe()}{linked}"
 
 
 __all__ = [
@@ -269,6 +304,8 @@ __all__ = [
     "SegmentOptions",
     "WholePlaneOption",
     "check_blockwise",
+    "describe_postprocessing",
+    "plane_labeller",
     "recommended_options",
     "whole_plane_options",
     "with_fields",

@@ -327,6 +327,31 @@ class PlaneLabeller:
         return self.merge_boundaries > 0
 
     @property
+    def fills(self) -> bool:
+        """True when background pixels take their nearest object (fill, not grow-and-merge)."""
+        return self.fill_boundaries and not self.needs_foreground
+
+    def describe(self) -> str:
+        """What the labelling does, in a few words for progress messages, e.g.
+        ``"grow-and-merge (seeds above 0.9, merge below 0.55, min size 20)"``."""
+        size = f", min size {self.min_size}" if self.min_size > 1 else ""
+        if self.needs_foreground:
+            return (
+                f"grow-and-merge (seeds above {self.threshold:g}, merge below "
+                f"{self.merge_boundaries:g}{size})"
+            )
+        steps = [
+            step
+            for step, used in (
+                ("split touching", self.split_touching),
+                ("fill boundaries", self.fill_boundaries),
+                (size[2:], bool(size)),
+            )
+            if used
+        ]
+        return "connected components" + (f" ({', '.join(steps)})" if steps else "")
+
+    @property
     def connectivity_only(self) -> bool:
         """True when an object is exactly a connected component of one class of the mask
         (no split, fill or grow-and-merge): then block seams can be merged exactly."""

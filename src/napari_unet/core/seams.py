@@ -25,18 +25,19 @@ Public API
 - :class:`PlaneView` ``(array, leading)``: one ``(H, W)`` plane of a ``(..., H, W)`` numpy or
   zarr array, read and written window by window (never the whole plane at once).
 - :func:`label_plane_in_blocks` ``(mask, cores, out, *, labeller, margin, foreground=None,
-  min_size=0)``: generator of :class:`~napari_unet.core.events.Progress`, returns the number
-  of objects.
+  min_size=0, unfilled=None)``: generator of :class:`~napari_unet.core.events.Progress`,
+  returns the number of objects.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -85,6 +86,7 @@ def default_margin(labeller: PlaneLabeller, *, object_diameter: float | None = N
     - Connected components (no split, fill or grow-and-merge): ``max(1, min_size)``. Seams
       are then merged exactly; an object that reaches a core and leaves its window has at
       least ``margin + 1`` pixels in the window, so ``min_size`` never drops it wrongly.
+    - Fill: the margin of the labelling without fill (the fill pass is exact on its own).
     - Otherwise ``max(MIN_MARGIN, ceil(MARGIN_DIAMETERS * object_diameter), min_size)``
       (32 and 4; 64 without a diameter): a window should hold the whole of the objects
       and borders its core's seams cut, and the largest are several diameters long.
@@ -104,6 +106,8 @@ def default_margin(labeller: PlaneLabeller, *, object_diameter: float | None = N
     int
         Margin in pixels, >= 1.
     """
+    if labeller.fills:  # the fill pass grows its own windows (see label_plane_in_blocks)
+        labeller = replace(labeller, fill_boundaries=False)
     if labeller.connectivity_only:
         return max(1, labeller.min_size)
     if object_diameter is None or not math.isfinite(object_diameter) or object_diameter <= 0:
@@ -122,8 +126,14 @@ def label_plane_in_blocks(
     margin: int,
     foreground: Any = None,
     min_size: int = 0,
+    unfilled: Any = None,
 ) -> Generator[Progress, None, int]:
     """Instance labels of a whole plane, computed one window of it at a time.
+
+    A :class:`~napari_unet.core.postprocess.PlaneLabeller` that fills the boundaries is
+    run in two passes, both exact: the objects without fill (into ``unfilled``), then
+    each core filled on a window grown until every core pixel's nearest object lies
+    closer than the window's edge (:func:`_fill_core`).
 
     Parameters
     ----------
@@ -146,11 +156,15 @@ def label_plane_in_blocks(
         Objects with fewer pixels after merging are removed. For a labeller of connected
         components, give its ``min_size`` here and label windows with ``min_size=0``:
         exact with any margin.
+    unfilled : (H, W) int32 array-like, optional
+        With a filling labeller: receives the objects before filling (default a numpy
+        array; give a zarr array to keep memory bounded and the step rerunnable).
 
     Yields
     ------
     Progress
-        One per block labelled, then one per block renumbered (``total`` = 2 x blocks).
+        One per block labelled, then one per block renumbered (``total`` = 2 x blocks);
+        with fill, then one per block filled (``total`` = blocks).
 
     Returns
     -------
@@ -163,7 +177,9 @@ def label_plane_in_blocks(
         raise InputError(f"the margin around blocks must be at least 1 pixel, got {margin}")
     if min_size < 0:
         raise InputError(f"min_size must be >= 0, got {min_size}")
-    return _label_plane(mask, foreground, cores, out, labeller, margin, min_size)
+    if not (isinstance(labeller, PlaneLabeller) and labeller.fills):
+        return _label_plane(mask, foreground, cores, out, labeller, margin, min_size)
+    return _label_and_fill(mask, foreground, cores, out, labeller, margin, min_size, unfilled)
 
 
 class PlaneView:
@@ -257,10 +273,15 @@ class _Fragments:
             raise OutputError("too many objects for int32 labels; use larger blocks")
         flat = core_labels.ravel()
         self.sizes.append(np.bincount(flat, minlength=count + 1)[1:].astype(np.int64))
-        rows, cols = np.divmod(np.arange(flat.size), core_labels.shape[1])
-        first = np.full(count + 1, _NO_PIXEL)
-        np.minimum.at(first, flat, (rows + origin[0]) * width + cols + origin[1])
-        self.first.append(first[1:])
+        # The first pixel in raster order lies in the top row of the object's box: cheaper
+        # (in time and memory) than a minimum over every pixel's raster index.
+        first = np.full(count, _NO_PIXEL)
+        for index, box in enumerate(ndimage.find_objects(core_labels, max_label=count)):
+            if box is not None:
+                row = box[0].start
+                col = box[1].start + int(np.argmax(core_labels[row, box[1]] == index + 1))
+                first[index] = (row + origin[0]) * width + col + origin[1]
+        self.first.append(first)
         classes = np.zeros(count, np.int64)
         for value in np.unique(core_mask[core_mask > 0]):  # ascending: the largest class wins
             classes[np.unique(core_labels[(core_mask == value) & (core_labels > 0)]) - 1] = value
@@ -335,6 +356,82 @@ def _label_plane(
     return count
 
 
+def _label_and_fill(
+    mask: Any,
+    foreground: Any,
+    cores: list[tuple[int, ...]],
+    out: Any,
+    labeller: PlaneLabeller,
+    margin: int,
+    min_size: int,
+    unfilled: Any,
+) -> Generator[Progress, None, int]:
+    """The objects without fill into ``unfilled``, then every core filled from them."""
+    shape = tuple(mask.shape)
+    if unfilled is None:
+        unfilled = np.zeros(shape, np.int32)
+    elif tuple(unfilled.shape) != shape:
+        raise OutputError(f"the unfilled labels have shape {tuple(unfilled.shape)}, not {shape}")
+    objects = replace(labeller, fill_boundaries=False)
+    count = yield from _label_plane(mask, foreground, cores, unfilled, objects, margin, min_size)
+    for index, core in enumerate(cores):
+        r0, r1, c0, c1 = core
+        out[r0:r1, c0:c1] = _fill_core(unfilled, core, shape, max(margin, MIN_MARGIN))
+        yield Progress(index + 1, len(cores), "filling the boundaries")
+    return count
+
+
+def _fill_core(labels: Any, core: tuple[int, ...], shape: tuple[int, int], margin: int):
+    """A core of ``labels`` with every background pixel given its nearest object.
+
+    The whole-plane fill (:func:`~napari_unet.core.postprocess.instance_labels`) gives a
+    background pixel the object of its nearest labelled pixel, however far. The window
+    (core + ``margin``) is doubled until each core pixel's nearest labelled pixel in the
+    window is strictly closer than the window's open edges (the plane's own borders are
+    not edges): no pixel outside can then be as close, so the window's answer is the
+    plane's. Sparse objects (nuclei in large empty areas) may need the whole plane.
+
+    Returns
+    -------
+    (h, w) int32
+        The filled core.
+    """
+    r0, r1, c0, c1 = core
+    while True:
+        top, bottom = max(0, r0 - margin), min(shape[0], r1 + margin)
+        left, right = max(0, c0 - margin), min(shape[1], c1 + margin)
+        window = np.asarray(labels[top:bottom, left:right])
+        inside = (slice(r0 - top, r1 - top), slice(c0 - left, c1 - left))
+        edge = _edge_distance(core, (top, bottom, left, right), shape)
+        if window.any() or np.isinf(edge).all():
+            distance, nearest = ndimage.distance_transform_edt(window == 0, return_indices=True)
+            if (distance[inside] < edge).all():
+                return window[tuple(index[inside] for index in nearest)].astype(np.int32)
+        margin *= 2
+
+
+def _edge_distance(
+    core: tuple[int, ...], bounds: tuple[int, int, int, int], shape: tuple[int, int]
+) -> np.ndarray:
+    """``(h, w)`` distance from each core pixel to the nearest pixel outside the window
+    ``bounds`` = ``(top, bottom, left, right)``; ``inf`` where only the plane's borders
+    bound it. For a rectangle this is the nearest open side's perpendicular distance."""
+    r0, r1, c0, c1 = core
+    top, bottom, left, right = bounds
+    rows = np.arange(r0, r1, dtype=np.float64)[:, None]
+    cols = np.arange(c0, c1, dtype=np.float64)[None, :]
+    edge = np.full((r1 - r0, c1 - c0), np.inf)
+    if top > 0:
+        edge = np.minimum(edge, rows - top + 1)
+    if bottom < shape[0]:
+        edge = np.minimum(edge, bottom - rows)
+    if left > 0:
+        edge = np.minimum(edge, cols - left + 1)
+    if right < shape[1]:
+        edge = np.minimum(edge, right - cols)
+    return edge
+
+
 def _label_block(
     mask: Any,
     foreground: Any,
@@ -385,7 +482,7 @@ def _compact(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         present[0] = False
         table = np.cumsum(present)
         table[0] = 0
-        return table[labels]
+        return table.astype(np.int32 if table[-1] < 2**31 else np.int64)[labels]
     ids, compact = np.unique(labels, return_inverse=True)
     return (compact.reshape(shape) + (ids[0] != 0)).astype(np.int64)
 
