@@ -22,7 +22,7 @@ from dock_fields import field
 
 from napari_unet._widgets.finetune import FinetuneWidget
 from napari_unet._widgets.segment import SegmentWidget
-from napari_unet.core.frontend import left_out_note
+from napari_unet.core.frontend import applied_postprocessing, left_out_note
 from napari_unet.core.io import RGB_MESSAGE, rgb_to_grey
 from napari_unet.core.model import UNetConfig
 from napari_unet.core.modelfile import load_model, random_model, save_model
@@ -161,8 +161,13 @@ def test_segment_stack_fills_every_plane_and_counts_them_all(
     assert bar.total % 6 == 0 and bar.n == bar.total and len(bar.counts) == bar.total
     tiles = bar.total // 6
     assert any(s.startswith("plane 6 of 6 (t=1, z=2), tile") for s in statuses), statuses
-    assert statuses[-1] == "plane 6 of 6 (t=1, z=2), tile " + f"{tiles} of {tiles}"
-    assert widget.status == "done: cells labels (6 planes)"
+    # Each status says what post-processing the run applies, under its first line.
+    applied = applied_postprocessing(widget.options().segment_options())
+    assert statuses[-1].splitlines() == [
+        "plane 6 of 6 (t=1, z=2), tile " + f"{tiles} of {tiles}",
+        applied,
+    ]
+    assert widget.status.splitlines() == ["done: cells labels (6 planes)", applied]
 
 
 def test_linking_a_z_stack_gives_the_cores_linked_labels(
@@ -187,7 +192,11 @@ def test_linking_a_z_stack_gives_the_cores_linked_labels(
     unlinked = segment(model, stack, threshold=threshold, device="cpu")
     assert not np.array_equal(linked, unlinked)  # the test can tell them apart
     np.testing.assert_array_equal(viewer.layers["zstack labels"].data, linked)
-    assert widget.status == "done: zstack labels (4 planes, labels linked)"
+    assert widget.status.splitlines() == [
+        "done: zstack labels (4 planes, labels linked)",
+        applied_postprocessing(widget.options().segment_options()),
+    ]
+    assert widget.status.endswith("linked through z")
 
 
 @pytest.mark.parametrize(

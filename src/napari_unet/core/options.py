@@ -5,8 +5,8 @@ Some post-processing needs a whole plane (or the whole result) at once:
 :data:`WHOLE_PLANE_OPTIONS` says which options, :func:`whole_plane_options` which of
 them a given :class:`SegmentOptions` uses, and :func:`check_blockwise` refuses the one a
 block-wise run cannot honour (``link``); :func:`plane_labeller` is the labelling both
-runs apply and :func:`describe_postprocessing` says it in words. This is the one place
-that policy lives.
+runs apply (:func:`~napari_unet.core.frontend.applied_postprocessing` says it in words).
+This is the one place that policy lives.
 """
 
 from __future__ import annotations
@@ -286,25 +286,12 @@ def check_blockwise(options: SegmentOptions) -> None:
         raise InputError(refused[0].blockwise_message())
 
 
-def describe_postprocessing(options: SegmentOptions) -> str:
-    """What is done to the network's output, in a few words for the user, e.g.
-    ``"instance labels: grow-and-merge (seeds above 0.9, merge below 0.55)"``; the same
-    in memory and block-wise."""
-    if options.output != "labels":
-        return f"{options.output}" + (
-            f" (threshold {options.threshold:g})" if options.output == "mask" else ""
-        )
-    linked = ", linked through z" if options.link else ""
-    return f"instance labels: {plane_labeller(options).describe()}{linked}"
-
-
 __all__ = [
     "RECOMMENDABLE",
     "WHOLE_PLANE_OPTIONS",
     "SegmentOptions",
     "WholePlaneOption",
     "check_blockwise",
-    "describe_postprocessing",
     "plane_labeller",
     "recommended_options",
     "whole_plane_options",

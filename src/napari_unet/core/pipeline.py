@@ -103,8 +103,10 @@ def run(
         (``(Z, H, W)``, ``(T, Z, H, W)``) and a channel axis (``options.channel_axis``,
         ``options.channels``).
     options : SegmentOptions, optional
-        Default ``SegmentOptions()``. Block-wise, options that need whole planes are
-        refused (:func:`~napari_unet.core.options.check_blockwise`).
+        Default ``SegmentOptions()``. Block-wise, whole-plane post-processing (split,
+        fill, grow-and-merge, min size) gives the in-memory labels (see
+        :mod:`~napari_unet.core.seams`); only linking through z, which needs the whole
+        result, is refused (:func:`~napari_unet.core.options.check_blockwise`).
     out : StoreTarget, array or None
         The sink. A :class:`StoreTarget`: the store is written block by block and its
         result ``zarr.Array`` returned. An array: results are written into it as tiles
