@@ -275,6 +275,24 @@ def test_drain_with_progress_returns_the_result_and_closes_on_interrupt(capsys):
         drain_with_progress(interrupted())
 
 
+def test_the_progress_bar_names_and_counts_each_step_after_the_blocks(capsys):
+    from napari_unet.cli import drain_with_progress
+    from napari_unet.core.events import Progress
+
+    def run():
+        for done in range(1, 5):
+            yield Progress(done, 4, "blocks")
+        for done in range(1, 3):
+            yield Progress(done, 2, "grow-and-merge of plane 0: labelling blocks")
+        return "result"
+
+    assert drain_with_progress(run(), description="image.tif", unit="block") == "result"
+    err = capsys.readouterr().err
+    assert "image.tif:   0%|          | 0/4" in err  # the blocks
+    # The labelling step has its own label and total, counted from its start.
+    assert "image.tif: grow-and-merge of plane 0: labelling blocks:   0%|          | 0/2" in err
+
+
 def test_the_device_is_reported_once(tmp_path, model_path, image_path, capsys):
     from napari_unet.core.device import describe_device
     from napari_unet.core.model import pick_device

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_unet.core.errors import InputError, UNetError
-from napari_unet.core.events import PlaneDone, TileDone
+from napari_unet.core.events import PlaneDone, Progress, TileDone
 
 #: The command's name in messages.
 PROG = "napari-unet"
@@ -55,6 +55,7 @@ def drain_with_progress(
     total_of = total_of or (lambda event: getattr(event, "total", None))
     # created at the first event, which tells the total (no empty bar flashing first)
     bar: tqdm | None = None
+    stage: str | None = None
     try:
         while True:
             try:
@@ -74,12 +75,25 @@ def drain_with_progress(
                 bar.reset(total=total_of(event))
             if isinstance(event, TileDone):
                 bar.update(1)
+            elif isinstance(event, Progress) and event.message not in (stage, "blocks"):
+                # A new step after the blocks (e.g. "grow-and-merge ... of plane 0:
+                # labelling blocks"): the bar says it and counts it from its start.
+                stage = event.message
+                bar.reset(total=event.total)
+                bar.set_description(_stage_description(description, stage))
+                bar.update(event.done)
             elif hasattr(event, "done") and not isinstance(event, PlaneDone):
                 bar.update(event.done - bar.n)
     finally:
         if bar is not None:
             bar.close()
         generator.close()
+
+
+def _stage_description(description: str, stage: str) -> str:
+    """The bar's label during a step after the blocks (what the user waits for:
+    labelling, mapping back)."""
+    return f"{description}: {stage}" if description else stage
 
 
 def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
