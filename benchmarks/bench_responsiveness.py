@@ -279,7 +279,11 @@ def main() -> None:
         _, finetune_widget = viewer.window.add_plugin_dock_widget(
             "napari-unet", "Fine-tune", tabify=True
         )
-        builtin = [m for m in list_models() if m.source == "built-in"]
+        # The EM stack's own model (as the dock offers it), not whichever sorts first.
+        builtin = sorted(
+            (m for m in list_models() if m.source == "built-in"),
+            key=lambda m: m.name != "em-membranes",
+        )
         if builtin:
             model_note = f"built-in model `{builtin[0].name}`"
             segment_widget.add_model_file(builtin[0].path)
