@@ -379,21 +379,21 @@ DAMAGE = {
         _edit_block("p0_r0_c0", lambda record: record.update(rows=[0, 5])),
         r"block record p0_r0_c0\.json is damaged \(wrong rows\)",
     ),
-    "block record with a short list": (
-        _edit_block("p0_r0_c1", lambda record: record["sizes"].append(3)),
-        r"p0_r0_c1\.json is damaged \(sizes does not list",
+    "block record without rows": (
+        _edit_block("p0_r0_c1", lambda record: record.pop("rows")),
+        r"p0_r0_c1\.json is damaged \(wrong rows\)",
     ),
-    "block record without edges": (
-        _edit_block("p0_r0_c1", lambda record: record.pop("edges")),
-        r"p0_r0_c1\.json is damaged \(wrong edges\)",
+    "mask scratch of another shape": (
+        _write("_napari_unet/mask/.zarray", json.dumps(_SMALL_ZARRAY)),
+        r"mask scratch \(_napari_unet/mask\) is gone while the run is unfinished",
     ),
     "block record of no block": (
         _write("_napari_unet/p7_r0_c0.json", json.dumps({"rows": [0, 1]})),
         r"p7_r0_c0\.json is damaged \(no such block",
     ),
     "scratch gone while unfinished": (
-        _remove("_napari_unet/raw"),
-        r"labels scratch \(_napari_unet/raw\) is gone while the run is unfinished",
+        _remove("_napari_unet/mask"),
+        r"mask scratch \(_napari_unet/mask\) is gone while the run is unfinished",
     ),
 }
 
