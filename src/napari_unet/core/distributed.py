@@ -89,8 +89,14 @@ def local_client(workers: int, *, processes: bool = True) -> Iterator[Any]:
     if workers < 1:
         raise InputError(f"--workers must be at least 1, got {workers}")
     threads = max(1, usable_cores() // workers)
-    # Each nanny reads its environment when it is created: in the background, below.
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_environment(threads)}):
+    settings = {
+        # Each nanny reads it when it is created: in the background, below.
+        "distributed.nanny.pre-spawn-environ": worker_environment(threads),
+        # The statistical profiler samples the compute thread every 10 ms (about 2 % of
+        # a worker's CPU time) for a dashboard this cluster does not serve.
+        "distributed.worker.profile.enabled": False,
+    }
+    with dask.config.set(settings):
         cluster = LocalCluster(
             n_workers=0,
             threads_per_worker=1,
