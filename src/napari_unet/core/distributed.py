@@ -12,13 +12,23 @@ whole plane, the store, and the final label merge (a small relabel table, then o
 relabel pass per block). The model travels to each worker once (``Client.scatter`` with
 ``broadcast=True``), where its predictor is built once and cached.
 
+Speed: each worker process runs one task at a time with ``cores // workers`` torch
+threads (:func:`worker_environment`), imports torch while it starts (in the background,
+while this process reads the image's statistics), and computes with glibc's malloc
+thresholds fixed (:func:`set_up_worker`): dask's default ``MALLOC_TRIM_THRESHOLD_``
+and the worker's compute thread otherwise fault every feature map in afresh, which
+doubled the CPU time of a block. See ``benchmarks/bench_large.py``.
+
 Public API
 ----------
 - :func:`local_client` ``(workers, *, processes=True) -> Client`` (context manager)
 - :func:`connect` ``(scheduler) -> Client``
+- :func:`wait_for_workers` ``(client, *, timeout=...)``
 - :func:`segment_distributed_iter` ``(model, source, path, *, client, options=None,
   block_size=..., resume=False, overwrite=False, inputs=(), torch_threads=None)``:
   generator of Progress, returns the result ``zarr.Array``.
+- :func:`run_block`, :func:`set_up_worker`: what a task runs.
+- :func:`worker_environment` ``(threads) -> dict``, :func:`usable_cores` ``() -> int``.
 
 ``distributed`` is an optional dependency, imported only when these functions run.
 """
