@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -214,3 +217,71 @@ def test_workers_give_the_whole_plane_labels_of_a_single_process(
         assert adapted_rand_error(expected, result[:])[0] <= 0.005
     labelled = [e.message for e in events if isinstance(e, Progress) and "of plane 0" in e.message]
     assert labelled  # the plane labelling is reported, naming what it does
+
+
+def test_a_cluster_without_workers_is_an_actionable_error():
+    import distributed
+
+    from napari_unet.core.distributed import wait_for_workers
+
+    with distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as no_workers:
+            with pytest.raises(InputError, match=r"1 dask worker\(s\) did not start within 1 s"):
+                wait_for_workers(no_workers, timeout=1)
+
+
+def test_local_workers_share_the_cores_without_dask_malloc_setting():
+    from napari_unet.core.distributed import usable_cores, worker_environment
+
+    environment = worker_environment(3)
+    assert {environment[name] for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")} == {"3"}
+    # dask's default sets it, which makes every feature map a fresh mmap (see the docstring)
+    assert "MALLOC_TRIM_THRESHOLD_" not in environment
+    assert usable_cores() >= 1
+
+
+_PAGE_FAULTS = """
+import resource, sys, threading
+import numpy as np
+from napari_unet.core.distributed import set_up_worker
+
+def faults():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(200):  # a feature map's life: allocated, written, freed
+        np.ones(2**20, np.float32).sum()
+    counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+
+counts = []
+for setup in (False, True):
+    if setup:
+        set_up_worker()
+    worker = threading.Thread(target=faults)  # dask workers compute in threads
+    worker.start()
+    worker.join()
+print(*counts)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's malloc thresholds")
+def test_set_up_worker_stops_dask_malloc_setting_faulting_every_array(tmp_path):
+    script = tmp_path / "faults.py"
+    script.write_text(_PAGE_FAULTS)
+    environment = {**os.environ, "MALLOC_TRIM_THRESHOLD_": "65536"}  # as dask's nanny sets
+    output = subprocess.run(
+        [sys.executable, str(script)], env=environment, capture_output=True, text=True, check=True
+    ).stdout
+    before, after = (int(count) for count in output.split())
+    assert before > 200 * 256  # each 4 MiB array faulted in afresh (1024 pages, in runs)
+    assert after < before / 20
+
+
+@pytest.mark.slow  # starts two worker processes that import torch (~5-10 s)
+def test_local_worker_processes_run_one_torch_thread_per_share_of_the_cores():
+    from napari_unet.core.distributed import usable_cores, wait_for_workers
+
+    with local_client(2) as processes:
+        wait_for_workers(processes)
+        threads = processes.run(lambda: __import__("torch").get_num_threads())
+        malloc = processes.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_"))
+    assert list(threads.values()) == [max(1, usable_cores() // 2)] * 2
+    assert list(malloc.values()) == [None, None]
