@@ -30,6 +30,11 @@ pytestmark = [
 ]
 
 
+def _as_from_a_shell() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 class _Running:
     """A CLI process whose stderr is collected as it arrives."""
 
@@ -39,6 +44,9 @@ class _Running:
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             env=env,
+            # As from a shell: Ctrl-C delivered, whatever this test process inherited
+            # (a child keeps an ignored or blocked SIGINT of its parent).
+            preexec_fn=_as_from_a_shell,
         )
         self.chunks: list[bytes] = []
         self.reader = threading.Thread(target=self._read, daemon=True)

@@ -323,22 +323,23 @@ def _segment_to_zarr(
         )
         generator = run(bundle, image, options=options, out=store)
     drain_with_progress(
-        _blocks_only(_announcing_scale(generator, source, [])),
+        _blocks_and_steps(_announcing_scale(generator, source, [])),
         description=source.name,
         unit="block",
     )
     return options
 
 
-def _blocks_only(generator: Generator[Any, None, Any]) -> Generator[Any, None, Any]:
-    """Pass on the per-block progress only (tiles and the label merge are too fine)."""
+def _blocks_and_steps(generator: Generator[Any, None, Any]) -> Generator[Any, None, Any]:
+    """Pass on the progress of the blocks and of each step after them (labelling the
+    planes, mapping back), which the bar names; tiles are too fine to show."""
     try:
         while True:
             try:
                 event = next(generator)
             except StopIteration as finished:
                 return finished.value
-            if getattr(event, "message", None) == "blocks":
+            if getattr(event, "message", None):
                 yield event
     finally:
         generator.close()  # Ctrl+C: stop the run (and cancel queued dask tasks)
