@@ -22,9 +22,9 @@ import numpy as np
 from napari_unet.core import normalise
 from napari_unet.core.events import TileDone
 from napari_unet.core.model import UNetConfig
-from napari_unet.core.options import SegmentOptions
+from napari_unet.core.options import SegmentOptions, plane_labeller
 from napari_unet.core.outputs import tile_result
-from napari_unet.core.postprocess import foreground_probability, grow_and_merge, instance_labels
+from napari_unet.core.postprocess import foreground_probability
 from napari_unet.core.predictor import Predictor
 from napari_unet.core.resample import Resampled, tile_to_input_grid, to_input_grid
 from napari_unet.core.tiling import TileGrid, iter_tiles
@@ -214,21 +214,11 @@ class PlaneWork:
 def plane_labels(
     mask: np.ndarray, foreground: np.ndarray | None, options: SegmentOptions
 ) -> np.ndarray:
-    """Instance labels of a whole plane: grown and merged from the ``(H, W)`` foreground
-    probability when ``merge_boundaries`` is set, else labelled from the ``(H, W)`` mask."""
-    if foreground is not None:
-        return grow_and_merge(
-            foreground,
-            seed_threshold=options.threshold,
-            merge_below=options.merge_boundaries,
-            min_size=options.min_size,
-        )
-    return instance_labels(
-        mask,
-        min_size=options.min_size,
-        split_touching=options.split_touching,
-        fill_boundaries=options.fill_boundaries,
-    )
+    """Instance labels of a whole plane with the labeller block-wise runs use too
+    (:func:`~napari_unet.core.options.plane_labeller`): grown and merged from the
+    ``(H, W)`` foreground probability when ``merge_boundaries`` is set, else labelled from
+    the ``(H, W)`` mask."""
+    return plane_labeller(options)(mask, foreground)
 
 
 def result_index(at: tuple[int, ...], region: tuple[slice, slice], output: str) -> tuple:
