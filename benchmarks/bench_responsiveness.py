@@ -231,6 +231,30 @@ def measure_training(viewer, finetune_widget, steps: int) -> tuple[list[float], 
     return meter.gaps, elapsed
 
 
+def measure_napari_add_labels(viewer, shape: tuple[int, ...], repeats: int) -> list[float]:
+    """napari's own stall for adding a Labels layer of ``shape`` (as a user's script or
+    "New labels layer" does; selected, visible), longest gap per repeat in ms: the floor
+    under any first click that must add an output layer. Each added layer is removed."""
+    from qtpy.QtCore import QEventLoop, QTimer
+
+    worst, added = [], []
+
+    def add() -> None:
+        added.append(viewer.add_labels(np.zeros(shape, np.int32)))
+
+    for _ in range(repeats):
+        meter = StallMeter()
+        meter.start()
+        loop = QEventLoop()
+        QTimer.singleShot(50, add)
+        QTimer.singleShot(600, loop.quit)  # its first draw and the turns after it included
+        loop.exec_()
+        meter.stop()
+        worst.append(max(meter.gaps))
+        viewer.layers.remove(added.pop())
+    return worst
+
+
 def summary(gaps: list[float]) -> str:
     worst = max(gaps)
     p99 = float(np.percentile(gaps, 99))
@@ -295,11 +319,15 @@ def main() -> None:
 
         warm_up_seconds = wait_for_warm_up()
         segmentation, training, tzyx_stack, tzyx_slice = [], [], [], []
+        napari_floor: list[float] = []
         if "em" in workloads:
             em = viewer.add_image(em_stack(), name="EM stack")
             segmentation = [
                 measure_segmentation(viewer, segment_widget, em) for _ in range(args.repeats)
             ]
+            # After the workload, so nothing it warms up helps the first click.
+            napari_floor = measure_napari_add_labels(viewer, em.data.shape, args.repeats)
+            viewer.layers.selection.active = em
 
         if "training" in workloads:
             nuclei = viewer.add_image(nuclei_image(), name="nuclei")
@@ -389,6 +417,7 @@ start. Longest of those steps, per run: {", ".join(f"{c:.0f}" for c in STEP_MS)}
 run adds a layer: napari builds its visual, overlays, layer controls and layer-list row;
 later runs reuse the layer). A first run's longest gap is usually that step plus the other
 events Qt serves in the same turn.
+{_floor_note(napari_floor)}
 Garbage collections during the runs: {GC_PAUSES.summary()}.
 Load average (1, 5, 15 min) at the end of the run: {", ".join(f"{x:.1f}" for x in load)}
 (other processes shared the 2 cores).
@@ -415,6 +444,18 @@ def _hide_all(viewer) -> None:
     """Hide the layers of a finished workload: the next one is measured with its own."""
     for layer in viewer.layers:
         layer.visible = False
+
+
+def _floor_note(napari_floor: list[float]) -> str:
+    """The sentence reporting napari's own stall for adding a Labels layer."""
+    if not napari_floor:
+        return ""
+    gaps = ", ".join(f"{ms:.0f}" for ms in napari_floor)
+    return (
+        "For reference, napari by itself adding a Labels layer of the EM stack's shape in the "
+        f"same viewer after the EM runs (`viewer.add_labels`, as a script or its New labels "
+        f"button does), the same {TICK_MS} ms timer running: longest gap {gaps} ms."
+    )
 
 
 def _worst(runs: list[tuple]) -> str:

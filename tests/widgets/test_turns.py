@@ -8,9 +8,10 @@ import logging
 
 import numpy as np
 from dock_fields import open_dock
+from napari.layers import Labels
 from qtpy.QtCore import QTimer
 
-from napari_unet._widgets._layers import add_unselected, show_layer
+from napari_unet._widgets._layers import add_unselected, insert_unselected, show_layer
 from napari_unet._widgets._lifetime import in_separate_turns
 
 
@@ -86,6 +87,22 @@ def test_add_unselected_keeps_the_selection_and_tells_no_listener(make_napari_vi
     assert added is viewer.layers["out"]
     assert viewer.layers.selection.active is image and set(viewer.layers.selection) == {image}
     assert told == []
+
+
+def test_a_layer_built_earlier_is_named_when_inserted_and_left_unselected(make_napari_viewer):
+    """The output layer is built a turn before it is added: a layer the user added in
+    between keeps its name, ours takes the next free one, and the selection stays."""
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.zeros((8, 8)), name="image")
+    built = Labels(np.zeros((8, 8), np.int32), visible=False)
+    users = viewer.add_labels(np.zeros((8, 8), np.int32), name="image labels")  # meanwhile
+    viewer.layers.selection.active = image
+
+    added = insert_unselected(viewer, built, "image labels")
+
+    assert added is built and added.name == "image labels [2]"
+    assert users.name == "image labels"
+    assert viewer.layers.selection.active is image and set(viewer.layers.selection) == {image}
 
 
 def test_segment_click_adds_its_layer_in_a_later_turn_hidden_then_shown(

@@ -1,7 +1,8 @@
 """The Fine-tune dock's preview layer: the current model's foreground on the plane in view.
 
-"<image> preview" is added hidden at Start (napari's ~80 ms for a new layer would
-otherwise freeze the viewer along with the first preview's own work), shown a turn later
+"<image> preview" is built and then added hidden at Start, each in a turn of its own
+(napari's ~80 ms for a new layer would otherwise freeze the viewer along with the first
+preview's own work), shown a turn later
 (its first draw), filled at each :class:`~napari_unet.core.events.Preview`, and
 re-created when the user deleted it during a run. It is never selected: the user keeps
 painting where they were painting.
@@ -13,16 +14,12 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from napari.layers import Image
 
 from napari_unet._widgets import _common
 from napari_unet._widgets._channels import ImageInput
-from napari_unet._widgets._common import (
-    add_unselected,
-    free_name,
-    in_separate_turns,
-    our_metadata,
-    show_layer,
-)
+from napari_unet._widgets._common import in_separate_turns, our_metadata, show_layer
+from napari_unet._widgets._layers import insert_unselected
 
 
 class PreviewLayer:
@@ -81,15 +78,13 @@ class PreviewLayer:
         if self.layer() is not None:
             return []
         shape = (1,) * len(self._position) + tuple(plane_shape)
+        built: list[Any] = []
         added: list[Any] = []
 
-        def add() -> None:
-            added.append(
-                add_unselected(
-                    self._viewer.add_image,
-                    self._viewer,
+        def build() -> None:  # constructing the layer is a turn of its own
+            built.append(
+                Image(
                     np.zeros(shape, np.float32),
-                    name=free_name(self._viewer, f"{self._input.name} preview"),
                     metadata=our_metadata(self.role),
                     colormap="magma",
                     blending="additive",
@@ -100,18 +95,23 @@ class PreviewLayer:
                 )
             )
 
+        def add() -> None:
+            base_name = f"{self._input.name} preview"
+            added.append(insert_unselected(self._viewer, built.pop(), base_name))
+
         def show() -> None:  # its first draw, a turn after it was added
             for layer in added:
                 show_layer(layer)()
 
-        return [add, show]
+        return [build, add, show]
 
     def show(self, foreground: np.ndarray) -> None:
         """Show ``foreground`` (H, W), the current model's foreground probability on the
         previewed plane (the layer is re-created if the user deleted it)."""
         layer = self.layer()
         if layer is None:  # deleted during the run: added now, shown a turn later
-            add, show = self.steps_to_add(foreground.shape)
+            build, add, show = self.steps_to_add(foreground.shape)
+            build()
             add()
             in_separate_turns(self._unless_closed(show))
             layer = self.layer()

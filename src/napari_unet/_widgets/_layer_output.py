@@ -18,9 +18,9 @@ from napari.layers import Image, Labels
 
 from napari_unet._widgets._channels import ImageInput
 from napari_unet._widgets._layers import (
-    add_unselected,
     find_our_layer,
     free_name,
+    insert_unselected,
     our_metadata,
     show_layer,
 )
@@ -40,27 +40,34 @@ OUTPUTS = (
 )
 
 
+def _suffix(output: str) -> str:
+    """The layer name suffix of an output kind ("labels", "mask", "probabilities")."""
+    return next(suffix for _, kind, suffix in OUTPUTS if kind == output)
+
+
 def output_name(viewer: Any, image_name: str, output: str) -> str:
     """A free layer name for the ``output`` of ``image_name``: "blobs labels"..."""
-    suffix = next(s for _, kind, s in OUTPUTS if kind == output)
-    return free_name(viewer, f"{image_name} {suffix}")
+    return free_name(viewer, f"{image_name} {_suffix(output)}")
+
+
+def build_output_layer(output: str, data: Any, metadata: dict, placement: dict) -> Any:
+    """Our output layer, not yet in a viewer, hidden (shown a turn after it is added):
+    an Image for ``probabilities``, else Labels. Named when inserted
+    (:func:`~napari_unet._widgets._layers.insert_unselected`)."""
+    if output == "probabilities":
+        return Image(
+            data, metadata=metadata, colormap="magma", blending="additive",
+            contrast_limits=(0.0, 1.0), opacity=0.7, visible=False, **placement,
+        )  # fmt: skip
+    return Labels(data, metadata=metadata, visible=False, **placement)
 
 
 def add_output_layer(
     viewer: Any, output: str, data: Any, name: str, metadata: dict, placement: dict
 ) -> Any:
-    """Add our output layer, hidden (shown a turn later) and unselected: an Image for
-    ``probabilities``, else Labels."""
-    if output == "probabilities":
-        return add_unselected(
-            viewer.add_image, viewer, data, name=name, metadata=metadata, colormap="magma",
-            blending="additive", contrast_limits=(0.0, 1.0), opacity=0.7, visible=False,
-            **placement,
-        )  # fmt: skip
-    return add_unselected(
-        viewer.add_labels, viewer, data, name=name, metadata=metadata, visible=False,
-        **placement,
-    )  # fmt: skip
+    """Build our output layer and add it to ``viewer`` unselected, in one go."""
+    layer = build_output_layer(output, data, metadata, placement)
+    return insert_unselected(viewer, layer, name)
 
 
 @dataclass
@@ -77,9 +84,12 @@ class LayerOutput:
     image: Any
     options: Any
     planes: list[int]
-    #: The output layer, or None until ``create`` added it.
+    #: The output layer, or None until the run's steps built and added it.
     layer: Any = None
+    #: Builds the output layer (not yet in the viewer) when there is none to reuse.
     create: Callable[[], Any] | None = None
+    #: The name the built layer gets (or its first free variant) when it is added.
+    base_name: str = ""
     #: The labels were linked through the stack when the run ended.
     linked: bool = False
     store: None = None
@@ -109,24 +119,28 @@ class LayerOutput:
         placement = image_input.placement()
 
         def create() -> Any:
-            # Named when added, so a layer the user adds meanwhile cannot take the name.
-            name = output_name(viewer, image_input.name, kind)
             data = np.zeros(shape, dtype=dtype)
-            return add_output_layer(viewer, kind, data, name, metadata, placement)
+            return build_output_layer(kind, data, metadata, placement)
 
         output.create = create
+        output.base_name = f"{image_input.name} {_suffix(kind)}"
         return output
 
     # ---------------------------------------------------------------- the run
     def gui_steps(self, run: SegmentRun) -> list[Callable[[], None]]:
-        """Add the layer, then show it (its first draw), each in a turn of its own."""
+        """Build the layer, add it, then show it (its first draw), each in a turn of its
+        own: one napari stall at a time."""
         if self.create is None:
             return []
+        built: list[Any] = []
 
-        def create_layer() -> None:
-            self.layer = self.create()
+        def build_layer() -> None:
+            built.append(self.create())
 
-        return [create_layer, lambda: show_layer(self.layer)()]
+        def add_layer() -> None:
+            self.layer = insert_unselected(self.viewer, built.pop(), self.base_name)
+
+        return [build_layer, add_layer, lambda: show_layer(self.layer)()]
 
     def start_message(self, run: SegmentRun, source_label: str) -> str:
         planes = self.planes
@@ -210,4 +224,4 @@ class LayerOutput:
         return f"done: {self.layer.name}" + (f" ({count} planes{linked})" if count > 1 else "")
 
 
-__all__ = ["OUTPUTS", "LayerOutput", "add_output_layer", "output_name"]
+__all__ = ["OUTPUTS", "LayerOutput", "add_output_layer", "build_output_layer", "output_name"]
