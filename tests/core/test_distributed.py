@@ -194,8 +194,8 @@ def _same_up_to_renumbering(a: np.ndarray, b: np.ndarray) -> bool:
 def test_workers_give_the_whole_plane_labels_of_a_single_process(
     tmp_path, model, image, options, client, post, exact
 ):
-    """The workers store each block's mask (and foreground); this process labels the
-    planes as a single-process run does: the same labels. Against in memory: exact for
+    """The workers store each block's mask (and foreground), then label the planes (a
+    task per plane) as a single-process run does: the same labels. Against in memory: exact for
     fill and min size; split and grow-and-merge on an untrained network's nearly flat
     output meet ties the watershed breaks by position (adapted Rand error ~1e-4)."""
     options = replace(options, **post)
@@ -215,8 +215,34 @@ def test_workers_give_the_whole_plane_labels_of_a_single_process(
         assert _same_up_to_renumbering(result[:], expected)
     else:
         assert adapted_rand_error(expected, result[:])[0] <= 0.005
-    labelled = [e.message for e in events if isinstance(e, Progress) and "of plane 0" in e.message]
-    assert labelled  # the plane labelling is reported, naming what it does
+    labelled = [e for e in events if isinstance(e, Progress) and "on the workers" in e.message]
+    assert [(e.done, e.total) for e in labelled] == [(0, 1), (1, 1)]  # reported when sent, done
+
+
+def test_workers_label_each_plane_of_a_stack_in_a_task_of_its_own(
+    tmp_path, model, image, options, client
+):
+    """A stack's planes are labelled on the workers, one task each (not in this
+    process): the labels equal a single-process block-wise run's, plane by plane."""
+    from distributed import get_task_stream
+
+    stack = np.stack([image[:300, :350], image[300:, 350:]])
+    options = replace(options, fill_boundaries=True, min_size=20)
+    with get_task_stream(client) as tasks:
+        result, events = _drain(
+            segment_distributed_iter(
+                model, stack, tmp_path / "s.zarr", client=client, options=options, block_size=128
+            )
+        )
+    local = segment_blocks_iter(model, stack, tmp_path / "l.zarr", options=options, block_size=128)
+    np.testing.assert_array_equal(result[:], _drain(local)[0][:])
+    assert all(result[plane].max() > 5 for plane in range(2))
+    label_tasks = {
+        str(task["key"]) for task in tasks.data if "napari-unet-labels" in str(task["key"])
+    }
+    assert {key.split("-")[3] for key in label_tasks} == {"0", "1"}
+    labelled = [e.done for e in events if isinstance(e, Progress) and "on the workers" in e.message]
+    assert labelled == [0, 1, 2]
 
 
 def test_a_cluster_without_workers_is_an_actionable_error():

@@ -4,9 +4,9 @@
 :class:`~napari_unet.core.blockstore.BlockStore` and marks it done. For labels it keeps
 what the plane's labelling needs (the class mask, and for grow-and-merge the foreground
 probability) in scratch arrays, and writes block-local connected components as a
-preview. After all blocks, :func:`finish_labels` labels each plane from the scratch
-arrays with the labelling the in-memory run applies
-(:class:`~napari_unet.core.postprocess.PlaneLabeller`), window by window
+preview. After all blocks, :func:`finish_labels` labels each plane (:func:`label_plane`,
+the unit a cluster's worker runs) from the scratch arrays with the labelling the
+in-memory run applies (:class:`~napari_unet.core.postprocess.PlaneLabeller`), window by window
 (:func:`~napari_unet.core.seams.label_plane_in_blocks`); :func:`map_back` maps a
 model-grid result of a resampled run onto the image's grid. Every step after the blocks
 reads only scratch arrays, so it can be run again (resume).
@@ -117,9 +117,8 @@ def finish_labels(store: BlockStore, plan: BlockPlan) -> Iterator[Progress]:
 
     The labelling and its margin are the run record's (``postprocess``, see
     :func:`~napari_unet.core.blockstore.run_record`). Each plane is labelled window by
-    window (:func:`~napari_unet.core.seams.label_plane_in_blocks`, the blocks as cores)
-    into the result; it reads only the scratch arrays (never the result, which it
-    overwrites), so an interrupted step can simply be run again.
+    window (:func:`label_plane`); planes are independent, so a cluster labels them in
+    parallel (:mod:`~napari_unet.core.distributed`).
 
     Yields
     ------
@@ -127,6 +126,23 @@ def finish_labels(store: BlockStore, plan: BlockPlan) -> Iterator[Progress]:
         Per block and step, with a message naming the labelling and the plane, e.g.
         ``"grow-and-merge (seeds above 0.9, merge below 0.55) of plane 0: labelling
         blocks"``.
+    """
+    for plane in range(plan.planes):
+        yield from label_plane(store, plan, plane)
+
+
+def label_plane(store: BlockStore, plan: BlockPlan, plane: int) -> Iterator[Progress]:
+    """Label plane ``plane`` of the store's result from its scratch arrays; idempotent.
+
+    The plane is labelled window by window
+    (:func:`~napari_unet.core.seams.label_plane_in_blocks`, the plane's blocks as cores).
+    It reads only the scratch arrays (never the result, which it overwrites), so an
+    interrupted step can simply be run again, in this process or on a worker.
+
+    Yields
+    ------
+    Progress
+        Per block and step, the message naming the labelling and the plane.
     """
     record = store.run_record() or {}
     labeller = labeller_of(record)
@@ -138,22 +154,20 @@ def finish_labels(store: BlockStore, plan: BlockPlan) -> Iterator[Progress]:
     target, mask = store.target(), store.mask(mode="r")
     foreground = store.foreground(mode="r") if labeller.needs_foreground else None
     unfilled = store.raw() if labeller.fills else None
-    leading = tuple(target.shape[:-2])  # labels: (*leading, H, W)
-    for plane in range(plan.planes):
-        at = plane_position(leading, plane)
-        cores = [(b.rows, b.cols) for b in plan.blocks if b.plane == plane]
-        what = f"{labeller.describe()} of plane {plane}"
-        for event in label_plane_in_blocks(
-            PlaneView(mask, at),
-            cores,
-            PlaneView(target, at),
-            labeller=window_labeller,
-            margin=margin,
-            foreground=None if foreground is None else PlaneView(foreground, at),
-            min_size=min_size,
-            unfilled=None if unfilled is None else PlaneView(unfilled, at),
-        ):
-            yield Progress(event.done, event.total, f"{what}: {event.message}")
+    at = plane_position(tuple(target.shape[:-2]), plane)  # labels: (*leading, H, W)
+    cores = [(b.rows, b.cols) for b in plan.blocks if b.plane == plane]
+    what = f"{labeller.describe()} of plane {plane}"
+    for event in label_plane_in_blocks(
+        PlaneView(mask, at),
+        cores,
+        PlaneView(target, at),
+        labeller=window_labeller,
+        margin=margin,
+        foreground=None if foreground is None else PlaneView(foreground, at),
+        min_size=min_size,
+        unfilled=None if unfilled is None else PlaneView(unfilled, at),
+    ):
+        yield Progress(event.done, event.total, f"{what}: {event.message}")
 
 
 def labeller_of(record: dict[str, Any]) -> PlaneLabeller:
@@ -170,13 +184,23 @@ def labeller_of(record: dict[str, Any]) -> PlaneLabeller:
     )
 
 
-def finish(store: BlockStore, plan: BlockPlan, options: SegmentOptions) -> Iterator[Progress]:
+def finish(
+    store: BlockStore,
+    plan: BlockPlan,
+    options: SegmentOptions,
+    *,
+    labels: Iterator[Progress] | None = None,
+) -> Iterator[Progress]:
     """The steps after all blocks: label the planes, map a model-grid result back onto
-    the image's grid, mark the store complete. Every step can be run again."""
+    the image's grid, mark the store complete. Every step can be run again.
+
+    ``labels`` replaces this process's plane labelling (:func:`finish_labels`) with
+    another run of it, e.g. the planes labelled on a cluster's workers.
+    """
     record = store.run_record() or {}
     if not record.get("complete"):
         if options.output == "labels":
-            yield from finish_labels(store, plan)
+            yield from finish_labels(store, plan) if labels is None else labels
         if store.model_grid:
             yield from map_back(store, options.output)
         store.set_complete(True)

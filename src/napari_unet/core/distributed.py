@@ -8,9 +8,10 @@ the output zarr store and records it as done. The results are therefore *identic
 :func:`~napari_unet.core.segment.segment` in one process.
 
 Done once, in the calling process: the block plan, the normalisation stats of each
-whole plane, the store, and the final label merge (a small relabel table, then one
-relabel pass per block). The model travels to each worker once (``Client.scatter`` with
-``broadcast=True``), where its predictor is built once and cached.
+whole plane, the store, and mapping a resampled result back. The planes' labelling
+(window by window, merged across the block seams, see :mod:`~napari_unet.core.seams`)
+runs on the workers too, a task per plane. The model travels to each worker once
+(``Client.scatter`` with ``broadcast=True``), where its predictor is built once and cached.
 
 Speed: each worker process runs one task at a time with ``cores // workers`` torch
 threads (:func:`worker_environment`), imports torch while it starts (in the background,
@@ -27,7 +28,7 @@ Public API
 - :func:`segment_distributed_iter` ``(model, source, path, *, client, options=None,
   block_size=..., resume=False, overwrite=False, inputs=(), torch_threads=None)``:
   generator of Progress, returns the result ``zarr.Array``.
-- :func:`run_block`, :func:`set_up_worker`: what a task runs.
+- :func:`run_block`, :func:`label_plane_task`, :func:`set_up_worker`: what a task runs.
 - :func:`worker_environment` ``(threads) -> dict``, :func:`usable_cores` ``() -> int``.
 
 ``distributed`` is an optional dependency, imported only when these functions run.
@@ -46,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_unet.core.blockplan import DEFAULT_BLOCK_SIZE, Block, BlockPlan
-from napari_unet.core.blocks import finish, iter_block
+from napari_unet.core.blocks import finish, iter_block, label_plane
 from napari_unet.core.blockstore import BlockStore
 from napari_unet.core.blockwise import planes_of, prepare
 from napari_unet.core.calibration import Calibration
@@ -239,7 +240,7 @@ def segment_distributed_iter(
     client : distributed.Client
     options : SegmentOptions, optional
         As block-wise in one process: whole-plane post-processing is applied after the
-        blocks (in this process), ``link`` is refused; the channel axis and channels,
+        blocks (a task per plane), ``link`` is refused; the channel axis and channels,
         the pixel size and diameter are honoured as in memory (the workers read the
         image resampled to the model's scale; this process maps the result back).
     block_size : int
@@ -266,8 +267,9 @@ def segment_distributed_iter(
     ScaleChosen
         First, when the model records a scale or the options give one.
     Progress
-        Per finished block (message ``"blocks"``), then per relabelled block (and per
-        chunk mapped back from the model's scale).
+        Per finished block (message ``"blocks"``), then for labels per labelled plane
+        (message ``"labelling N plane(s) on the workers"``), then per chunk mapped back
+        from the model's scale.
 
     Returns
     -------
@@ -335,8 +337,48 @@ def segment_distributed_iter(
         finally:
             # Ctrl+C or Cancel: stop queued blocks; finished ones stay recorded.
             client.cancel([future for future in futures if not future.done()])
-    yield from finish(store, plan, options)
+    labels = _label_planes_on_workers(client, store, plan) if options.output == "labels" else None
+    yield from finish(store, plan, options, labels=labels)
     return store.result()
+
+
+def _label_planes_on_workers(client: Any, store: BlockStore, plan: BlockPlan) -> Iterator[Progress]:
+    """Label the planes of the store's result on the workers, a task per plane (planes
+    are independent; a plane's windows are merged across its seams in its task).
+
+    Yields
+    ------
+    Progress
+        Once when the tasks are sent (``done`` 0), then per labelled plane.
+    """
+    as_completed = _import_distributed().as_completed
+    message = f"labelling {plan.planes} plane(s) on the workers"
+    yield Progress(0, plan.planes, message)
+    futures = [
+        client.submit(
+            label_plane_task,
+            str(store.path),
+            store.model_grid,
+            plan,
+            plane,
+            key=f"napari-unet-labels-{plane}-{os.getpid()}-{id(store)}",
+            pure=False,
+        )
+        for plane in range(plan.planes)
+    ]
+    try:
+        for done, future in enumerate(as_completed(futures), start=1):
+            future.result()  # re-raises a task's error here
+            yield Progress(done, plan.planes, message)
+    finally:
+        client.cancel([future for future in futures if not future.done()])
+
+
+def label_plane_task(store_path: str, model_grid: bool, plan: BlockPlan, plane: int) -> int:
+    """One task: label plane ``plane`` of the store from its scratch arrays (see
+    :func:`~napari_unet.core.blocks.label_plane`); returns the plane's index."""
+    drain(label_plane(BlockStore(store_path, model_grid=model_grid), plan, plane))
+    return plane
 
 
 def run_block(
