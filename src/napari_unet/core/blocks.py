@@ -116,7 +116,7 @@ def finish_labels(store: BlockStore, plan: BlockPlan) -> Iterator[Progress]:
     """Label every plane from the stored mask (and foreground), as in memory; idempotent.
 
     The labelling and its margin are the run record's (``postprocess``, see
-    :func:`~napari_unet.core.blockstore.run_record`). Each plane is labelled window by
+    :func:`~napari_unet.core.runrecord.run_record`). Each plane is labelled window by
     window (:func:`label_plane`); planes are independent, so a cluster labels them in
     parallel (:mod:`~napari_unet.core.distributed`).
 
@@ -173,7 +173,7 @@ def label_plane(store: BlockStore, plan: BlockPlan, plane: int) -> Iterator[Prog
 def labeller_of(record: dict[str, Any]) -> PlaneLabeller:
     """The :class:`PlaneLabeller` a labels run record describes (its ``threshold``,
     ``min_size`` and ``postprocess``, see
-    :func:`~napari_unet.core.blockstore.postprocess_record`)."""
+    :func:`~napari_unet.core.runrecord.postprocess_record`)."""
     post = record["postprocess"]
     return PlaneLabeller(
         threshold=float(record["threshold"]),

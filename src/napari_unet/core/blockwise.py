@@ -75,7 +75,7 @@ from typing import Any
 from napari_unet.core import normalise
 from napari_unet.core.blockplan import DEFAULT_BLOCK_SIZE, BlockPlan, plan_blocks
 from napari_unet.core.blocks import finish, iter_block
-from napari_unet.core.blockstore import BlockStore, check_store_output, prepare_store, run_record
+from napari_unet.core.blockstore import BlockStore, check_store_output, prepare_store
 from napari_unet.core.calibration_axes import Calibration
 from napari_unet.core.events import Progress, ScaleChosen, TileDone
 from napari_unet.core.model import UNet, UNetConfig
@@ -85,6 +85,7 @@ from napari_unet.core.outputs import result_shape
 from napari_unet.core.planes import as_planes
 from napari_unet.core.predictor import Predictor, get_predictor, normalisation_of
 from napari_unet.core.resample import Resampled, tile_to_input_grid
+from napari_unet.core.runrecord import run_record
 from napari_unet.core.scalechoice import choose_plane_scale, scale_matters
 from napari_unet.core.scaling import ScaleChoice, check_resampled_size
 from napari_unet.core.sources import plane_of, readable, source_paths

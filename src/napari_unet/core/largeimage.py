@@ -29,7 +29,7 @@ from typing import Any
 
 from napari_unet.core.blockplan import DEFAULT_BLOCK_SIZE, Block, BlockPlan, plan_blocks
 from napari_unet.core.blocks import finish, finish_labels, iter_block, map_back
-from napari_unet.core.blockstore import BlockStore, check_store_output, prepare_store, run_record
+from napari_unet.core.blockstore import BlockStore, check_store_output, prepare_store
 from napari_unet.core.blockwise import AUTO_FALLBACK_CROP, Prepared, planes_of, prepare
 from napari_unet.core.calibration_axes import Calibration
 from napari_unet.core.events import Progress, ScaleChosen, TileDone, drain
@@ -39,6 +39,7 @@ from napari_unet.core.modelfile import ModelBundle
 from napari_unet.core.options import SegmentOptions, check_blockwise
 from napari_unet.core.pipeline import StoreTarget, run
 from napari_unet.core.predictor import Predictor
+from napari_unet.core.runrecord import run_record
 from napari_unet.core.sources import (
     full_resolution,
     open_image,
