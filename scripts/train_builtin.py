@@ -56,7 +56,8 @@ from napari_unet.core.model import SMALL
 from napari_unet.core.modelfile import STORAGE_DTYPES, ModelBundle, load_model, save_model
 from napari_unet.core.postprocess import grow_and_merge, instance_labels
 from napari_unet.core.segment import SegmentOptions, recommended_options, segment
-from napari_unet.core.train import TrainConfig, Trainer, annotated_object_diameter
+from napari_unet.core.train import TrainConfig, Trainer
+from napari_unet.core.train_scale import annotated_object_diameter
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

@@ -29,7 +29,8 @@ from napari_unet.core.modelfile import (
     resolve_model,
     save_model,
 )
-from napari_unet.core.train import TrainConfig, Trainer, annotated_object_diameter
+from napari_unet.core.train import TrainConfig, Trainer
+from napari_unet.core.train_scale import annotated_object_diameter
 
 TINY = UNetConfig(depth=1, base_width=2, padding="valid", norm="batch")
 TRAIN_NET = UNetConfig(depth=2, base_width=4)
@@ -282,9 +283,9 @@ def test_fine_tuning_inherits_the_base_pixel_size_and_measures_the_diameter():
 def test_fine_tuning_keeps_the_base_diameter_when_nothing_can_be_measured(monkeypatch):
     # Annotations always hold a cell (the trainer refuses them otherwise), so the fallback
     # is reached by a measurement that finds nothing.
-    import napari_unet.core.train as train_module
+    import napari_unet.core.train_scale as train_scale
 
-    monkeypatch.setattr(train_module, "median_object_diameter", lambda *a, **k: None)
+    monkeypatch.setattr(train_scale, "median_object_diameter", lambda *a, **k: None)
     base = replace(random_model(TRAIN_NET, seed=1, name="base"), object_diameter=40.0)
     image, labels = discs()
     trainer = Trainer(base, image, labels, convention="dense", config=quick())

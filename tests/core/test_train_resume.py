@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from napari_unet.core import train as train_module
+from napari_unet.core import train_step
 from napari_unet.core.augment import AugmentConfig
 from napari_unet.core.errors import InputError
 from napari_unet.core.events import TrainStep
@@ -49,13 +50,13 @@ def _trained(config: TrainConfig) -> tuple[Trainer, np.ndarray, np.ndarray]:
 def batches(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, AugmentConfig]]:
     """(patches, patch size, augmentation) of every training batch, as augmented."""
     seen = []
-    augment_batch = train_module.augment_batch
+    augment_batch = train_step.augment_batch
 
     def recording(image, labels, weights, config, **kwargs):
         seen.append((image.shape[0], image.shape[-1], config))
         return augment_batch(image, labels, weights, config, **kwargs)
 
-    monkeypatch.setattr(train_module, "augment_batch", recording)
+    monkeypatch.setattr(train_step, "augment_batch", recording)
     return seen
 
 

@@ -28,7 +28,10 @@ so a half-applied update is never kept.
 Modules: :mod:`~napari_unet.core.train_config` (the settings and what a resume
 changes), :mod:`~napari_unet.core.train_data` (annotated planes, weight maps, the
 held-out part, patches), :mod:`~napari_unet.core.train_guard` (undoing a failed step),
-:mod:`~napari_unet.core.train_report` (held-out predictions and what the model records).
+:mod:`~napari_unet.core.train_report` (held-out predictions and what the model records),
+:mod:`~napari_unet.core.train_step` (one optimisation step, :class:`TrainerStep`),
+:mod:`~napari_unet.core.train_evaluation` (validation, scores, tuning, the model made),
+:mod:`~napari_unet.core.train_scale` (the object diameter recorded).
 
 Data flow per step: sample patches centred on annotated pixels (so a few painted
 cells in a large image are found) from mirror-padded planes, deform them together
@@ -54,13 +57,8 @@ import numpy as np
 import torch
 
 from . import normalise
-from .annotations import Targets, targets_from_annotation
-from .augment import augment_batch
-from .device import amp_context
 from .errors import InputError, ModelFileError
 from .events import Preview, TrainingFinished, TrainStep, Validation
-from .losses import weighted_cross_entropy
-from .metrics import median_object_diameter
 from .model import UNet, UNetConfig, margin, nearest_valid_input_size, pick_device
 from .modelfile import ModelBundle
 from .train_config import (
@@ -76,19 +74,18 @@ from .train_data import (
     PatchGeometry,
     PreparedData,
     annotated_planes,
-    as_list,
     prepare_data,
-    resolve_convention,
-    sample_patches,
 )
 from .train_evaluation import TrainerEvaluation
-from .train_guard import StepSnapshot, all_finite, guarded_step, training_tensors
+from .train_guard import StepSnapshot, all_finite, training_tensors
+from .train_scale import _cell_diameter, annotated_object_diameter
+from .train_step import TrainerStep
 from .tuning import Tuning
 
 TrainEvent = TrainStep | Validation | Preview | TrainingFinished
 
 
-class Trainer(TrainerEvaluation):
+class Trainer(TrainerStep, TrainerEvaluation):
     """A resumable training run on images and their annotations.
 
     Parameters
@@ -417,106 +414,6 @@ class Trainer(TrainerEvaluation):
         """
         self._stop_requested = True
 
-    def _checked_step(self, lr: float, scaler: torch.amp.GradScaler | None) -> float:
-        """One step that is undone when it fails or produces non-finite numbers (see
-        :func:`~napari_unet.core.train_guard.guarded_step`); sets :attr:`diverged` then."""
-        loss, failure = guarded_step(
-            lambda: self._train_step(lr, scaler), self.network, self.optimizer, self._before_step
-        )
-        if failure is not None:
-            kept = f"weights of step {self.step}" + (
-                " (the starting weights)" if not self.step else ""
-            )
-            self.diverged = (
-                f"{failure} at step {self.step + 1} (learning rate too high?); {kept} restored"
-            )
-        return loss
-
-    def _learning_rate(self, index: int, total: int) -> float:
-        peak = self.config.learning_rate
-        if self.config.schedule == "cosine":
-            return 0.5 * peak * (1 + math.cos(math.pi * index / max(total, 1)))
-        return peak
-
-    def _train_step(self, lr: float, scaler: torch.amp.GradScaler | None) -> float:
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        batch = sample_patches(self.planes, self.config.batch_size, self._rng, self.geometry)
-        image, labels, weights = self._to_device(*batch)
-        image, labels, weights = augment_batch(
-            image,
-            labels,
-            weights,
-            self.config.augment,
-            generator=self._torch_gen,
-            crop_targets_to=(self.patch_output, self.patch_output),
-            ignore_index=IGNORE,
-        )
-        if self._channels_last(self.unet_config):
-            image = image.contiguous(memory_format=torch.channels_last)
-        self._set_training_mode()
-        self.optimizer.zero_grad(set_to_none=True)
-        with amp_context(self.device, scaler is not None):
-            logits = self.network(image)
-            loss = weighted_cross_entropy(logits.float(), labels, weights)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(self.optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            self.optimizer.step()
-        return float(loss.detach())
-
-    def _set_training_mode(self) -> None:
-        self.network.train()
-        if self.config.freeze_norm:
-            for module in self.network.modules():
-                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                    module.eval()
-
-
-def _cell_diameter(targets: list[Targets]) -> float | None:
-    """Median equivalent diameter (pixels) of the cells of ``targets``.
-
-    Cells cut by their plane's border are left out (unless all are): they look smaller
-    than they are, and segmenting measures an image's objects the same way.
-    """
-    return median_object_diameter([target.instances for target in targets], exclude_border=True)
-
-
-def annotated_object_diameter(
-    annotations: Sequence[np.ndarray] | np.ndarray, convention: Convention = "auto"
-) -> float | None:
-    """The object diameter a :class:`Trainer` records for these annotations, in pixels.
-
-    For measuring a training set without training on it (e.g. to record the scale of a
-    model trained before models recorded one).
-
-    Parameters
-    ----------
-    annotations : array or sequence of arrays
-        ``(H, W)`` or ``(..., H, W)`` labels in ``convention``, as :class:`Trainer` takes
-        them; planes with nothing annotated are skipped.
-    convention : {"sparse", "dense", "binary", "auto"}
-        How to read them (see :func:`~napari_unet.core.annotations.targets_from_annotation`).
-
-    Returns
-    -------
-    float or None
-        The median equivalent diameter of the annotated cells; None without any.
-    """
-    planes = [
-        plane
-        for annotation in as_list(annotations)
-        for plane in np.asarray(annotation).reshape((-1, *np.shape(annotation)[-2:]))
-        if plane.any()
-    ]
-    resolved = resolve_convention(convention, planes)
-    return _cell_diameter(
-        [targets_from_annotation(plane, resolved, require_both_classes=False) for plane in planes]
-    )
-
 
 def train(
     base: ModelBundle | UNetConfig,
@@ -537,6 +434,6 @@ __all__ = [
     "ConfigUpdate",
     "TrainConfig",
     "Trainer",
-    "annotated_object_diameter",
+    "annotated_object_diameter",  # from train_scale: the model cards name it here
     "train",
 ]
