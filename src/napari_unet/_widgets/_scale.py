@@ -169,7 +169,8 @@ def model_scale(source: Any) -> tuple[PixelSize | None, float | None]:
     path = getattr(source, "path", None)
     if path is None:
         return None, None
-    from napari_unet.core.description import FieldProblem, parse_scale, read_description
+    from napari_unet.core.description import parse_scale, read_description
+    from napari_unet.core.description_fields import FieldProblem
 
     try:
         return parse_scale(read_description(path).get("scale"))

@@ -21,7 +21,6 @@ written before it existed, has an unknown scale.
 from __future__ import annotations
 
 import json
-import math
 import os
 import struct
 from dataclasses import dataclass
@@ -31,6 +30,19 @@ from typing import Any
 from napari_unet.core import normalise
 from napari_unet.core.calibration import UNITS, PixelSize, canonical_unit
 from napari_unet.core.config import UNetConfig, config_field_problem
+from napari_unet.core.description_fields import (
+    FieldProblem,
+    _is_count,
+    _is_finite_number,
+    _is_probability,
+    _is_text,
+    _is_unit_interval,
+    _printable,
+    _require,
+    _shown,
+    clipped,
+    one_line,
+)
 from napari_unet.core.errors import InputError, ModelFileError
 
 #: Key of the JSON description in the safetensors header metadata.
@@ -186,13 +198,6 @@ def _check_data_covered(header: dict[str, Any], data_bytes: int) -> None:
         ends.append(offsets[1])
     if not all(type(end) is int for end in ends) or max(ends, default=0) != data_bytes:
         raise ValueError("the tensors listed in the header do not fit the file")
-
-
-class FieldProblem(Exception):
-    """One field of a model description is invalid; becomes a one-line user error."""
-
-    def __init__(self, field: str, text: str) -> None:
-        super().__init__(f'field "{field}" {text}')
 
 
 @dataclass(frozen=True)
@@ -402,32 +407,6 @@ def _parse_class_names(names: Any, num_classes: int) -> list[str]:
     return list(names)
 
 
-def _is_text(value: Any) -> bool:
-    # JSON escapes can encode lone surrogates, which cannot be printed or written as UTF-8.
-    return isinstance(value, str) and _printable(value) == value
-
-
-def _printable(text: str) -> str:
-    """``text`` with anything UTF-8 cannot encode (lone surrogates) escaped."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _is_finite_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_probability(value: Any) -> bool:
-    return _is_finite_number(value) and 0.0 < value < 1.0
-
-
-def _is_unit_interval(value: Any) -> bool:
-    return _is_finite_number(value) and 0.0 <= value <= 1.0
-
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
 #: Post-processing a model may recommend (``provenance["postprocess"]``, the keys of
 #: ``segment._RECOMMENDABLE``): a test keeps the two in step.
 _RECOMMENDATION_CHECKS: dict[str, tuple[Any, str]] = {
@@ -468,32 +447,6 @@ def _check_recommendations(settings: dict[str, Any], field_name: str) -> None:
             _require(is_valid(settings[key]), f"{field_name}.{key}", requirement, settings[key])
 
 
-def _require(condition: bool, field_name: str, requirement: str, value: Any) -> None:
-    if not condition:
-        raise FieldProblem(field_name, f"{requirement}, got {_shown(value)}")
-
-
-def _shown(value: Any, limit: int = 60) -> str:
-    """``value`` as it reads in the JSON file (shortened): ``"abc"``, ``4.0``, ``true``."""
-    if isinstance(value, str):
-        value = value[: limit + 1]  # no need to encode all of a huge text
-    try:
-        text = json.dumps(value)
-    except (TypeError, ValueError, RecursionError):
-        text = repr(value)
-    return clipped(text, limit)
-
-
-def clipped(text: str, limit: int) -> str:
-    text = _printable(str(text))
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def one_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return clipped(lines[0] if lines else type(error).__name__, 200)
-
-
 def short_description(provenance: dict[str, Any]) -> str:
     """One line for listings: the provenance's description or notes (printable)."""
     text = _printable(str(provenance.get("description") or provenance.get("notes") or ""))
@@ -505,12 +458,9 @@ __all__ = [
     "MAX_OBJECT_DIAMETER",
     "METADATA_KEY",
     "SUFFIX",
-    "FieldProblem",
     "ParsedDescription",
     "checked_description",
-    "clipped",
     "default_class_names",
-    "one_line",
     "parse_description",
     "parse_scale",
     "read_description",

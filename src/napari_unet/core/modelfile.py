@@ -57,17 +57,15 @@ from napari_unet.core.description import (
     FORMAT_VERSION,
     METADATA_KEY,
     SUFFIX,
-    FieldProblem,
     checked_description,
-    clipped,
     default_class_names,
-    one_line,
     parse_description,
     read_description,
     scale_json,
     scale_summary,
     short_description,
 )
+from napari_unet.core.description_fields import FieldProblem, clipped, one_line
 from napari_unet.core.errors import (
     InputError,
     ModelFileError,
