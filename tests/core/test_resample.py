@@ -15,12 +15,10 @@ from scipy import ndimage
 
 from napari_unet.core import resample
 from napari_unet.core.io import as_planes
-from napari_unet.core.resample import (
-    Resampled,
-    axis_operator,
+from napari_unet.core.resample import Resampled, axis_operator, resampled_size
+from napari_unet.core.resample_back import (
     input_region,
     nearest_indices,
-    resampled_size,
     tile_to_input_grid,
     to_input_grid,
 )

@@ -19,7 +19,8 @@ from napari_unet.core.metrics import f1_score
 from napari_unet.core.model import UNet, UNetConfig, margin, nearest_valid_input_size
 from napari_unet.core.modelfile import ModelBundle, random_model
 from napari_unet.core.postprocess import grow_and_merge, instance_labels, semantic_mask
-from napari_unet.core.resample import Resampled, to_input_grid
+from napari_unet.core.resample import Resampled
+from napari_unet.core.resample_back import to_input_grid
 from napari_unet.core.segment import (
     SegmentOptions,
     get_predictor,

@@ -28,7 +28,7 @@ from napari_unet.core.planerun import iter_tile_results
 from napari_unet.core.planes import plane_position
 from napari_unet.core.postprocess import PlaneLabeller, foreground_probability, instance_labels
 from napari_unet.core.predictor import Predictor
-from napari_unet.core.resample import to_input_grid
+from napari_unet.core.resample_back import to_input_grid
 from napari_unet.core.seams import PlaneView, label_plane_in_blocks
 
 
@@ -210,7 +210,7 @@ def map_back(store: BlockStore, output: str) -> Iterator[Progress]:
     """Map the model-grid result of a resampled run onto the result, chunk by chunk.
 
     Labels and masks by nearest neighbour (ids kept), probabilities by the linear
-    operator (see :func:`~napari_unet.core.resample.to_input_grid`); each chunk reads
+    operator (see :func:`~napari_unet.core.resample_back.to_input_grid`); each chunk reads
     only the model-grid window under it, so memory stays bounded. Idempotent. Yields
     one :class:`~napari_unet.core.events.Progress` per chunk.
     """

@@ -84,7 +84,8 @@ from napari_unet.core.options import SegmentOptions, check_blockwise
 from napari_unet.core.outputs import result_shape
 from napari_unet.core.planes import as_planes
 from napari_unet.core.predictor import Predictor, get_predictor, normalisation_of
-from napari_unet.core.resample import Resampled, tile_to_input_grid
+from napari_unet.core.resample import Resampled
+from napari_unet.core.resample_back import tile_to_input_grid
 from napari_unet.core.runrecord import run_record
 from napari_unet.core.scalechoice import choose_plane_scale, scale_matters
 from napari_unet.core.scaling import ScaleChoice, check_resampled_size
@@ -293,7 +294,7 @@ def _on_input_grid(
     tiles: Generator[TileDone, None, Any], prepared: Prepared, output: str
 ) -> Iterator[TileDone]:
     """``tiles`` of the model grid reported on the input grid (see
-    :func:`~napari_unet.core.resample.tile_to_input_grid`)."""
+    :func:`~napari_unet.core.resample_back.tile_to_input_grid`)."""
     try:
         for done in tiles:
             region, data = tile_to_input_grid(

@@ -26,7 +26,8 @@ from napari_unet.core.options import SegmentOptions, plane_labeller
 from napari_unet.core.outputs import tile_result
 from napari_unet.core.postprocess import foreground_probability
 from napari_unet.core.predictor import Predictor
-from napari_unet.core.resample import Resampled, tile_to_input_grid, to_input_grid
+from napari_unet.core.resample import Resampled
+from napari_unet.core.resample_back import tile_to_input_grid, to_input_grid
 from napari_unet.core.tiling import TileGrid, iter_tiles
 
 
