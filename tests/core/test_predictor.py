@@ -1,4 +1,4 @@
-"""The lean inference forward and the numpy predictor (core/predictor.py)."""
+"""The lean inference forward and the numpy predictor (core/leanforward.py, core/predictor.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from napari_unet.core import predictor
+from napari_unet.core import leanforward
+from napari_unet.core.leanforward import LeanForward, _RowStream
 from napari_unet.core.model import SMALL, UNet, UNetConfig, nearest_valid_input_size
-from napari_unet.core.predictor import LeanForward, _RowStream, make_predictor
+from napari_unet.core.predictor import make_predictor
 from napari_unet.core.tiling import plan_tiles, predict_plane
 
 TINY = UNetConfig(depth=2, base_width=4)
@@ -93,13 +94,13 @@ def test_auto_strips_hold_about_the_same_pixels_whatever_the_width(monkeypatch):
     )
     narrow = nearest_valid_input_size(TINY, 92)
     wide = nearest_valid_input_size(
-        TINY, predictor.DEFAULT_STRIP_PIXELS // predictor.MIN_STRIP_ROWS + 84
+        TINY, leanforward.DEFAULT_STRIP_PIXELS // leanforward.MIN_STRIP_ROWS + 84
     )
     height = nearest_valid_input_size(TINY, 60)
     with torch.inference_mode():
         forward(torch.rand(1, 1, height, narrow))
         forward(torch.rand(1, 1, height, wide))
-    assert chosen == [predictor.DEFAULT_STRIP_PIXELS // narrow, predictor.MIN_STRIP_ROWS]
+    assert chosen == [leanforward.DEFAULT_STRIP_PIXELS // narrow, leanforward.MIN_STRIP_ROWS]
 
 
 def test_strip_rows_must_be_positive():
