@@ -8,11 +8,8 @@ from painted_docks import TINY_TRAINING
 from skimage.measure import label as connected_components
 
 from napari_unet._widgets.finetune import FinetuneWidget
-from napari_unet.core.annotations import (
-    RESULT_BOUNDARY_BAND,
-    annotations_from_labels,
-    boundary_pixels,
-)
+from napari_unet.core.annotations import RESULT_BOUNDARY_BAND, annotations_from_labels
+from napari_unet.core.result_labels import boundary_pixels
 
 TIMEOUT_MS = 90_000
 

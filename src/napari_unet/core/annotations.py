@@ -42,22 +42,26 @@ segmentation result, or labels loaded from disk; ``0`` = background) into a spar
 annotation of chosen planes: background ``1``, each object ``2, 3, ...``, every other
 plane ``0`` (not annotated). The user then fixes the mistakes with a labels editor and
 trains on it; :func:`~napari_unet.core.plane_text.planes_from_text` reads a plane list
-such as ``"3,5"`` or ``"0:3"`` for the command line.
+such as ``"3,5"`` or ``"0:3"`` for the command line. The labels are checked, and their
+planes and boundaries found, by :mod:`~napari_unet.core.result_labels`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from scipy import ndimage
 from skimage.measure import label as connected_components
-from skimage.segmentation import find_boundaries
 
 from napari_unet.core.errors import AnnotationError, InputError
+from napari_unet.core.result_labels import (
+    _check_result_labels,
+    _chosen_planes,
+    _object_ids,
+    boundary_pixels,
+)
 
 Convention = Literal["sparse", "dense", "binary", "auto"]
 CONVENTIONS: tuple[str, ...] = ("sparse", "dense", "binary", "auto")
@@ -350,10 +354,6 @@ def _separate_touching(cell_ids: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------ correcting a result
 
-#: Axes a labels array may have in front of ``(H, W)``: e.g. ``(Z, H, W)`` or ``(T, Z, H, W)``.
-MAX_LEADING_AXES = 2
-
-
 #: Default ``boundary_band`` of the front ends (the Fine-tune dock's *Correct a result*,
 #: ``train --annotation result``): pixels within 2 px of a result's object boundaries are
 #: left unannotated. Chosen with benchmarks/bench_human_loop.py on the 6 nuclei
@@ -427,78 +427,3 @@ def annotations_from_labels(
             converted[boundary_pixels(plane, boundary_band)] = SPARSE_UNANNOTATED
         annotations[position] = converted
     return annotations
-
-
-def _object_ids(planes: list[np.ndarray]) -> np.ndarray:
-    """The sorted values of ``planes`` (background 0 first when present); refuses
-    negative labels."""
-    ids = np.unique(np.concatenate([np.unique(plane) for plane in planes]))
-    if ids[0] < 0:
-        raise AnnotationError(
-            f"Labels must be 0 or more (0 = background, 1 or more = one id per object); "
-            f"found {ids[0]}."
-        )
-    return ids
-
-
-def boundary_pixels(labels: np.ndarray, width: int) -> np.ndarray:
-    """``(H, W)`` bool: pixels within ``width`` px (>= 1) of a boundary of the objects of
-    the ``(H, W)`` instance ``labels``, on either side (between touching objects too)."""
-    edges = find_boundaries(labels, mode="inner") | find_boundaries(labels, mode="outer")
-    if width > 1:
-        edges = ndimage.binary_dilation(edges, iterations=width - 1)
-    return edges
-
-
-def _check_result_labels(dtype: np.dtype, shape: tuple[int, ...]) -> None:
-    """Raise :class:`AnnotationError` unless labels of this dtype and shape can be converted."""
-    if dtype.kind != "b" and not np.issubdtype(dtype, np.integer):
-        raise AnnotationError(
-            f"Labels to correct must be integers (0 = background, 1 or more = objects), got "
-            f"dtype {dtype}; convert a mask of whole numbers with .astype(int)."
-        )
-    if not 2 <= len(shape) <= 2 + MAX_LEADING_AXES:
-        raise AnnotationError(
-            f"Labels to correct must be (H, W), (Z, H, W) or (T, Z, H, W); got "
-            f"{len(shape)} dimensions with shape {shape}."
-        )
-    if math.prod(shape) == 0:
-        raise AnnotationError(f"Nothing to convert: the labels are empty (shape {shape}).")
-
-
-def _chosen_planes(
-    planes: Sequence[Sequence[int]] | None, leading: tuple[int, ...]
-) -> list[tuple[int, ...]]:
-    """The distinct plane positions ``planes`` lists (every plane for ``None``), checked."""
-    if planes is None:
-        return list(np.ndindex(leading))
-    chosen: dict[tuple[int, ...], None] = {}
-    for plane in planes:
-        position = _plane_position(plane, leading)
-        chosen[position] = None
-    if not chosen:
-        raise InputError("Nothing to convert: no plane was chosen (planes=None means all).")
-    return list(chosen)
-
-
-def _plane_position(plane: Any, leading: tuple[int, ...]) -> tuple[int, ...]:
-    """``plane`` (a tuple of ints; an int for one leading axis) as a checked position."""
-    raw = (plane,) if isinstance(plane, int | np.integer) else tuple(plane)
-    if not all(isinstance(i, int | np.integer) and not isinstance(i, bool) for i in raw):
-        raise InputError(f"Plane {plane!r} must be a tuple of whole numbers, e.g. (3,).")
-    position = tuple(int(i) for i in raw)
-    if len(position) != len(leading):
-        if not leading:
-            raise InputError(
-                f"Plane {position} was given but 2-D labels are one plane: use None or [()]."
-            )
-        raise InputError(
-            f"Plane {position} has {len(position)} index(es) but the labels have "
-            f"{len(leading)} leading axis(es) {leading}: give one index per axis."
-        )
-    if not all(0 <= i < n for i, n in zip(position, leading, strict=True)):
-        raise InputError(
-            f"Plane {position} is out of range: the labels have planes "
-            f"{' x '.join(f'0..{n - 1}' for n in leading)}."
-        )
-    return position
