@@ -21,9 +21,9 @@ from skimage.metrics import adapted_rand_error
 from napari_unet.core.errors import InputError, OutputError
 from napari_unet.core.events import Progress, drain
 from napari_unet.core.modelfile import load_model, resolve_model
+from napari_unet.core.planeview import PlaneView
 from napari_unet.core.postprocess import PlaneLabeller, foreground_probability, semantic_mask
 from napari_unet.core.seams import (
-    PlaneView,
     block_cores,
     default_margin,
     label_plane_in_blocks,
@@ -196,11 +196,20 @@ def test_planes_of_a_stack_are_labelled_in_place(discs, tmp_path):
         str(tmp_path / "out.zarr"), shape=(2, 3, *SHAPE), dtype="i4", chunks=(1, 1, 40, 40)
     )
     labeller = PlaneLabeller(min_size=20)
-    labels = in_blocks(PlaneView(stack, (1, 2)), labeller, (48, 48), 20, out=PlaneView(out, (1, 2)))
+    labels = in_blocks(
+        PlaneView.at(stack, (1, 2)), labeller, (48, 48), 20, out=PlaneView.at(out, (1, 2))
+    )
     assert np.array_equal(labels, labeller(discs))
     assert np.array_equal(out[1, 2], labels) and not out[0].any() and not out[1, :2].any()
-    with pytest.raises(InputError, match="needs 2 indices"):
-        PlaneView(out, (1,))
+    whole = [(slice(0, SHAPE[0]), slice(0, SHAPE[1]))]
+    with pytest.raises(InputError, match="expected a 2D mask"):  # a view of (3, H, W)
+        label_plane_in_blocks(
+            PlaneView.at(stack, (1,)),
+            whole,
+            np.zeros(SHAPE, np.int32),
+            labeller=labeller,
+            margin=20,
+        )
 
 
 class RecordedReads:

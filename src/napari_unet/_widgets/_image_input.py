@@ -18,6 +18,7 @@ import numpy as np
 
 from napari_unet.core.io import as_planes, plane_index, plane_position
 from napari_unet.core.largeimage import full_resolution
+from napari_unet.core.planeview import PlaneView
 
 
 def layer_data(layer: Any) -> Any:
@@ -40,40 +41,6 @@ def axis_labels(viewer: Any, layer: Any) -> tuple[str, ...]:
     if len(labels) < ndim:
         labels = [""] * (ndim - len(labels)) + labels
     return tuple(labels[len(labels) - ndim :])
-
-
-class PlaneView:
-    """One plane of an nD image, with its channel axis, read lazily.
-
-    ``key`` has one entry per axis of ``image``: an int on each leading axis, ``slice(None)``
-    on the channel and plane axes; ``view[k]`` reads ``image`` at ``key`` refined by ``k``.
-    """
-
-    def __init__(self, image: Any, key: tuple) -> None:
-        self.image = image
-        self.key = key
-        self.shape = tuple(
-            int(n) for n, k in zip(image.shape, key, strict=True) if isinstance(k, slice)
-        )
-        self.dtype = image.dtype
-        self.ndim = len(self.shape)
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        key = key if isinstance(key, tuple) else (key,)
-        if any(k is Ellipsis for k in key):
-            at = key.index(Ellipsis)
-            fill = (slice(None),) * (self.ndim - len(key) + 1)
-            key = (*key[:at], *fill, *key[at + 1 :])
-        key = (*key, *(slice(None),) * (self.ndim - len(key)))
-        refined = iter(key)
-        full = tuple(next(refined) if isinstance(k, slice) else k for k in self.key)
-        return np.asarray(self.image[full])
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        return np.asarray(self[...], dtype=dtype)
 
 
 @dataclass(frozen=True, eq=False)

@@ -26,10 +26,11 @@ from napari_unet.core.events import Progress, TileDone
 from napari_unet.core.options import SegmentOptions
 from napari_unet.core.planerun import iter_tile_results
 from napari_unet.core.planes import plane_position
+from napari_unet.core.planeview import PlaneView
 from napari_unet.core.postprocess import PlaneLabeller, foreground_probability, instance_labels
 from napari_unet.core.predictor import Predictor
 from napari_unet.core.resample_back import to_input_grid
-from napari_unet.core.seams import PlaneView, label_plane_in_blocks
+from napari_unet.core.seams import label_plane_in_blocks
 
 
 def iter_block(
@@ -158,14 +159,14 @@ def label_plane(store: BlockStore, plan: BlockPlan, plane: int) -> Iterator[Prog
     cores = [(b.rows, b.cols) for b in plan.blocks if b.plane == plane]
     what = f"{labeller.describe()} of plane {plane}"
     for event in label_plane_in_blocks(
-        PlaneView(mask, at),
+        PlaneView.at(mask, at),
         cores,
-        PlaneView(target, at),
+        PlaneView.at(target, at),
         labeller=window_labeller,
         margin=margin,
-        foreground=None if foreground is None else PlaneView(foreground, at),
+        foreground=None if foreground is None else PlaneView.at(foreground, at),
         min_size=min_size,
-        unfilled=None if unfilled is None else PlaneView(unfilled, at),
+        unfilled=None if unfilled is None else PlaneView.at(unfilled, at),
     ):
         yield Progress(event.done, event.total, f"{what}: {event.message}")
 

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from napari_unet.core.errors import InputError
+from napari_unet.core.planeview import full_key
 
 #: Most channels an image's channel axis (and a model) may have.
 MAX_CHANNELS = 8
@@ -207,22 +208,8 @@ class _GreyView:
         self.ndim = len(self.shape)
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        key = _full_key(key, self.ndim)
+        key = full_key(key, self.ndim, what="planes")
         return _grey(np.asarray(self.colour[(*key, slice(0, 3))]))
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         return np.asarray(self[...], dtype=dtype)
-
-
-def _full_key(key: Any, ndim: int) -> tuple:
-    """``key`` with its Ellipsis expanded and padded with full slices to ``ndim`` entries."""
-    key = key if isinstance(key, tuple) else (key,)
-    if any(k is Ellipsis for k in key):
-        at = next(i for i, k in enumerate(key) if k is Ellipsis)
-        fill = ndim - (len(key) - 1 - sum(k is None for k in key))
-        key = (*key[:at], *(slice(None),) * fill, *key[at + 1 :])
-    if any(k is None for k in key):
-        raise IndexError("new axes are not supported when indexing planes")
-    if len(key) > ndim:
-        raise IndexError(f"too many indices for {ndim} axes")
-    return (*key, *(slice(None),) * (ndim - len(key)))

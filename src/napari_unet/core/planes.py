@@ -17,11 +17,11 @@ import numpy as np
 from napari_unet.core.channels import (
     _channel_axis,
     _chosen_channels,
-    _full_key,
     looks_rgb,
     rgb_message,
 )
 from napari_unet.core.errors import InputError
+from napari_unet.core.planeview import PlaneView, full_key
 
 #: Most axes besides a channel axis: t, z, y, x.
 MAX_NON_CHANNEL_AXES = 4
@@ -301,7 +301,7 @@ class _PlaneStack:
         return self.shape[0]
 
     def __getitem__(self, key: Any) -> Any:
-        key = _full_key(key, self.ndim)
+        key = full_key(key, self.ndim, what="planes")
         first, rest = key[0], key[1:]
         if isinstance(first, (int, np.integer)):
             index = int(first)
@@ -310,7 +310,8 @@ class _PlaneStack:
             if not 0 <= index < len(self):
                 raise IndexError(f"plane {first} is out of range for {len(self)} plane(s)")
             if all(isinstance(k, slice) and k == slice(None) for k in rest):
-                return _PlaneOf(self, index)
+                # Read lazily through _read (indexing self would return a view again).
+                return PlaneView.at(self, (index,), read=lambda full: self._read(full[0], full[1:]))
             return self._read(index, rest)
         indices = range(len(self))[first] if isinstance(first, slice) else np.asarray(first)
         return np.stack([self._read(int(i), rest) for i in np.atleast_1d(indices)])
@@ -344,23 +345,6 @@ class _PlaneStack:
 
     def __repr__(self) -> str:
         return f"<planes {self.shape} of {type(self.image).__name__} {tuple(self.image.shape)}>"
-
-
-class _PlaneOf:
-    """Plane ``index`` of a :class:`_PlaneStack`, read lazily: ``view[key]`` reads only ``key``."""
-
-    def __init__(self, stack: _PlaneStack, index: int) -> None:
-        self.stack = stack
-        self.index = index
-        self.shape = tuple(stack.shape[1:])
-        self.dtype = stack.dtype
-        self.ndim = len(self.shape)
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        return self.stack._read(self.index, _full_key(key, self.ndim))
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        return np.asarray(self[...], dtype=dtype)
 
 
 def _check_dtype(dtype: Any) -> None:

@@ -48,6 +48,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from napari_unet.core.planeview import full_key
+
 #: Most input pixels along one axis read at once by a strided or large request (plus the
 #: kernel width): a strided subsample of a huge lazy plane is read block by block.
 MAX_READ_SPAN = 512
@@ -319,20 +321,12 @@ class Resampled:
 
 
 def _full_key(key: Any, ndim: int) -> tuple:
-    """``key`` as one int or slice per axis (Ellipsis expanded, missing axes filled)."""
-    key = key if isinstance(key, tuple) else (key,)
-    if any(k is None for k in key):
-        raise IndexError("new axes are not supported by a resampled view")
-    if any(k is Ellipsis for k in key):
-        at = next(i for i, k in enumerate(key) if k is Ellipsis)
-        fill = ndim - (len(key) - 1)
-        key = (*key[:at], *(slice(None),) * fill, *key[at + 1 :])
-    if len(key) > ndim:
-        raise IndexError(f"too many indices for a {ndim}-D resampled view")
-    for k in key:
-        if not isinstance(k, (slice, int, np.integer)):
-            raise IndexError("a resampled view is indexed with ints and slices only")
-    return (*key, *(slice(None),) * (ndim - len(key)))
+    """``key`` as one int or slice per axis (:func:`~napari_unet.core.planeview.full_key`);
+    a resampled view computes what it reads, so it takes no index arrays."""
+    key = full_key(key, ndim, what="a resampled view")
+    if not all(isinstance(k, (slice, int, np.integer)) for k in key):
+        raise IndexError("a resampled view is indexed with ints and slices only")
+    return key
 
 
 def _selected(selector: Any, size: int) -> tuple[np.ndarray, bool]:

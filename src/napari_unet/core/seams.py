@@ -15,15 +15,14 @@ components exactly) whenever the labelling of a pixel depends on nothing further
 than the margin; docs/blockwise-postprocessing.md says when that fails and by how much.
 
 Memory: one window of the mask (and of the foreground probability) at a time, the output
-(numpy or zarr, written block by block), and tables with a few numbers per object and
+(numpy or zarr, written block by block; a plane of a stack is given as a
+:class:`~napari_unet.core.planeview.PlaneView`), and tables with a few numbers per object and
 the labels along the seams.
 
 Public API
 ----------
 - :func:`block_cores` ``(shape, block_shape) -> list of (rows, cols) slices``
 - :func:`default_margin` ``(labeller, *, object_diameter=None) -> int``
-- :class:`PlaneView` ``(array, leading)``: one ``(H, W)`` plane of a ``(..., H, W)`` numpy or
-  zarr array, read and written window by window (never the whole plane at once).
 - :func:`label_plane_in_blocks` ``(mask, cores, out, *, labeller, margin, foreground=None,
   min_size=0, unfilled=None)``: generator of :class:`~napari_unet.core.events.Progress`,
   returns the number of objects.
@@ -178,29 +177,6 @@ def label_plane_in_blocks(
     if not (isinstance(labeller, PlaneLabeller) and labeller.fills):
         return _label_plane(mask, foreground, cores, out, labeller, margin, min_size)
     return _label_and_fill(mask, foreground, cores, out, labeller, margin, min_size, unfilled)
-
-
-class PlaneView:
-    """One plane ``array[leading]`` of a ``(..., H, W)`` array, as an ``(H, W)`` array-like.
-
-    ``view[rows, cols]`` reads and ``view[rows, cols] = labels`` writes
-    ``array[(*leading, rows, cols)]``, so a zarr store is touched one window at a time
-    (``array[leading]`` would read the whole plane).
-    """
-
-    def __init__(self, array: Any, leading: tuple[int, ...]):
-        if len(leading) != len(array.shape) - 2:
-            raise InputError(
-                f"a plane of a {array.shape} array needs {len(array.shape) - 2} indices"
-            )
-        self.array, self.leading = array, tuple(leading)
-        self.shape, self.dtype = tuple(array.shape[-2:]), array.dtype
-
-    def __getitem__(self, region: Region) -> np.ndarray:
-        return np.asarray(self.array[(*self.leading, *region)])
-
-    def __setitem__(self, region: Region, value: np.ndarray) -> None:
-        self.array[(*self.leading, *region)] = value
 
 
 # ------------------------------------------------------------------ checks
@@ -418,7 +394,6 @@ def _compact(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 __all__ = [
     "MARGIN_DIAMETERS",
     "MIN_MARGIN",
-    "PlaneView",
     "block_cores",
     "default_margin",
     "label_plane_in_blocks",

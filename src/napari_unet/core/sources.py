@@ -23,6 +23,7 @@ import numpy as np
 from napari_unet.core.errors import InputError, UNetError
 from napari_unet.core.formats import ZARR_METADATA as _ZARR_METADATA
 from napari_unet.core.formats import is_zarr_path
+from napari_unet.core.planeview import PlaneView
 from napari_unet.core.readers import READ_SUFFIXES, read_file
 
 #: What to give instead, appended to every "not a usable zarr image" message.
@@ -281,24 +282,6 @@ class _SyncDask:
         return np.asarray(self[...], dtype=dtype)
 
 
-class _PlaneView:
-    """Plane ``index`` of a stack, read lazily: ``view[key]`` is ``stack[index][key]``."""
-
-    def __init__(self, stack: Any, index: int) -> None:
-        self.stack = stack
-        self.index = index
-        self.shape = tuple(stack.shape[1:])
-        self.dtype = stack.dtype
-        self.ndim = len(self.shape)
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        key = key if isinstance(key, tuple) else (key,)
-        return np.asarray(self.stack[(self.index, *key)])
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        return np.asarray(self[...], dtype=dtype)
-
-
 class _GuardedReads:
     """An image whose failing reads (a damaged chunk, a truncated strip) raise one
     :class:`~napari_unet.core.errors.InputError` naming the source, not a reader's traceback.
@@ -358,4 +341,4 @@ def plane_of(image: Any, index: int, plane_ndim: int) -> Any:
     """Plane ``index`` of ``image`` (the image itself when it has no plane axis), lazily."""
     if image.ndim == plane_ndim:
         return image
-    return _PlaneView(image, index)
+    return PlaneView.at(image, (index,))
