@@ -44,11 +44,11 @@ One line per input says the scale used and why; results keep the input's calibra
 Inputs may be TIFF, PNG, zarr arrays or OME-Zarr images (the full-resolution level is
 used). A .zarr OUTPUT is written block by block without loading the image (large
 TIFFs are read tile by tile): memory stays bounded, and an interrupted run continues
-with --resume. --workers/--scheduler spread the blocks over a dask.distributed
-cluster (results identical to one process). An option a block-wise run cannot apply
-(such as --link) is refused when you give it, and left out with a note when the model
-recommends it or it is the z-stack default. Each result's line says the post-processing
-applied.
+with --resume. --workers/--scheduler spread the blocks, then the planes' labelling,
+over a dask.distributed cluster (results identical to one process). An option a
+block-wise run cannot apply (such as --link) is refused when you give it, and left out
+with a note when the model recommends it or it is the z-stack default. Each result's
+line says the post-processing applied.
 """
 
 

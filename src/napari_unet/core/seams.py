@@ -36,12 +36,12 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from napari_unet.core.errors import InputError, OutputError
 from napari_unet.core.events import Progress
 from napari_unet.core.postprocess import PlaneLabeller
-from napari_unet.core.seam_merge import _Edges, _Fragments, _joined_across, _seams
+from napari_unet.core.seam_fill import fill_core
+from napari_unet.core.seam_merge import CoreEdges, Fragments, joined_across, seams_between
 
 Region = tuple[slice, slice]
 #: ``(mask_window, foreground_window_or_None) -> (h, w)`` integer labels, 0 = background.
@@ -130,7 +130,8 @@ def label_plane_in_blocks(
     A :class:`~napari_unet.core.postprocess.PlaneLabeller` that fills the boundaries is
     run in two passes, both exact: the objects without fill (into ``unfilled``), then
     each core filled on a window grown until every core pixel's nearest object lies
-    closer than the window's edge (:func:`_fill_core`).
+    closer than the window's edge (:func:`~napari_unet.core.seam_fill.fill_core`; sparse
+    objects are filled from their edges, gathered chunk by chunk: memory stays bounded).
 
     Parameters
     ----------
@@ -237,16 +238,16 @@ def _label_plane(
 ) -> Generator[Progress, None, int]:
     shape = tuple(mask.shape)
     seams_of: dict[int, list[tuple[int, int, int, int, int]]] = {}
-    for seam in _seams(cores):
+    for seam in seams_between(cores):
         for block in seam[:2]:
             seams_of.setdefault(block, []).append(seam)
     waiting = {block: len(seams) for block, seams in seams_of.items()}
-    fragments, edges, total = _Fragments(), {}, 2 * len(cores)
+    fragments, edges, total = Fragments(), {}, 2 * len(cores)
     for index, core in enumerate(cores):
         edges[index] = _label_block(mask, foreground, core, shape, margin, labeller, out, fragments)
         for seam in seams_of.get(index, []):
             if seam[0] in edges and seam[1] in edges:
-                fragments.pairs.append(_joined_across(seam, cores, edges))
+                fragments.pairs.append(joined_across(seam, cores, edges))
                 for block in seam[:2]:
                     waiting[block] -= 1
                     if waiting[block] == 0:
@@ -280,60 +281,9 @@ def _label_and_fill(
     count = yield from _label_plane(mask, foreground, cores, unfilled, objects, margin, min_size)
     for index, core in enumerate(cores):
         r0, r1, c0, c1 = core
-        out[r0:r1, c0:c1] = _fill_core(unfilled, core, shape, max(margin, MIN_MARGIN))
+        out[r0:r1, c0:c1] = fill_core(unfilled, core, shape, max(margin, MIN_MARGIN))
         yield Progress(index + 1, len(cores), "filling the boundaries")
     return count
-
-
-def _fill_core(labels: Any, core: tuple[int, ...], shape: tuple[int, int], margin: int):
-    """A core of ``labels`` with every background pixel given its nearest object.
-
-    The whole-plane fill (:func:`~napari_unet.core.postprocess.instance_labels`) gives a
-    background pixel the object of its nearest labelled pixel, however far. The window
-    (core + ``margin``) is doubled until each core pixel's nearest labelled pixel in the
-    window is strictly closer than the window's open edges (the plane's own borders are
-    not edges): no pixel outside can then be as close, so the window's answer is the
-    plane's. Sparse objects (nuclei in large empty areas) may need the whole plane.
-
-    Returns
-    -------
-    (h, w) int32
-        The filled core.
-    """
-    r0, r1, c0, c1 = core
-    while True:
-        top, bottom = max(0, r0 - margin), min(shape[0], r1 + margin)
-        left, right = max(0, c0 - margin), min(shape[1], c1 + margin)
-        window = np.asarray(labels[top:bottom, left:right])
-        inside = (slice(r0 - top, r1 - top), slice(c0 - left, c1 - left))
-        edge = _edge_distance(core, (top, bottom, left, right), shape)
-        if window.any() or np.isinf(edge).all():
-            distance, nearest = ndimage.distance_transform_edt(window == 0, return_indices=True)
-            if (distance[inside] < edge).all():
-                return window[tuple(index[inside] for index in nearest)].astype(np.int32)
-        margin *= 2
-
-
-def _edge_distance(
-    core: tuple[int, ...], bounds: tuple[int, int, int, int], shape: tuple[int, int]
-) -> np.ndarray:
-    """``(h, w)`` distance from each core pixel to the nearest pixel outside the window
-    ``bounds`` = ``(top, bottom, left, right)``; ``inf`` where only the plane's borders
-    bound it. For a rectangle this is the nearest open side's perpendicular distance."""
-    r0, r1, c0, c1 = core
-    top, bottom, left, right = bounds
-    rows = np.arange(r0, r1, dtype=np.float64)[:, None]
-    cols = np.arange(c0, c1, dtype=np.float64)[None, :]
-    edge = np.full((r1 - r0, c1 - c0), np.inf)
-    if top > 0:
-        edge = np.minimum(edge, rows - top + 1)
-    if bottom < shape[0]:
-        edge = np.minimum(edge, bottom - rows)
-    if left > 0:
-        edge = np.minimum(edge, cols - left + 1)
-    if right < shape[1]:
-        edge = np.minimum(edge, right - cols)
-    return edge
 
 
 def _label_block(
@@ -344,8 +294,8 @@ def _label_block(
     margin: int,
     labeller: WindowLabeller,
     out: Any,
-    fragments: _Fragments,
-) -> _Edges:
+    fragments: Fragments,
+) -> CoreEdges:
     """Label a block's window, write its core with provisional ids, keep its edges."""
     r0, r1, c0, c1 = core
     top, left = max(0, r0 - margin), max(0, c0 - margin)
@@ -367,7 +317,7 @@ def _label_block(
         lines["left"] = (labels[i0:i1, j0], labels[i0:i1, j0 - 1])
     if c1 < shape[1]:
         lines["right"] = (labels[i0:i1, j1 - 1], labels[i0:i1, j1])
-    return _Edges(offset, {side: (a.copy(), b.copy()) for side, (a, b) in lines.items()})
+    return CoreEdges(offset, {side: (a.copy(), b.copy()) for side, (a, b) in lines.items()})
 
 
 def _compact(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
