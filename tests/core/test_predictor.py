@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from napari_unet.core import leanforward
-from napari_unet.core.leanforward import LeanForward, _RowStream
+from napari_unet.core.leanforward import LeanForward, RowStream
 from napari_unet.core.model import SMALL, UNet, UNetConfig, nearest_valid_input_size
 from napari_unet.core.predictor import make_predictor
 from napari_unet.core.tiling import plan_tiles, predict_plane
@@ -117,14 +117,14 @@ def test_softmax_output_equals_softmax_of_logits():
         assert (forward(x, softmax=True) - expected).abs().max().item() <= 1e-6
 
 
-def counting_stream(calls: list[tuple[int, int]], height: int = 20, chunk: int = 4) -> _RowStream:
+def counting_stream(calls: list[tuple[int, int]], height: int = 20, chunk: int = 4) -> RowStream:
     """A stream whose row ``r`` is the value ``r``, recording each computed range."""
 
     def compute(start: int, stop: int) -> torch.Tensor:
         calls.append((start, stop))
         return torch.arange(start, stop, dtype=torch.float32).view(1, 1, -1, 1)
 
-    return _RowStream(height, compute, chunk)
+    return RowStream(height, compute, chunk)
 
 
 def test_row_stream_computes_each_row_once_in_chunks():

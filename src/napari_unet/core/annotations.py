@@ -57,10 +57,10 @@ from skimage.measure import label as connected_components
 
 from napari_unet.core.errors import AnnotationError, InputError
 from napari_unet.core.result_labels import (
-    _check_result_labels,
-    _chosen_planes,
-    _object_ids,
     boundary_pixels,
+    check_result_labels,
+    chosen_planes,
+    object_ids,
 )
 
 Convention = Literal["sparse", "dense", "binary", "auto"]
@@ -406,13 +406,13 @@ def annotations_from_labels(
     if not all(hasattr(labels, name) for name in ("shape", "dtype", "__getitem__")):
         labels = np.asarray(labels)
     shape = tuple(int(n) for n in labels.shape)
-    _check_result_labels(np.dtype(labels.dtype), shape)
-    chosen = _chosen_planes(planes, shape[:-2])
+    check_result_labels(np.dtype(labels.dtype), shape)
+    chosen = chosen_planes(planes, shape[:-2])
     # Only the chosen planes are read (a lazy stack stays on disk otherwise).
     read = [np.asarray(labels[position]) for position in chosen]
     if read[0].dtype.kind == "b":
         read = [plane.view(np.uint8) for plane in read]
-    ids = _object_ids(read)
+    ids = object_ids(read)
     if boundary_band < 0:
         raise InputError(f"the boundary band must be 0 px or more, got {boundary_band}")
     has_background = bool(ids[0] == 0)

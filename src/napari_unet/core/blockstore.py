@@ -22,10 +22,10 @@ from napari_unet.core.calibration_write import ngff_transformations
 from napari_unet.core.errors import OutputError
 from napari_unet.core.outputs import OUT_DTYPES
 from napari_unet.core.runrecord import (
-    _RECORD_KEYS,
-    _SCRATCH_NAMES,
-    _label_scratches,
-    _refuse_other_settings,
+    RECORD_KEYS,
+    SCRATCH_NAMES,
+    label_scratches,
+    refuse_other_settings,
 )
 from napari_unet.core.safety import STORE_MARK, check_writable, overlaps
 from napari_unet.core.stores import (
@@ -154,7 +154,7 @@ class BlockStore:
             work.create_array(
                 "model", shape=scratch_shape, dtype=dtype, chunks=scratch_chunks, fill_value=0
             )
-        for name, dtype in _label_scratches(run).items():
+        for name, dtype in label_scratches(run).items():
             work.create_array(
                 name, shape=scratch_shape, dtype=dtype, chunks=scratch_chunks, fill_value=0
             )
@@ -209,7 +209,7 @@ class BlockStore:
         record = attrs.get(STORE_MARK) if isinstance(attrs, dict) else None
         if not isinstance(record, dict):
             raise _damaged(path, "its run record (.zattrs) has no napari-unet entry")
-        missing = [key for key in _RECORD_KEYS if key not in record]
+        missing = [key for key in RECORD_KEYS if key not in record]
         if missing:
             raise _damaged(path, f"its run record is damaged (no {', '.join(missing[:3])})")
         if record["format"] != STORE_FORMAT:
@@ -260,7 +260,7 @@ class BlockStore:
                 "it was written by an older napari-unet, which labelled blocks one by one "
                 "(no whole-plane post-processing)",
             )
-        _refuse_other_settings(self.path, record, run, ignore=("stats",))
+        refuse_other_settings(self.path, record, run, ignore=("stats",))
         scratch_shape = result_shape if scratch_shape is None else scratch_shape
         try:
             result = zarr.open_array(str(self.path / "0"), mode="r", zarr_format=2)
@@ -272,7 +272,7 @@ class BlockStore:
                 f"its result array (0) is {result.shape} {result.dtype}, not "
                 f"{result_shape} {OUT_DTYPES[output]}",
             )
-        scratches = list(_label_scratches(record))
+        scratches = list(label_scratches(record))
         scratches += ["model"] if self.model_grid else []
         for name in scratches if not record["complete"] else ():
             try:
@@ -280,7 +280,7 @@ class BlockStore:
             except Exception:
                 scratch = None
             if scratch is None or scratch.shape != scratch_shape:
-                what = _SCRATCH_NAMES[name]
+                what = SCRATCH_NAMES[name]
                 raise _damaged(
                     self.path,
                     f"its {what} ({WORK_GROUP}/{name}) is gone while the run is unfinished",
@@ -387,7 +387,7 @@ def prepare_store(
     store = BlockStore(path, model_grid=scratch_shape is not None)
     existing = store.run_record() if resume else None
     if existing is not None:
-        _refuse_other_settings(store.path, existing, run)
+        refuse_other_settings(store.path, existing, run)
         return store
     channels = result_shape[-3] if run["output"] == "probabilities" else None
     chunks = (1,) * (len(result_shape) - 2 - (channels is not None))

@@ -32,16 +32,16 @@ from napari_unet.core.calibration import UNITS, PixelSize, canonical_unit
 from napari_unet.core.config import UNetConfig, config_field_problem
 from napari_unet.core.description_fields import (
     FieldProblem,
-    _is_count,
-    _is_finite_number,
-    _is_probability,
-    _is_text,
-    _is_unit_interval,
-    _printable,
-    _require,
-    _shown,
     clipped,
+    is_count,
+    is_finite_number,
+    is_probability,
+    is_text,
+    is_unit_interval,
     one_line,
+    printable,
+    require,
+    shown,
 )
 from napari_unet.core.errors import InputError, ModelFileError
 
@@ -115,7 +115,7 @@ def _read_json_description(path: Path) -> dict[str, Any]:
     version = description.get("format_version")
     if type(version) is not int or version != FORMAT_VERSION:
         raise ModelFileError(
-            f"{path} has model format version {_shown(version)}, this napari-unet reads "
+            f"{path} has model format version {shown(version)}, this napari-unet reads "
             f"version {FORMAT_VERSION}; update napari-unet or re-save the model with this "
             "version"
         )
@@ -232,14 +232,14 @@ def parse_description(description: dict[str, Any]) -> ParsedDescription:
         Naming the first invalid field and what it must be.
     """
     name = description.get("name")
-    _require(name is None or _is_text(name), "name", "must be a text", name)
+    require(name is None or is_text(name), "name", "must be a text", name)
     config = _parse_config(description.get("config"))
     normalisation = _parse_normalisation(description.get("normalisation"))
     class_names = _parse_class_names(description.get("class_names"), config.num_classes)
     provenance = description.get("provenance")
     if provenance is None:
         provenance = {}
-    _require(isinstance(provenance, dict), "provenance", "must be a mapping", provenance)
+    require(isinstance(provenance, dict), "provenance", "must be a mapping", provenance)
     _parse_postprocess(provenance.get("postprocess"))
     pixel_size, object_diameter = parse_scale(description.get("scale"))
     return ParsedDescription(
@@ -268,7 +268,7 @@ def parse_scale(scale: Any) -> tuple[PixelSize | None, float | None]:
     """
     if scale is None:
         return None, None
-    _require(isinstance(scale, dict), "scale", "must be a mapping", scale)
+    require(isinstance(scale, dict), "scale", "must be a mapping", scale)
     for key in scale:
         if key not in _SCALE_KEYS:
             raise FieldProblem(
@@ -276,8 +276,8 @@ def parse_scale(scale: Any) -> tuple[PixelSize | None, float | None]:
                 f"is not a scale setting (known: {', '.join(_SCALE_KEYS)})",
             )
     diameter = scale.get("object_diameter")
-    _require(
-        diameter is None or (_is_finite_number(diameter) and 0.0 < diameter <= MAX_OBJECT_DIAMETER),
+    require(
+        diameter is None or (is_finite_number(diameter) and 0.0 < diameter <= MAX_OBJECT_DIAMETER),
         "scale.object_diameter",
         f"must be a number of pixels above 0 and at most {MAX_OBJECT_DIAMETER:g}, or null",
         diameter,
@@ -289,7 +289,7 @@ def parse_scale(scale: Any) -> tuple[PixelSize | None, float | None]:
 
 def _parse_pixel_size(sizes: Any, unit: Any) -> PixelSize | None:
     unit_name = _known_unit(unit)
-    _require(
+    require(
         unit is None or unit_name is not None,
         "scale.unit",
         f"must be a length unit ({', '.join(UNITS)}) or null",
@@ -297,19 +297,19 @@ def _parse_pixel_size(sizes: Any, unit: Any) -> PixelSize | None:
     )
     if sizes is None:
         return None
-    _require(
+    require(
         isinstance(sizes, list)
         and len(sizes) == 2
-        and all(_is_finite_number(size) and size > 0 for size in sizes),
+        and all(is_finite_number(size) and size > 0 for size in sizes),
         "scale.pixel_size",
         "must be [y, x], two positive finite numbers, or null",
         sizes,
     )
-    _require(unit_name is not None, "scale.unit", "must name the pixel size's unit", unit)
+    require(unit_name is not None, "scale.unit", "must name the pixel size's unit", unit)
     # Far outside any microscope's range, a size would only make the resampling factors
     # overflow or vanish.
     metres = [size * UNITS[unit_name] for size in sizes]
-    _require(
+    require(
         all(_SMALLEST_PIXEL_M <= size <= _LARGEST_PIXEL_M for size in metres),
         "scale.pixel_size",
         "must lie between 1 pm and 1 km per pixel",
@@ -320,7 +320,7 @@ def _parse_pixel_size(sizes: Any, unit: Any) -> PixelSize | None:
 
 def _known_unit(unit: Any) -> str | None:
     """The canonical spelling of ``unit``, or None when it is not a known length unit."""
-    if not _is_text(unit):
+    if not is_text(unit):
         return None
     try:
         return canonical_unit(unit)
@@ -352,7 +352,7 @@ def scale_summary(pixel_size: PixelSize | None, object_diameter: float | None) -
 
 
 def _parse_config(config: Any) -> UNetConfig:
-    _require(isinstance(config, dict), "config", "must be a mapping of U-Net settings", config)
+    require(isinstance(config, dict), "config", "must be a mapping of U-Net settings", config)
     known = UNetConfig.__dataclass_fields__
     for key, value in config.items():
         if key not in known:
@@ -362,7 +362,7 @@ def _parse_config(config: Any) -> UNetConfig:
             )
         problem = config_field_problem(key, value)
         if problem is not None:
-            raise FieldProblem(f"config.{key}", f"{problem}, got {_shown(value)}")
+            raise FieldProblem(f"config.{key}", f"{problem}, got {shown(value)}")
     try:
         return UNetConfig.from_dict(config)
     except InputError as error:  # cannot happen after the checks above; kept as a guard
@@ -372,10 +372,10 @@ def _parse_config(config: Any) -> UNetConfig:
 def _parse_normalisation(spec: Any) -> dict[str, Any]:
     if spec is None:
         return normalise.validate_spec(None)
-    _require(isinstance(spec, dict), "normalisation", "must be a mapping", spec)
+    require(isinstance(spec, dict), "normalisation", "must be a mapping", spec)
     method = spec.get("method")
     methods = ("percentile", "minmax", "fixed")
-    _require(
+    require(
         method in methods,
         "normalisation.method",
         "must be one of " + ", ".join(f'"{m}"' for m in methods),
@@ -383,8 +383,8 @@ def _parse_normalisation(spec: Any) -> dict[str, Any]:
     )
     for key in ("low", "high", "offset", "scale"):
         if key in spec:
-            _require(
-                _is_finite_number(spec[key]),
+            require(
+                is_finite_number(spec[key]),
                 f"normalisation.{key}",
                 "must be a finite number",
                 spec[key],
@@ -399,22 +399,22 @@ def _parse_class_names(names: Any, num_classes: int) -> list[str]:
     if names is None or names == []:
         return default_class_names(num_classes)
     requirement = f"must be a list of {num_classes} names, one per class (config.num_classes)"
-    _require(
+    require(
         isinstance(names, list) and len(names) == num_classes, "class_names", requirement, names
     )
     for index, item in enumerate(names):
-        _require(_is_text(item), f"class_names[{index}]", "must be a text", item)
+        require(is_text(item), f"class_names[{index}]", "must be a text", item)
     return list(names)
 
 
 #: Post-processing a model may recommend (``provenance["postprocess"]``, the keys of
 #: ``segment._RECOMMENDABLE``): a test keeps the two in step.
 _RECOMMENDATION_CHECKS: dict[str, tuple[Any, str]] = {
-    "threshold": (_is_probability, "must be a number between 0 and 1"),
-    "min_size": (_is_count, "must be a whole number of pixels >= 0"),
+    "threshold": (is_probability, "must be a number between 0 and 1"),
+    "min_size": (is_count, "must be a whole number of pixels >= 0"),
     "split_touching": (lambda value: isinstance(value, bool), "must be true or false"),
     "fill_boundaries": (lambda value: isinstance(value, bool), "must be true or false"),
-    "merge_boundaries": (_is_unit_interval, "must be a number from 0 to 1"),
+    "merge_boundaries": (is_unit_interval, "must be a number from 0 to 1"),
 }
 
 
@@ -423,13 +423,13 @@ def _parse_postprocess(postprocess: Any) -> None:
     if postprocess is None:
         return
     field_name = "provenance.postprocess"
-    _require(isinstance(postprocess, dict), field_name, "must be a mapping", postprocess)
+    require(isinstance(postprocess, dict), field_name, "must be a mapping", postprocess)
     _check_recommendations(postprocess, field_name)
     per_output = postprocess.get("per_output")
     if per_output is None:
         return
     field_name += ".per_output"
-    _require(
+    require(
         isinstance(per_output, dict),
         field_name,
         'must map output kinds ("labels", "mask", "probabilities") to settings',
@@ -437,19 +437,19 @@ def _parse_postprocess(postprocess: Any) -> None:
     )
     for output, settings in per_output.items():
         inner = f"{field_name}.{clipped(output, 40)}"
-        _require(isinstance(settings, dict), inner, "must be a mapping", settings)
+        require(isinstance(settings, dict), inner, "must be a mapping", settings)
         _check_recommendations(settings, inner)
 
 
 def _check_recommendations(settings: dict[str, Any], field_name: str) -> None:
     for key, (is_valid, requirement) in _RECOMMENDATION_CHECKS.items():
         if key in settings:
-            _require(is_valid(settings[key]), f"{field_name}.{key}", requirement, settings[key])
+            require(is_valid(settings[key]), f"{field_name}.{key}", requirement, settings[key])
 
 
 def short_description(provenance: dict[str, Any]) -> str:
     """One line for listings: the provenance's description or notes (printable)."""
-    text = _printable(str(provenance.get("description") or provenance.get("notes") or ""))
+    text = printable(str(provenance.get("description") or provenance.get("notes") or ""))
     return text.splitlines()[0] if text else ""
 
 

@@ -13,7 +13,7 @@ train. At inference we can do better without changing the model:
   ``conv(skip, W_skip) + conv(up, W_up)``, so the concatenation (the largest tensor of
   each decoder level) is never materialised;
 * each skip is released as soon as its decoder level has used it, ReLUs run in place;
-* the whole U is computed top to bottom in horizontal row strips (:class:`_RowStream`):
+* the whole U is computed top to bottom in horizontal row strips (:class:`RowStream`):
   every feature map, skips included, only keeps the rows some consumer still needs, so
   peak memory grows with the tile *width* and the receptive field, not the tile area.
 
@@ -102,7 +102,7 @@ def _fold_two_conv(block: TwoConv) -> tuple[_Conv, _Conv]:
     return _fold(conv1, norm1), _fold(conv2, norm2)
 
 
-class _RowStream:
+class RowStream:
     """A feature map ``(B, C, height, W)`` computed top to bottom, a strip of rows at a time.
 
     Consumers ask for row ranges ``[start, stop)`` whose ``start`` never decreases; the
@@ -170,12 +170,12 @@ class _RowStream:
 
 @dataclass
 class _ConvInput:
-    """A 3x3 convolution reading a window ``(rows top.., columns)`` of a :class:`_RowStream`.
+    """A 3x3 convolution reading a window ``(rows top.., columns)`` of a :class:`RowStream`.
 
     The window is the centre crop of a skip (valid networks) or the whole map.
     """
 
-    stream: _RowStream
+    stream: RowStream
     conv: _Conv
     top: int
     height: int
@@ -200,7 +200,7 @@ class _ConvInput:
         return out
 
 
-def _conv_stream(inputs: Sequence[_ConvInput], chunk: int) -> _RowStream:
+def _conv_stream(inputs: Sequence[_ConvInput], chunk: int) -> RowStream:
     """ReLU of the sum of the convolutions of ``inputs`` (same output size), as a stream."""
     pad = inputs[0].conv.padding
     height = inputs[0].height + 2 * pad - 2
@@ -211,10 +211,10 @@ def _conv_stream(inputs: Sequence[_ConvInput], chunk: int) -> _RowStream:
             total += more(start, stop)  # conv(concat(a, b)) == conv_a(a) + conv_b(b)
         return F.relu(total, inplace=True)
 
-    return _RowStream(height, compute, chunk)
+    return RowStream(height, compute, chunk)
 
 
-def _pool_stream(source: _RowStream, chunk: int) -> _RowStream:
+def _pool_stream(source: RowStream, chunk: int) -> RowStream:
     """2x2 max-pooling of ``source``, as a stream."""
     consumer = source.consumer()
 
@@ -223,10 +223,10 @@ def _pool_stream(source: _RowStream, chunk: int) -> _RowStream:
         source.release(consumer, 2 * stop)
         return pooled
 
-    return _RowStream(source.height // 2, compute, chunk)
+    return RowStream(source.height // 2, compute, chunk)
 
 
-def _up_stream(source: _RowStream, up: nn.ConvTranspose2d, chunk: int) -> _RowStream:
+def _up_stream(source: RowStream, up: nn.ConvTranspose2d, chunk: int) -> RowStream:
     """2x2 stride-2 transposed convolution of ``source``: row ``r`` comes from row ``r // 2``."""
     consumer = source.consumer()
 
@@ -236,7 +236,7 @@ def _up_stream(source: _RowStream, up: nn.ConvTranspose2d, chunk: int) -> _RowSt
         source.release(consumer, stop // 2)
         return upsampled[:, :, start - 2 * first : stop - 2 * first]
 
-    return _RowStream(2 * source.height, compute, chunk)
+    return RowStream(2 * source.height, compute, chunk)
 
 
 class LeanForward:
@@ -324,7 +324,7 @@ class LeanForward:
         return self.head(x)
 
     def _streamed(self, x: torch.Tensor, strip_rows: int, softmax: bool) -> torch.Tensor:
-        """Logits (or probabilities) computed in row strips through :class:`_RowStream` s.
+        """Logits (or probabilities) computed in row strips through :class:`RowStream` s.
 
         The head pulls ``strip_rows`` output rows at a time, so level ``l`` computes about
         ``strip_rows / 2**l`` new rows per strip (tall first requests are split in pieces of
@@ -337,15 +337,15 @@ class LeanForward:
             return max(strip_rows >> level, MIN_LEVEL_ROWS)
 
         def two_conv(
-            stream: _RowStream, width: int, pair: tuple[_Conv, _Conv], level: int
-        ) -> tuple[_RowStream, int]:
+            stream: RowStream, width: int, pair: tuple[_Conv, _Conv], level: int
+        ) -> tuple[RowStream, int]:
             for conv in pair:
                 whole = _ConvInput(stream, conv, 0, stream.height, slice(None))
                 stream, width = _conv_stream([whole], chunk(level)), width + 2 * conv.padding - 2
             return stream, width
 
         batch, _, height, width = x.shape
-        source = _RowStream(height, lambda start, stop: x[:, :, start:stop], chunk(0))
+        source = RowStream(height, lambda start, stop: x[:, :, start:stop], chunk(0))
         skips = [two_conv(source, width, self.inc, 0)]
         for level, pair in enumerate(self.downs, start=1):
             skip, skip_width = skips[-1]

@@ -70,10 +70,10 @@ from napari_unet.core.errors import (
 )
 from napari_unet.core.model import SMALL, UNet, UNetConfig
 from napari_unet.core.modelfile_tensors import (
-    _check_header,
-    _check_matches_architecture,
-    _read_tensors,
-    _stored,
+    as_stored,
+    check_header,
+    check_matches_architecture,
+    read_tensors,
 )
 from napari_unet.core.registry import (
     MODELS_DIR_ENV,
@@ -261,7 +261,7 @@ def save_model(
         "format_version": str(FORMAT_VERSION),
     }
     tensors = _tensors_to_store(bundle.state_dict, path, STORAGE_DTYPES[weights_dtype])
-    _check_matches_architecture(bundle.config, tensors, path)
+    check_matches_architecture(bundle.config, tensors, path)
     check_output(path, overwrite=overwrite, what="model")
     with atomic_write(path) as temporary:
         save_file(tensors, str(temporary), metadata=metadata)
@@ -312,7 +312,7 @@ def _tensors_to_store(
                 f"cannot save {path}: the weights contain NaN or infinite values (tensor "
                 f'"{key}"; training diverged?); nothing was saved'
             )
-        stored = _stored(value, storage).contiguous()
+        stored = as_stored(value, storage).contiguous()
         if stored.is_floating_point() and not bool(torch.isfinite(stored).all()):
             name = next(label for label, dtype in STORAGE_DTYPES.items() if dtype == storage)
             raise ModelFileError(
@@ -340,8 +340,8 @@ def load_model(path: str | os.PathLike) -> ModelBundle:
     """
     path = Path(path)
     parsed = checked_description(path)
-    _check_header(path, parsed.config)
-    state_dict = _read_tensors(path)
+    check_header(path, parsed.config)
+    state_dict = read_tensors(path)
     return ModelBundle(
         name=parsed.name or path.stem,
         config=parsed.config,

@@ -2,10 +2,10 @@
 
 :func:`~napari_unet.core.modelfile.load_model` compares the tensor names, shapes and
 type codes a safetensors header lists with the network the description builds
-(:func:`_check_header`) before any weight is read, then reads the weights as float32
-CPU tensors and refuses NaN or infinite values (:func:`_read_tensors`).
+(:func:`check_header`) before any weight is read, then reads the weights as float32
+CPU tensors and refuses NaN or infinite values (:func:`read_tensors`).
 :func:`~napari_unet.core.modelfile.save_model` makes the same comparison before it
-writes (:func:`_check_matches_architecture`), so it never writes a file it cannot read
+writes (:func:`check_matches_architecture`), so it never writes a file it cannot read
 back. Every refusal is one :class:`~napari_unet.core.errors.ModelFileError` (or, when
 saving, :class:`~napari_unet.core.errors.InputError`) line naming the file and tensor.
 
@@ -28,7 +28,7 @@ from napari_unet.core.errors import InputError, ModelFileError, UNetError
 from napari_unet.core.model import UNet, UNetConfig
 
 
-def _check_matches_architecture(
+def check_matches_architecture(
     config: UNetConfig, tensors: dict[str, torch.Tensor], path: Path
 ) -> None:
     """Refuse (before anything is written) weights that ``config``'s network cannot load."""
@@ -60,7 +60,7 @@ def _opened(path: Path, damage: str) -> Iterator[Any]:
         ) from None
 
 
-def _stored(tensor: torch.Tensor, storage: torch.dtype) -> torch.Tensor:
+def as_stored(tensor: torch.Tensor, storage: torch.dtype) -> torch.Tensor:
     # Only weights are narrowed; integer buffers (batch-norm counters) keep their type.
     return tensor.to(storage) if tensor.is_floating_point() else tensor
 
@@ -75,7 +75,7 @@ _INT_CODES = frozenset({"I64"})
 _CODE_OF_DTYPE = {torch.float32: "F32", torch.float16: "F16", torch.int64: "I64"}
 
 
-def _check_header(path: Path, config: UNetConfig) -> None:
+def check_header(path: Path, config: UNetConfig) -> None:
     """Compare the tensors listed in the header with ``config``, reading no weights.
 
     safetensors checks that the header's shapes and offsets add up to the file size, so
@@ -122,14 +122,14 @@ def _architecture_mismatch(config: UNetConfig, stored: dict[str, tuple[tuple, st
     return "; ".join(details)
 
 
-def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     """All tensors as CPU tensors (float32 weights); non-finite weights are refused."""
     state_dict = {}
     with _opened(path, "has corrupt or truncated weights") as handle:
         for key in handle.keys():
             # Weights stored narrower (float16) come back as float32: ModelBundle.build
             # assigns these tensors to the network, which must compute in float32.
-            tensor = _stored(handle.get_tensor(key), torch.float32)
+            tensor = as_stored(handle.get_tensor(key), torch.float32)
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                 raise ModelFileError(
                     f'model file {path}: tensor "{clipped(key, 60)}" contains NaN or '

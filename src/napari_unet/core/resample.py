@@ -112,10 +112,10 @@ class AxisOperator:
         """
         if self.identity:
             return np.take(data, indices - offset, axis=axis).astype(np.float32, copy=False)
-        return _apply_taps(data, axis, self.taps[indices] - offset, self.weights[indices])
+        return apply_taps(data, axis, self.taps[indices] - offset, self.weights[indices])
 
 
-def _apply_taps(data: np.ndarray, axis: int, taps: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def apply_taps(data: np.ndarray, axis: int, taps: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """``sum_k weights[:, k] * data[taps[:, k]]`` along ``axis``, in float32, taps in order."""
     shape = [1] * data.ndim
     shape[axis] = len(taps)

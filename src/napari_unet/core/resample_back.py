@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_unet.core.resample import Kind, Resampled, _apply_taps, axis_operator
+from napari_unet.core.resample import Kind, Resampled, apply_taps, axis_operator
 
 
 def nearest_indices(model_size: int, input_size: int) -> np.ndarray:
@@ -158,7 +158,7 @@ def tile_to_input_grid(
         if kind == "probabilities":
             operator = axis_operator(m, n)
             taps = np.clip(operator.taps[outputs], first, stop - 1) - first
-            result = _apply_taps(result, result.ndim + axis, taps, operator.weights[outputs])
+            result = apply_taps(result, result.ndim + axis, taps, operator.weights[outputs])
         else:
             result = np.take(result, nearest_indices(m, n)[outputs] - first, axis=axis)
     return region, result

@@ -3,9 +3,9 @@
 :func:`~napari_unet.core.annotations.annotations_from_labels` turns a segmentation
 result (or labels loaded from disk) into a sparse annotation of chosen planes. This
 module holds what it reads the labels with: the refusal of labels it cannot convert
-(:func:`_check_result_labels`), the plane positions asked for, checked against the
-labels' leading axes (:func:`_chosen_planes`), the object ids present
-(:func:`_object_ids`), and the pixels near object boundaries a corrected result leaves
+(:func:`check_result_labels`), the plane positions asked for, checked against the
+labels' leading axes (:func:`chosen_planes`), the object ids present
+(:func:`object_ids`), and the pixels near object boundaries a corrected result leaves
 unannotated (:func:`boundary_pixels`).
 
 Separate from :mod:`~napari_unet.core.annotations` (the label conventions and the
@@ -29,7 +29,7 @@ from napari_unet.core.errors import AnnotationError, InputError
 MAX_LEADING_AXES = 2
 
 
-def _object_ids(planes: list[np.ndarray]) -> np.ndarray:
+def object_ids(planes: list[np.ndarray]) -> np.ndarray:
     """The sorted values of ``planes`` (background 0 first when present); refuses
     negative labels."""
     ids = np.unique(np.concatenate([np.unique(plane) for plane in planes]))
@@ -50,7 +50,7 @@ def boundary_pixels(labels: np.ndarray, width: int) -> np.ndarray:
     return edges
 
 
-def _check_result_labels(dtype: np.dtype, shape: tuple[int, ...]) -> None:
+def check_result_labels(dtype: np.dtype, shape: tuple[int, ...]) -> None:
     """Raise :class:`AnnotationError` unless labels of this dtype and shape can be converted."""
     if dtype.kind != "b" and not np.issubdtype(dtype, np.integer):
         raise AnnotationError(
@@ -66,7 +66,7 @@ def _check_result_labels(dtype: np.dtype, shape: tuple[int, ...]) -> None:
         raise AnnotationError(f"Nothing to convert: the labels are empty (shape {shape}).")
 
 
-def _chosen_planes(
+def chosen_planes(
     planes: Sequence[Sequence[int]] | None, leading: tuple[int, ...]
 ) -> list[tuple[int, ...]]:
     """The distinct plane positions ``planes`` lists (every plane for ``None``), checked."""

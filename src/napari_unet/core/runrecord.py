@@ -5,8 +5,8 @@ the model, the options, the image's statistics, the plan and the scale
 (:func:`run_record`), and for labels how its planes are labelled after the blocks
 (:func:`postprocess_record`). Resuming compares that record with this run's and refuses,
 in one line naming what differs, a store written with other settings
-(:func:`_refuse_other_settings`). The record also says which scratch arrays a labels run
-keeps (:func:`_label_scratches`).
+(:func:`refuse_other_settings`). The record also says which scratch arrays a labels run
+keeps (:func:`label_scratches`).
 
 Separate from :mod:`~napari_unet.core.blockstore`, which owns the store's layout and
 files: this module is what is recorded and compared, with no zarr and no file access.
@@ -27,7 +27,7 @@ from napari_unet.core.seams import default_margin
 from napari_unet.core.stores import STORE_FORMAT
 
 #: Keys every run record has (see :func:`run_record`).
-_RECORD_KEYS = (
+RECORD_KEYS = (
     "format",
     "model",
     "config",
@@ -58,7 +58,7 @@ _SETTING_NAMES = {
 }
 
 
-def _refuse_other_settings(
+def refuse_other_settings(
     path: Path, record: dict[str, Any], run: dict[str, Any], *, ignore: tuple[str, ...] = ()
 ) -> None:
     """Raise when the store's ``record`` was written by another run than ``run``."""
@@ -97,7 +97,7 @@ def _times(factors: list[float]) -> str:
 
 
 #: How messages name the scratch arrays.
-_SCRATCH_NAMES = {
+SCRATCH_NAMES = {
     "mask": "mask scratch",
     "foreground": "foreground scratch",
     "raw": "unfilled labels scratch",
@@ -105,7 +105,7 @@ _SCRATCH_NAMES = {
 }
 
 
-def _label_scratches(run: dict[str, Any]) -> dict[str, str]:
+def label_scratches(run: dict[str, Any]) -> dict[str, str]:
     """Name -> dtype of the scratch arrays a labels run keeps for the plane labelling:
     the class mask; the foreground probability for grow-and-merge; the labels before
     filling for fill."""

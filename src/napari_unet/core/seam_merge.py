@@ -2,13 +2,13 @@
 
 :func:`~napari_unet.core.seams.label_plane_in_blocks` labels each block on a window and
 keeps its core. This module holds what it does with those cores: the table of
-provisional ids (:class:`_Fragments`: pixel count, first pixel, class per block object),
-the labels each window saw along its core's sides (:class:`_Edges`), the seams between
-cores (:func:`_seams`), the two-sided agreement that joins two objects across a seam
-(:func:`_joined_across`), and the final numbering 1..N by class, then first pixel in
-raster order, as a whole-plane labelling numbers them (:meth:`_Fragments.final_ids`).
+provisional ids (:class:`Fragments`: pixel count, first pixel, class per block object),
+the labels each window saw along its core's sides (:class:`CoreEdges`), the seams between
+cores (:func:`seams_between`), the two-sided agreement that joins two objects across a seam
+(:func:`joined_across`), and the final numbering 1..N by class, then first pixel in
+raster order, as a whole-plane labelling numbers them (:meth:`Fragments.final_ids`).
 
-Separate from :mod:`~napari_unet.core.seams` (windows, margins, the fill pass and the
+Separate from :mod:`~napari_unet.core.seams` (windows, margins, the passes and the
 checks of its public API) because it is pure bookkeeping on small tables: no window is
 read or labelled here.
 """
@@ -29,7 +29,7 @@ _NO_PIXEL = np.iinfo(np.int64).max
 
 
 @dataclass
-class _Fragments:
+class Fragments:
     """Per provisional id (a block's object within its core): pixel count, first pixel
     (global raster index), class; and the pairs of ids joined across seams."""
 
@@ -87,7 +87,7 @@ class _Fragments:
 
 
 @dataclass
-class _Edges:
+class CoreEdges:
     """Local labels of one window along its core's sides: the core's outermost line
     (``inner``) and the line just outside it (``outer``), per side with a neighbour."""
 
@@ -95,7 +95,7 @@ class _Edges:
     lines: dict[str, tuple[np.ndarray, np.ndarray]]
 
 
-def _seams(cores: list[tuple[int, ...]]) -> list[tuple[int, int, int, int, int]]:
+def seams_between(cores: list[tuple[int, ...]]) -> list[tuple[int, int, int, int, int]]:
     """``(first, second, axis, lo, hi)`` for cores sharing a border: ``first`` above
     (axis 0) or left of (axis 1) ``second``, along rows/columns ``lo:hi``."""
     starts: dict[tuple[int, int], list[int]] = {}
@@ -115,8 +115,8 @@ def _seams(cores: list[tuple[int, ...]]) -> list[tuple[int, int, int, int, int]]
     return seams
 
 
-def _joined_across(
-    seam: tuple[int, int, int, int, int], cores: list[tuple[int, ...]], edges: dict[int, _Edges]
+def joined_across(
+    seam: tuple[int, int, int, int, int], cores: list[tuple[int, ...]], edges: dict[int, CoreEdges]
 ) -> np.ndarray:
     """Provisional id pairs joined across one seam (two-sided agreement).
 
