@@ -20,7 +20,7 @@ def _docked(make_napari_viewer, name: str):
     """The dock ``name`` opened from the menu in a shown viewer tall enough for all of it
     (this is about the dock's width: a window shorter than a dock cuts it at the bottom)."""
     viewer = make_napari_viewer(show=True)
-    viewer.window._qt_window.resize(1200, 1400)
+    viewer.window.resize(1200, 1400)
     dock, widget = viewer.window.add_plugin_dock_widget("napari-unet", name)
     _settle()
     return dock, widget

@@ -64,8 +64,7 @@ def test_add_unselected_keeps_the_active_layer(make_napari_viewer):
     image = viewer.add_image(np.zeros((8, 8), np.uint8), name="image")
     output = add_unselected(viewer.add_labels, viewer, np.zeros((8, 8), np.uint8), name="out")
     assert output in viewer.layers and viewer.layers.selection.active is image
-    assert viewer.layers._activate_on_insert  # napari's own behaviour is back afterwards
-    # the user's next layer is selected as usual
+    # napari's own behaviour is back afterwards: the user's next layer is selected as usual
     user_layer = viewer.add_image(np.zeros((8, 8)), name="next")
     assert viewer.layers.selection.active is user_layer
 
