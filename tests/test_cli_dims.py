@@ -178,6 +178,24 @@ def test_link_into_a_zarr_output_is_refused_in_one_line(tmp_path, capsys):
     assert not (tmp_path / "o.zarr").exists()
 
 
+def test_the_z_stack_link_default_is_left_out_of_a_zarr_output_with_a_note(tmp_path, capsys):
+    """Linking is the default for a z-stack, not the user's choice: a .zarr run leaves it
+    out and says so in one note; the summary line does not claim it."""
+    from napari_unet.core.frontend import left_out_note
+    from napari_unet.core.options import WHOLE_PLANE_OPTIONS
+
+    tifffile.imwrite(tmp_path / "z.tif", _image((2, 40, 36)), imagej=True, metadata={"axes": "ZYX"})
+    argv = ["segment", str(tmp_path / "z.tif"), "-o", str(tmp_path / "o.zarr")]
+    assert main([*argv, "-m", str(_model(tmp_path)), "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    link = next(option for option in WHOLE_PLANE_OPTIONS if option.name == "link")
+    assert f"napari-unet: note: z.tif: {left_out_note(link)}" in err.splitlines()
+    assert err.count("napari-unet: note:") == 1
+    summary = [line for line in err.splitlines() if " -> " in line]
+    assert len(summary) == 1 and "linked through z" not in summary[0]
+    assert (tmp_path / "o.zarr").is_dir()
+
+
 def _snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 

@@ -16,11 +16,16 @@ from scipy import ndimage
 from napari_unet.cli import main
 from napari_unet.cli import segment as cli_segment
 from napari_unet.core import modelfile, registry, sources
-from napari_unet.core.frontend import applied_postprocessing, left_out_note
+from napari_unet.core.frontend import applied_postprocessing
 from napari_unet.core.largeimage import BlockStore, open_image, segment_to_zarr
 from napari_unet.core.model import UNetConfig
 from napari_unet.core.modelfile import random_model, save_model
-from napari_unet.core.options import WHOLE_PLANE_OPTIONS, SegmentOptions, whole_plane_options
+from napari_unet.core.options import (
+    WHOLE_PLANE_OPTIONS,
+    SegmentOptions,
+    blockwise_refused,
+    whole_plane_options,
+)
 from napari_unet.core.segment import segment
 
 TINY = UNetConfig(depth=2, base_width=2, padding="valid", norm="batch")
@@ -226,8 +231,8 @@ def test_an_option_the_user_gave_is_refused_block_wise_or_applied(
     tifffile.imwrite(tmp_path / "in.tif", image)
     out = tmp_path / "o.zarr"
     argv = [*_args(tmp_path / "in.tif", out, model_path, threshold), "--device", "cpu"]
-    refused = [option for option in WHOLE_PLANE_OPTIONS if option.name == name]
-    if refused:  # the policy, whatever it holds today
+    refused = [o for o in WHOLE_PLANE_OPTIONS if o.name == name and not o.blockwise]
+    if refused:  # the policy, whatever it holds today (link)
         assert main([*argv, *FLAGS[name]]) == 2
         assert _error_line(capsys) == f"napari-unet: error: {refused[0].blockwise_message()}"
         assert not out.exists()  # refused before any work
@@ -238,9 +243,11 @@ def test_an_option_the_user_gave_is_refused_block_wise_or_applied(
     np.testing.assert_array_equal(open_image(out)[:], expected)
 
 
-def test_recommendations_a_block_wise_run_cannot_apply_are_left_out_with_a_note(
+def test_a_recommended_grow_and_merge_is_applied_block_wise_as_in_memory(
     tmp_path, model_path, image, threshold, capsys
 ):
+    """The issue's case: a model recommending grow-and-merge, segmented into a .zarr,
+    gets it (the planes are labelled after the blocks), and the line says so."""
     bundle = modelfile.load_model(model_path)
     bundle.provenance["postprocess"] = {
         "threshold": threshold,
@@ -256,13 +263,11 @@ def test_recommendations_a_block_wise_run_cannot_apply_are_left_out_with_a_note(
 
     err = capsys.readouterr().err
     recommended = SegmentOptions(threshold=threshold, min_size=5, merge_boundaries=0.3)
-    left_out = whole_plane_options(recommended)
-    for option in left_out:
-        assert f"napari-unet: note: in.tif: {left_out_note(option)}" in err.splitlines()
-    assert err.count("napari-unet: note:") == len(left_out)  # nothing else left out
-    applied = replace(recommended, **{option.name: 0.0 for option in left_out})
-    assert f"{source} -> {out} ({applied_postprocessing(applied)})" in err.splitlines()
-    expected = _core_store(recommending, image, tmp_path / "ref.zarr", applied)
+    assert blockwise_refused(recommended) == ()
+    assert "napari-unet: note:" not in err  # nothing left out
+    assert "grow-and-merge below 0.3" in applied_postprocessing(recommended)
+    assert f"{source} -> {out} ({applied_postprocessing(recommended)})" in err.splitlines()
+    expected = _core_store(recommending, image, tmp_path / "ref.zarr", recommended)
     np.testing.assert_array_equal(open_image(out)[:], expected)
     # the same model into a TIFF (in memory) applies everything it recommends
     tiff = [*argv[:3], str(tmp_path / "o.tif"), *argv[4:], "--tile-size", "124"]

@@ -24,7 +24,7 @@ from napari_unet.core.frontend import (
     store_path,
 )
 from napari_unet.core.model import UNetConfig
-from napari_unet.core.options import WHOLE_PLANE_OPTIONS, whole_plane_options
+from napari_unet.core.options import WHOLE_PLANE_OPTIONS, blockwise_refused, whole_plane_options
 from napari_unet.core.postprocess import foreground_probability
 from napari_unet.core.segment import SegmentOptions
 
@@ -86,10 +86,10 @@ EVERYTHING = SegmentOptions(
     pixel_size="0.5 um",
     diameter=12.0,
 )
-#: Each whole-plane option alone (the policy's entries, whatever they are).
-EACH_WHOLE_PLANE = [
-    pytest.param(option, id=option.name) for option in whole_plane_options(EVERYTHING)
-]
+#: Each option a block-wise run cannot honour, alone (the policy's entries, whatever they are).
+EACH_REFUSED = [pytest.param(option, id=option.name) for option in blockwise_refused(EVERYTHING)]
+#: The names of the whole-plane options a block-wise run applies (after the blocks).
+APPLIED_BLOCKWISE = {o.name for o in WHOLE_PLANE_OPTIONS if o.blockwise}
 
 
 def _off(options: SegmentOptions, names) -> SegmentOptions:
@@ -102,7 +102,11 @@ def test_every_whole_plane_option_is_in_use_in_everything():
     assert {o.name for o in whole_plane_options(EVERYTHING)} == {
         o.name for o in WHOLE_PLANE_OPTIONS
     }
-    assert whole_plane_options(EVERYTHING)  # link needs the whole result whatever else does
+    assert blockwise_refused(EVERYTHING)  # link needs the whole result whatever else does
+    # split, fill and grow-and-merge are applied block-wise (the planes are labelled after
+    # the blocks, docs/blockwise-postprocessing.md): only link is refused
+    assert APPLIED_BLOCKWISE == {"split_touching", "fill_boundaries", "merge_boundaries"}
+    assert [o.name for o in blockwise_refused(EVERYTHING)] == ["link"]
 
 
 def test_in_memory_runs_apply_every_option():
@@ -111,7 +115,7 @@ def test_in_memory_runs_apply_every_option():
     assert run_options(EVERYTHING, block_wise=False, recommended=names) == (EVERYTHING, [])
 
 
-@pytest.mark.parametrize("option", EACH_WHOLE_PLANE)
+@pytest.mark.parametrize("option", EACH_REFUSED)
 def test_a_whole_plane_option_the_user_set_is_refused_block_wise(option):
     asked = _off(EVERYTHING, {o.name for o in WHOLE_PLANE_OPTIONS} - {option.name})
     with pytest.raises(InputError) as refused:
@@ -123,7 +127,7 @@ def test_a_whole_plane_option_the_user_set_is_refused_block_wise(option):
         run_options(asked, block_wise=True, recommended=others)
 
 
-@pytest.mark.parametrize("option", EACH_WHOLE_PLANE)
+@pytest.mark.parametrize("option", EACH_REFUSED)
 def test_a_recommended_whole_plane_option_is_left_out_block_wise_with_its_note(option):
     asked = _off(EVERYTHING, {o.name for o in WHOLE_PLANE_OPTIONS} - {option.name})
     applied, notes = run_options(asked, block_wise=True, recommended={option.name})
@@ -135,21 +139,19 @@ def test_a_recommended_whole_plane_option_is_left_out_block_wise_with_its_note(o
 def test_every_recommended_whole_plane_option_gets_its_note_and_nothing_else_changes():
     recommended = {o.name for o in WHOLE_PLANE_OPTIONS}
     applied, notes = run_options(EVERYTHING, block_wise=True, recommended=recommended)
-    used = whole_plane_options(EVERYTHING)
+    used = blockwise_refused(EVERYTHING)
     assert notes == [left_out_note(o) for o in used]
     assert len(set(notes)) == len(used)  # one note each, none merged or lost
     assert applied == _off(EVERYTHING, {o.name for o in used})
-    assert whole_plane_options(applied) == ()
+    assert blockwise_refused(applied) == ()
+    assert {o.name for o in whole_plane_options(applied)} == APPLIED_BLOCKWISE
     assert (applied.threshold, applied.min_size) == (0.4, 9)  # apply at every size
 
 
 def test_options_outside_the_policy_pass_through_block_wise_unchanged():
     asked = _off(EVERYTHING, {o.name for o in WHOLE_PLANE_OPTIONS})
-    applied_to_labels = [
-        name
-        for name in ("split_touching", "fill_boundaries", "merge_boundaries", "link")
-        if name not in {o.name for o in WHOLE_PLANE_OPTIONS}
-    ]
+    applied_to_labels = sorted(APPLIED_BLOCKWISE)
+    assert applied_to_labels  # split, fill, grow-and-merge
     # the labels options the block-wise core applies, set by the user: kept as they are
     user_set = replace(asked, **{name: getattr(EVERYTHING, name) for name in applied_to_labels})
     assert run_options(user_set, block_wise=True) == (user_set, [])
@@ -170,9 +172,8 @@ def test_the_applied_post_processing_in_words():
     words = applied_postprocessing(applied)
     assert words.startswith("post-processing: threshold 0.4, min size 20 px")
     # what a block-wise run leaves out is in its notes, never in what it says it applied
-    merge_applied = "grow-and-merge below 0.3" in words
-    assert merge_applied == ("merge_boundaries" not in {o.name for o in WHOLE_PLANE_OPTIONS})
-    assert "linked through z" not in words and len(notes) == 2 - merge_applied
+    assert "grow-and-merge below 0.3" in words  # applied block-wise, as in memory
+    assert "linked through z" not in words and len(notes) == 1
     mask = SegmentOptions(output="mask", threshold=0.6, min_size=20)
     assert applied_postprocessing(mask) == "post-processing: threshold 0.6"
     probabilities = SegmentOptions(output="probabilities")

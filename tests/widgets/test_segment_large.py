@@ -16,10 +16,10 @@ from dock_fields import open_dock
 from napari_unet._widgets.segment import SegmentWidget
 from napari_unet.core import normalise
 from napari_unet.core.events import Progress
-from napari_unet.core.frontend import applied_postprocessing, left_out_note
+from napari_unet.core.frontend import applied_postprocessing
 from napari_unet.core.largeimage import BlockStore, segment_to_zarr
 from napari_unet.core.modelfile import load_model, save_model
-from napari_unet.core.options import SegmentOptions, whole_plane_options
+from napari_unet.core.options import SegmentOptions, blockwise_refused
 from napari_unet.core.segment import segment
 
 TIMEOUT_MS = 60_000
@@ -224,7 +224,8 @@ def test_a_whole_plane_option_the_user_set_is_refused_block_wise_or_applied(
 
     worker = widget.segment_stack()
 
-    refused = whole_plane_options(asked)  # the policy, whatever it holds today
+    refused = blockwise_refused(asked)  # the policy, whatever it holds today (link)
+    assert bool(refused) == (option == "link")
     if refused:
         assert worker is None and not widget.is_running
         assert len(notifications["error"]) == 1
@@ -241,9 +242,11 @@ def test_a_whole_plane_option_the_user_set_is_refused_block_wise_or_applied(
     np.testing.assert_array_equal(np.asarray(viewer.layers["lazy labels"].data), expected)
 
 
-def test_a_recommendation_a_block_wise_run_cannot_apply_is_left_out_and_said_so(
+def test_a_recommended_split_is_applied_block_wise_and_said_so(
     make_napari_viewer, qtbot, notifications, tmp_path, blobs, tiny_model_file
 ):
+    """A lazy image goes block-wise into a store: the model's recommended watershed split
+    is applied there too (the planes are labelled after the blocks), with no note."""
     bundle = load_model(tiny_model_file)
     bundle.provenance["postprocess"] = {"threshold": 0.5, "min_size": 3, "split_touching": True}
     recommending = save_model(bundle, tmp_path / "recommending.safetensors")
@@ -256,15 +259,12 @@ def test_a_recommendation_a_block_wise_run_cannot_apply_is_left_out_and_said_so(
     _wait_done(qtbot, widget)
 
     recommended = SegmentOptions(threshold=0.5, min_size=3, split_touching=True)
-    left_out = whole_plane_options(recommended)
-    notes = [left_out_note(option) for option in left_out]
-    assert notifications["error"] == []
-    assert notifications["warning"] == notes
-    assert "done" in widget.status and all(note in widget.status for note in notes)
-    # what was applied: the recommendation without what the policy left out
-    applied = replace(recommended, **{option.name: False for option in left_out})
-    assert applied_postprocessing(applied) in widget.status.split("\n")
-    expected = _stored_reference(recommending, blobs, tmp_path / "ref.zarr", applied)
+    assert blockwise_refused(recommended) == ()
+    assert notifications["error"] == [] and notifications["warning"] == []
+    assert "done" in widget.status
+    assert applied_postprocessing(recommended) in widget.status.split("\n")
+    assert "split" in applied_postprocessing(recommended)
+    expected = _stored_reference(recommending, blobs, tmp_path / "ref.zarr", recommended)
     np.testing.assert_array_equal(np.asarray(viewer.layers["lazy labels"].data), expected)
 
 

@@ -23,8 +23,9 @@ the layer's world-to-data mapping), "Segment stack" every plane; the status line
 the plane ("plane 4 of 6 (t=1, z=0), tile 1 of 2"). Results take the image layer's
 scale, translate and units without its channel axis.
 
-**Options a block-wise run cannot apply** (those of
-:data:`~napari_unet.core.options.WHOLE_PLANE_OPTIONS`, e.g. linking through z) follow
+**Options a block-wise run cannot apply** (linking through z, see
+:func:`~napari_unet.core.options.blockwise_refused`; split, fill and grow-and-merge are
+applied block-wise too) follow
 the one policy of :func:`~napari_unet.core.frontend.run_options`, as the CLI does: one
 the user set is refused (the status and a notification say why, nothing starts); one
 the dock put there itself (the model's recommendation, the z-stack link default) is left

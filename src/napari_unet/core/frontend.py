@@ -22,7 +22,7 @@ from typing import Any
 
 from napari_unet.core.errors import InputError
 from napari_unet.core.model import UNetConfig
-from napari_unet.core.options import SegmentOptions, WholePlaneOption, whole_plane_options
+from napari_unet.core.options import SegmentOptions, WholePlaneOption, blockwise_refused
 from napari_unet.core.tiling import round_tile_size
 
 
@@ -131,9 +131,9 @@ def run_options(
     """The options a run applies, and a note for each option it leaves out: the one
     option policy of every front end (CLI, widgets).
 
-    In memory every option applies. Block-wise, the options of
-    :data:`~napari_unet.core.options.WHOLE_PLANE_OPTIONS` that ``options`` use
-    (:func:`~napari_unet.core.options.whole_plane_options`) cannot be applied:
+    In memory every option applies. Block-wise, so does all whole-plane post-processing
+    (split, fill, grow-and-merge: the planes are labelled after the blocks) but the
+    options :func:`~napari_unet.core.options.blockwise_refused` names (``link``):
 
     - one the user set is refused, in one line, before any work (the user asked for
       it: nothing they asked for is dropped);
@@ -168,7 +168,7 @@ def run_options(
     """
     if not block_wise:
         return options, []
-    unapplicable = whole_plane_options(options)
+    unapplicable = blockwise_refused(options)
     for option in unapplicable:
         if option.name not in recommended:
             raise InputError(option.blockwise_message())

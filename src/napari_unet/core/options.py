@@ -3,8 +3,9 @@ whole-plane option policy.
 
 Some post-processing needs a whole plane (or the whole result) at once:
 :data:`WHOLE_PLANE_OPTIONS` says which options, :func:`whole_plane_options` which of
-them a given :class:`SegmentOptions` uses, and :func:`check_blockwise` refuses the one a
-block-wise run cannot honour (``link``); :func:`plane_labeller` is the labelling both
+them a given :class:`SegmentOptions` uses, :func:`blockwise_refused` which of those a
+block-wise run cannot honour (``link``: the others are applied after the blocks), and
+:func:`check_blockwise` refuses them; :func:`plane_labeller` is the labelling both
 runs apply (:func:`~napari_unet.core.frontend.applied_postprocessing` says it in words).
 This is the one place that policy lives.
 """
@@ -273,6 +274,12 @@ def whole_plane_options(options: SegmentOptions) -> tuple[WholePlaneOption, ...]
     return tuple(option for option in WHOLE_PLANE_OPTIONS if option.in_use(options))
 
 
+def blockwise_refused(options: SegmentOptions) -> tuple[WholePlaneOption, ...]:
+    """The options of :data:`WHOLE_PLANE_OPTIONS` that ``options`` use and a block-wise
+    run cannot honour (today ``link``); every other one is applied block-wise too."""
+    return tuple(option for option in whole_plane_options(options) if not option.blockwise)
+
+
 def check_blockwise(options: SegmentOptions) -> None:
     """Refuse, in one line, options block-wise segmentation cannot honour (``link``).
 
@@ -281,7 +288,7 @@ def check_blockwise(options: SegmentOptions) -> None:
     InputError
         Naming the first such option in use and what to do instead.
     """
-    refused = [option for option in whole_plane_options(options) if not option.blockwise]
+    refused = blockwise_refused(options)
     if refused:
         raise InputError(refused[0].blockwise_message())
 
@@ -291,6 +298,7 @@ __all__ = [
     "WHOLE_PLANE_OPTIONS",
     "SegmentOptions",
     "WholePlaneOption",
+    "blockwise_refused",
     "check_blockwise",
     "plane_labeller",
     "recommended_options",
