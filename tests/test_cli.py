@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 import tifffile
 from skimage import io as skio
+from skimage.metrics import adapted_rand_error
 
 from napari_unet import __version__
 from napari_unet.cli import main
 from napari_unet.core import modelfile, registry
+from napari_unet.core.io import open_image
 from napari_unet.core.model import UNetConfig
 from napari_unet.core.modelfile import load_model, random_model, save_model
 from napari_unet.core.segment import segment
@@ -77,10 +79,15 @@ def test_merge_boundaries_option_reaches_the_core(tmp_path, model_path, image_pa
     assert expected.min() == 1  # grown cells fill the image: the option took effect
     np.testing.assert_array_equal(tifffile.imread(output), expected)
 
+    # into a .zarr store (block-wise) the option applies too: the planes are labelled
+    # after the blocks, as in memory
     zarr_args = ["segment", str(image_path), "-o", str(tmp_path / "cells.zarr")]
     capsys.readouterr()
-    assert main([*zarr_args, "--model", str(model_path), *options]) == 2
-    assert "--merge-boundaries 0" in _error_line(capsys)
+    assert main([*zarr_args, "--model", str(model_path), *options, "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert f"grow-and-merge below {merge:g}" in err and "note:" not in err
+    stored = np.asarray(open_image(tmp_path / "cells.zarr")[:])
+    assert adapted_rand_error(expected, stored)[0] <= 0.005
 
 
 @pytest.mark.parametrize(
