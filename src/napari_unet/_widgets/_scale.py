@@ -187,11 +187,8 @@ _FIELD_NAMES = (
     ("--diameter auto", "an object diameter of auto"),
     ("(--diameter)", "(the object diameter field)"),
     ("--diameter", "the object diameter field"),
-    # The block-wise refusals of core.options.WHOLE_PLANE_OPTIONS.
+    # The block-wise refusal of linking (core.options.blockwise_refused).
     ("write a .tif OUTPUT, or turn it off (--no-link)", 'untick "link labels through z"'),
-    ("(--no-split-touching)", '(untick "split touching objects")'),
-    ("(--no-fill-boundaries)", '(untick "fill boundaries")'),
-    ("(--merge-boundaries 0)", '(set "merge below" to 0)'),
 )
 
 
