@@ -47,8 +47,8 @@ def threshold(model, image) -> float:
     return float(np.median(probabilities[1]))
 
 
-def _run(model, image, options, out=None, events=None):
-    generator = run(model, image, options=options, out=out)
+def _run(model, image, options, out=None, events=None, predictor=None):
+    generator = run(model, image, options=options, out=out, predictor=predictor)
     while True:
         try:
             event = next(generator)
@@ -216,10 +216,12 @@ def sparse_discs() -> np.ndarray:
 )
 def test_whole_plane_labelling_is_the_same_block_wise(tmp_path, model, sparse_discs, post):
     options = SegmentOptions(tile_size=TILE, **post)
-    in_memory = _run_with(model, sparse_discs, options)
+    in_memory = _run(model, sparse_discs, options, predictor=_shown_predictor)
     events = []
     target = StoreTarget(tmp_path / "w.zarr", block_size=BLOCK)
-    block_wise = _run_with(model, sparse_discs, options, out=target, events=events)[:]
+    block_wise = _run(
+        model, sparse_discs, options, out=target, events=events, predictor=_shown_predictor
+    )[:]
     assert _same_up_to_renumbering(block_wise, in_memory)
     if post.get("split_touching"):  # the three pairs were split
         assert in_memory.max() >= 9
@@ -264,10 +266,12 @@ def test_grow_and_merge_is_the_same_block_wise(tmp_path, model, cells):
     options = SegmentOptions(
         tile_size=TILE, threshold=0.9, merge_boundaries=0.5, min_size=10, diameter=60.0
     )
-    in_memory = _run_with(model, cells, options)
+    in_memory = _run(model, cells, options, predictor=_shown_predictor)
     events = []
     target = StoreTarget(tmp_path / "g.zarr", block_size=BLOCK)
-    block_wise = _run_with(model, cells, options, out=target, events=events)[:]
+    block_wise = _run(model, cells, options, out=target, events=events, predictor=_shown_predictor)[
+        :
+    ]
     assert 20 < in_memory.max() < 110 and (in_memory > 0).all()  # merged, filling the plane
     assert _same_up_to_renumbering(block_wise, in_memory)
     messages = {e.message for e in events if isinstance(e, Progress)}
@@ -275,17 +279,6 @@ def test_grow_and_merge_is_the_same_block_wise(tmp_path, model, cells):
         "grow-and-merge (seeds above 0.9, merge below 0.5, min size 10) of plane 0: "
         "labelling blocks" in messages
     )
-
-
-def _run_with(model, image, options, out=None, events=None):
-    generator = run(model, image, options=options, out=out, predictor=_shown_predictor)
-    while True:
-        try:
-            event = next(generator)
-        except StopIteration as finished:
-            return finished.value
-        if events is not None:
-            events.append(event)
 
 
 @pytest.mark.data

@@ -8,18 +8,7 @@ import pytest
 from napari_unet.core.planes import as_planes
 from napari_unet.core.planeview import PlaneView, full_key
 from napari_unet.core.sources import plane_of
-
-
-class RecordedReads:
-    """An array-like recording each key it is read with (as a zarr store would be read)."""
-
-    def __init__(self, data: np.ndarray) -> None:
-        self.data, self.shape, self.dtype, self.keys = data, data.shape, data.dtype, []
-        self.ndim = data.ndim
-
-    def __getitem__(self, key):
-        self.keys.append(key)
-        return self.data[key]
+from recorded_reads import RecordedReads
 
 
 @pytest.fixture

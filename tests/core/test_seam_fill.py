@@ -16,24 +16,9 @@ from napari_unet.core.events import drain
 from napari_unet.core.postprocess import PlaneLabeller, semantic_mask
 from napari_unet.core.seam_fill import fill_core, object_edges
 from napari_unet.core.seams import block_cores, label_plane_in_blocks
+from recorded_reads import RecordedReads
 
 SHAPE = (160, 224)
-
-
-class RecordedReads:
-    """A (H, W) array-like recording the area of every window read from it."""
-
-    def __init__(self, data: np.ndarray) -> None:
-        self.data, self.shape, self.dtype = data, data.shape, data.dtype
-        self.areas: list[int] = []
-
-    def __getitem__(self, key):
-        window = self.data[key]
-        self.areas.append(int(np.size(window)))
-        return window
-
-    def __setitem__(self, key, value):
-        self.data[key] = value
 
 
 @pytest.fixture

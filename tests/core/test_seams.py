@@ -29,6 +29,7 @@ from napari_unet.core.seams import (
     label_plane_in_blocks,
 )
 from napari_unet.core.segment import SegmentOptions, recommended_options, segment
+from recorded_reads import RecordedReads
 
 SHAPE = (160, 224)
 
@@ -210,18 +211,6 @@ def test_planes_of_a_stack_are_labelled_in_place(discs, tmp_path):
             labeller=labeller,
             margin=20,
         )
-
-
-class RecordedReads:
-    """An array-like that records the size of every window read from it."""
-
-    def __init__(self, data: np.ndarray):
-        self.data, self.shape, self.dtype, self.reads = data, data.shape, data.dtype, []
-
-    def __getitem__(self, region):
-        window = self.data[region]
-        self.reads.append(window.shape)
-        return window
 
 
 def test_reads_one_window_per_block_and_yields_progress(cells):
